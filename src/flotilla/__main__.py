@@ -1,0 +1,5 @@
+"""`python -m flotilla` runs the CLI (the daemon is spawned this way)."""
+
+from flotilla.cli.main import main
+
+main()

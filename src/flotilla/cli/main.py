@@ -1,0 +1,302 @@
+"""The `flotilla` command: every user-facing verb, each a thin call to the daemon.
+
+Commands validate what they can locally (the spec, with file and line), then
+ask the daemon, which they start in the background when it is not running.
+Every error is a Flotilla error printed as one clear message with its own
+exit code; ``--json`` prints the API's data for scripts.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+import sys
+
+import click
+
+from flotilla import __version__
+from flotilla.cli import render
+from flotilla.cli.wait import last_event_id, wait_converged
+from flotilla.daemon.client import DaemonClient, app_path
+from flotilla.daemon.paths import Home, default_home
+from flotilla.errors import FlotillaError, SpecError
+from flotilla.spec import load_spec, spec_to_dict
+
+DEFAULT_SPEC = "flotilla.yaml"
+spec_option = click.option(
+    "-f", "--file", "spec_file", default=DEFAULT_SPEC, show_default=True,
+    type=click.Path(dir_okay=False), help="The app spec.",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+def _client(ctx: click.Context) -> DaemonClient:
+    return DaemonClient.connect(ctx.obj)
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home", envvar="FLOTILLA_HOME", type=click.Path(file_okay=False),
+    help="The daemon's state directory [env FLOTILLA_HOME; default /var/lib/flotilla as root].",
+)
+@click.version_option(__version__, prog_name="flotilla")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None) -> None:
+    """Deploy, run and manage microservices from one declarative file.
+
+    \b
+    Quick start:
+      flotilla validate -f flotilla.yaml   # check the spec, change nothing
+      flotilla up -f flotilla.yaml         # create or update the app, wait until healthy
+      flotilla ps shop                     # one row per replica
+      flotilla scale shop web=5            # horizontal scaling
+      flotilla down shop                   # remove everything the app owns
+    """
+    ctx.obj = Home(Path(home).resolve()) if home else default_home()
+
+
+@cli.command()
+@click.argument("spec_file", default=DEFAULT_SPEC, type=click.Path(dir_okay=False))
+@json_option
+def validate(spec_file: str, as_json: bool) -> None:
+    """Check a spec and report every problem at once; touches nothing.
+
+    Each problem is printed as FILE:LINE:COLUMN: path: what is wrong; what to do.
+    Exits 2 when the spec is invalid.
+
+    \b
+    Example:
+      flotilla validate examples/shop/flotilla.yaml
+    """
+    try:
+        spec = load_spec(spec_file)
+    except SpecError as exc:
+        if as_json:
+            render.echo_json({"valid": False, "problems": [p.to_dict() for p in exc.problems]})
+            sys.exit(exc.exit_code)
+        raise
+    if as_json:
+        render.echo_json({"valid": True, "app": spec.app, "services": sorted(spec.services)})
+    else:
+        click.echo(f"{spec_file}: valid ({spec.app}: {len(spec.services)} service(s))")
+
+
+@cli.command()
+@spec_option
+@json_option
+@click.pass_context
+def plan(ctx: click.Context, spec_file: str, as_json: bool) -> None:
+    """Show what `up` would change, without changing anything.
+
+    \b
+    Example:
+      flotilla plan -f examples/shop/flotilla.yaml
+    """
+    spec = load_spec(spec_file)
+    result = _client(ctx).request("POST", "/v1/apps", body={"spec": spec_to_dict(spec)}, query={"dry_run": 1})
+    render.echo_json(result) if as_json else click.echo(render.plan_text(result))
+
+
+@cli.command()
+@spec_option
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for every replica to be healthy.")
+@click.option("--detach", "-d", is_flag=True, help="Return once the spec is accepted; do not wait.")
+@json_option
+@click.pass_context
+def up(ctx: click.Context, spec_file: str, timeout: float, detach: bool, as_json: bool) -> None:
+    """Create or update an app from its spec and wait until every replica is healthy.
+
+    Validates the spec first (nothing changes if it is invalid), shows the
+    plan, then reports progress until the app has converged. Replicas whose
+    config changed are replaced one at a time, the new one healthy before the
+    old one stops. Exits non-zero with the reason on a timeout or a crash loop.
+
+    \b
+    Example:
+      flotilla up -f examples/shop/flotilla.yaml --timeout 60
+    """
+    spec = load_spec(spec_file)
+    client = _client(ctx)
+    since = last_event_id(client, spec.app)
+    result = _submit(client, spec_file, spec)
+    if not as_json:
+        _say(render.plan_text(result))
+    if detach:
+        render.echo_json(result) if as_json else None
+        return
+    status = wait_converged(client, spec.app, timeout=timeout, since=since, say=_quiet_if(as_json))
+    if as_json:
+        render.echo_json(status)
+    else:
+        click.echo(f"{spec.app} is up: {sum(s['desired'] for s in status['services'])} replica(s) healthy")
+
+
+def _submit(client: DaemonClient, spec_file: str, spec) -> dict:
+    try:
+        return client.request("POST", "/v1/apps", body={"spec": spec_to_dict(spec)})
+    except SpecError as exc:  # problems found by the daemon (e.g. a missing image) name the file
+        raise SpecError([p.__class__(**{**p.to_dict(), "file": spec_file}) for p in exc.problems]) from exc
+
+
+def _quiet_if(quiet: bool):
+    return (lambda _message: None) if quiet else _say
+
+
+@cli.command()
+@click.argument("app")
+@json_option
+@click.pass_context
+def down(ctx: click.Context, app: str, as_json: bool) -> None:
+    """Remove every container and network labelled for APP, and nothing else.
+
+    \b
+    Example:
+      flotilla down shop
+    """
+    result = _client(ctx).request("DELETE", app_path(app))
+    if as_json:
+        render.echo_json(result)
+    else:
+        click.echo(f"{app}: removed {len(result['containers'])} container(s), {len(result['networks'])} network(s)")
+
+
+@cli.command()
+@click.argument("app", required=False)
+@json_option
+@click.pass_context
+def ps(ctx: click.Context, app: str | None, as_json: bool) -> None:
+    """List replicas: one row per replica, of APP or of every app.
+
+    JSON rows carry service, replica, name, state, healthy, ip, config_hash,
+    current (running the current config) and container_id.
+
+    \b
+    Example:
+      flotilla ps shop --json
+    """
+    client = _client(ctx)
+    apps = [app] if app else [a["app"] for a in client.request("GET", "/v1/apps")["apps"]]
+    rows = []
+    for name in apps:
+        rows += [{"app": name, **r} for r in client.request("GET", app_path(name))["replicas"]]
+    render.echo_json(rows) if as_json else click.echo(render.ps_table(rows))
+
+
+@cli.command()
+@click.argument("app")
+@click.argument("counts", nargs=-1, required=True)
+@click.option("--wait", is_flag=True, help="Wait until the new count is healthy.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait with --wait.")
+@json_option
+@click.pass_context
+def scale(ctx: click.Context, app: str, counts: tuple[str, ...], wait: bool, timeout: float, as_json: bool) -> None:
+    """Set the number of replicas of one or more services: SERVICE=N ...
+
+    The new count is kept until the next `up` of a spec with other replicas.
+
+    \b
+    Example:
+      flotilla scale shop web=5 catalog=3 --wait
+    """
+    wanted = _parse_counts(counts)
+    client = _client(ctx)
+    since = last_event_id(client, app)
+    result = client.request("POST", app_path(app, "scale"), body={"replicas": wanted})
+    if wait:
+        result = wait_converged(client, app, timeout=timeout, since=since, say=_quiet_if(as_json))
+    if as_json:
+        render.echo_json(result)
+    else:
+        click.echo(f"{app}: " + ", ".join(f"{s}={n}" for s, n in wanted.items()))
+
+
+def _parse_counts(counts: tuple[str, ...]) -> dict[str, int]:
+    wanted = {}
+    for item in counts:
+        service, sep, number = item.partition("=")
+        if not sep or not service or not number.isdigit():
+            raise click.BadParameter(f"{item!r}: write SERVICE=N, for example web=3", param_hint="COUNTS")
+        wanted[service] = int(number)
+    return wanted
+
+
+@cli.command()
+@click.argument("app")
+@click.argument("service", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("--tail", default="all", show_default=True, help="Lines from the end of each replica's log.")
+@click.pass_context
+def logs(ctx: click.Context, app: str, service: str | None, follow: bool, tail: str) -> None:
+    """Print the logs of APP's replicas (or of one SERVICE), each line prefixed by its replica.
+
+    \b
+    Example:
+      flotilla logs shop web -f --tail 20
+    """
+    query = {"follow": int(follow), "tail": tail, **({"service": service} if service else {})}
+    out = click.get_binary_stream("stdout")
+    for line in _client(ctx).stream(app_path(app, "logs"), query=query):
+        out.write(line)
+        out.flush()
+
+
+@cli.command()
+@click.argument("app")
+@click.option("--since", default=0, help="Only events after this id.")
+@click.option("--limit", default=200, show_default=True, help="At most this many events.")
+@json_option
+@click.pass_context
+def events(ctx: click.Context, app: str, since: int, limit: int, as_json: bool) -> None:
+    """Show what Flotilla did to APP and why: starts, removals, crashes, health, scaling.
+
+    \b
+    Example:
+      flotilla events shop --json
+    """
+    found = _client(ctx).request("GET", app_path(app, "events"), query={"since": since, "limit": limit})
+    if as_json:
+        render.echo_json(found["events"])
+        return
+    for event in found["events"]:
+        click.echo(render.event_line(event))
+
+
+@cli.command()
+@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
+@click.pass_context
+def daemon(ctx: click.Context, log_level: str) -> None:
+    """Run the controller in the foreground (other commands start it when needed).
+
+    It serves its API on $FLOTILLA_HOME/flotilla.sock (mode 0600), keeps its
+    state in $FLOTILLA_HOME/state.db, and reconciles every app on each spec
+    change, Docker event, health change and every 5 seconds.
+
+    \b
+    Example:
+      FLOTILLA_HOME=/tmp/fl flotilla daemon --log-level DEBUG
+    """
+    from flotilla.daemon.server import run_daemon  # imports the Docker SDK: only here
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_daemon(ctx.obj)
+
+
+def main() -> None:
+    try:
+        result = cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except FlotillaError as exc:
+        click.echo(f"flotilla: {exc.message}" if not isinstance(exc, SpecError) else exc.message, err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,71 @@
+"""Turning API answers into what a person reads: tables, plans, events.
+
+Kept out of the command definitions so every command prints the same way,
+and ``--json`` always prints the API's own data instead.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+
+import click
+
+PS_COLUMNS = (
+    ("APP", "app"),
+    ("SERVICE", "service"),
+    ("REPLICA", "replica"),
+    ("NAME", "name"),
+    ("STATE", "state"),
+    ("HEALTH", "health_text"),
+    ("IP", "ip"),
+)
+
+
+def echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def table(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> str:
+    cells = [[str(row.get(key) if row.get(key) is not None else "-") for _, key in columns] for row in rows]
+    widths = [max([len(title)] + [len(c[i]) for c in cells]) for i, (title, _) in enumerate(columns)]
+    lines = ["  ".join(t.ljust(w) for (t, _), w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)).rstrip() for cell in cells]
+    return "\n".join(lines)
+
+
+def ps_table(rows: Sequence[dict]) -> str:
+    shown = [
+        {**r, "health_text": ("healthy" if r["healthy"] else "unhealthy") + ("" if r["current"] else " (old config)")}
+        for r in rows
+    ]
+    return table(shown, PS_COLUMNS)
+
+
+def plan_text(plan: dict) -> str:
+    changes = [a for a in plan["actions"] if a["kind"] != "hold"]
+    holds = [a for a in plan["actions"] if a["kind"] == "hold"]
+    if not changes and not holds:
+        return f"{plan['app']}: up to date, nothing to change"
+    lines = [f"{plan['app']}: {len(changes)} change(s)"]
+    lines += [f"  {_symbol(a)} {_subject(a)}: {a['reason']}" for a in changes]
+    lines += [f"  = {_subject(a)}: {a['reason']}" for a in holds]
+    return "\n".join(lines)
+
+
+def _symbol(action: dict) -> str:
+    return {"create_replica": "+", "remove_replica": "-", "ensure_network": "+"}.get(action["kind"], "~")
+
+
+def _subject(action: dict) -> str:
+    if action["kind"] == "ensure_network":
+        return f"network {action['name']}"
+    if action["kind"] == "remove_replica":
+        return f"{action['service']}-{action['index']} ({action['name']})"
+    return f"{action['service']}-{action['index']}"
+
+
+def event_line(event: dict) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["time"]))
+    return f"{when}  {event['kind']:<7} {event['subject']:<12} {event['message']}"

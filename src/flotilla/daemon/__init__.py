@@ -1,0 +1,1 @@
+"""The long-running controller: reconcile loop, health, store and API."""

@@ -1,0 +1,252 @@
+"""The daemon's HTTP API, served on a UNIX socket only its owner can open.
+
+Thin glue: each route parses its request, calls an operation or a status
+function, and answers JSON. Flotilla errors become JSON bodies with the
+error's code and message (and, for a bad spec, every problem), so the CLI
+shows the same sentence the daemon wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import re
+import socketserver
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
+from urllib.parse import parse_qs, urlsplit
+
+from flotilla import __version__
+from flotilla.daemon import operations, status
+from flotilla.daemon.controller import Controller
+from flotilla.errors import (
+    ConflictError,
+    EngineUnavailableError,
+    FlotillaError,
+    NotFoundError,
+    SpecError,
+)
+
+log = logging.getLogger(__name__)
+HTTP_STATUS = {
+    SpecError: 400,
+    ConflictError: 409,
+    NotFoundError: 404,
+    EngineUnavailableError: 503,
+}
+Route = tuple[str, re.Pattern, Callable]
+
+
+class Request:
+    def __init__(self, handler: BaseHTTPRequestHandler, params: dict) -> None:
+        self.handler = handler
+        self.params = params
+        self.query = {k: v[-1] for k, v in parse_qs(urlsplit(handler.path).query).items()}
+
+    def json(self) -> dict:
+        length = int(self.handler.headers.get("Content-Length") or 0)
+        raw = self.handler.rfile.read(length) if length else b"{}"
+        try:
+            body = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConflictError(f"request body is not JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise ConflictError("request body must be a JSON object")
+        return body
+
+    def flag(self, name: str) -> bool:
+        return self.query.get(name, "") in ("1", "true", "yes")
+
+
+class Api:
+    """Routes requests to the controller; one instance per daemon."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.routes: list[Route] = [
+            ("GET", re.compile(r"/v1/health"), self.health),
+            ("GET", re.compile(r"/v1/apps"), self.list_apps),
+            ("POST", re.compile(r"/v1/apps"), self.submit),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)"), self.app_status),
+            ("DELETE", re.compile(r"/v1/apps/(?P<app>[^/]+)"), self.remove),
+            ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/scale"), self.scale),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/events"), self.events),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/logs"), self.logs),
+            (
+                "GET",
+                re.compile(r"/v1/apps/(?P<app>[^/]+)/services/(?P<service>[^/]+)/endpoints"),
+                self.endpoints,
+            ),
+        ]
+
+    def dispatch(self, method: str, path: str) -> tuple[Callable | None, dict, bool]:
+        """The handler for ``method path``, its URL parameters, and whether the path exists."""
+        known = False
+        for verb, pattern, handler in self.routes:
+            match = pattern.fullmatch(path)
+            if match:
+                known = True
+                if verb == method:
+                    return handler, match.groupdict(), True
+        return None, {}, known
+
+    # -- handlers: each returns (status, body) or streams itself and returns None
+
+    def health(self, req: Request):
+        return 200, {"ok": True, "version": __version__}
+
+    def list_apps(self, req: Request):
+        apps = []
+        for stored in self.controller.store.apps():
+            apps.append({"app": stored.name, "status": stored.status, "updated": stored.updated})
+        return 200, {"apps": apps}
+
+    def submit(self, req: Request):
+        body = req.json()
+        result = operations.submit(self.controller, body.get("spec") or {}, dry_run=req.flag("dry_run"))
+        return 200, result
+
+    def app_status(self, req: Request):
+        return 200, status.app_status(self.controller, req.params["app"])
+
+    def remove(self, req: Request):
+        return 200, self.controller.remove_app(req.params["app"])
+
+    def scale(self, req: Request):
+        counts = req.json().get("replicas") or {}
+        return 200, operations.scale(self.controller, req.params["app"], counts)
+
+    def events(self, req: Request):
+        since = int(req.query.get("since", "0") or 0)
+        limit = min(int(req.query.get("limit", "1000") or 1000), 10_000)
+        events = self.controller.store.events(req.params["app"], since=since, limit=limit)
+        return 200, {"events": [e.to_dict() for e in events]}
+
+    def endpoints(self, req: Request):
+        found = status.endpoints(self.controller, req.params["app"], req.params["service"])
+        return 200, {"endpoints": found}
+
+    def logs(self, req: Request):
+        spec = status.load_app(self.controller, req.params["app"])
+        service = req.query.get("service")
+        if service and service not in spec.services:
+            raise NotFoundError(f"app {spec.app} has no service {service!r}; it has: {', '.join(spec.services)}")
+        observed = self.controller.engine.observe(spec.app)
+        replicas = [r for r in observed.replicas if not service or r.service == service]
+        stream_logs(
+            req.handler,
+            self.controller.engine,
+            replicas,
+            follow=req.flag("follow"),
+            tail=req.query.get("tail", "all"),
+        )
+
+
+def stream_logs(handler: BaseHTTPRequestHandler, engine, replicas, *, follow: bool, tail: str) -> None:
+    """Write ``replica | line`` for every replica, merged as lines arrive."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/plain; charset=utf-8")
+    handler.end_headers()
+    width = max((len(r.replica) for r in replicas), default=0)
+    lines: queue.Queue = queue.Queue(maxsize=10_000)
+    done = threading.Event()
+    readers = [
+        threading.Thread(
+            target=_read_logs, args=(engine, r, lines, done, follow, tail, width), daemon=True
+        )
+        for r in replicas
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        while any(t.is_alive() for t in readers) or not lines.empty():
+            try:
+                handler.wfile.write(lines.get(timeout=0.2))
+                handler.wfile.flush()
+            except queue.Empty:
+                continue
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        done.set()
+
+
+def _read_logs(engine, replica, lines: queue.Queue, done: threading.Event, follow, tail, width) -> None:
+    prefix = f"{replica.replica:<{width}} | ".encode()
+    pending = b""
+    try:
+        for chunk in engine.logs(replica.container_id, follow=follow, tail=tail):
+            if done.is_set():
+                return
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for line in complete:
+                lines.put(prefix + line + b"\n")
+    except FlotillaError:
+        return
+    if pending:
+        lines.put(prefix + pending + b"\n")
+
+
+class ApiHandler(BaseHTTPRequestHandler):
+    server_version = f"flotilla/{__version__}"
+    api: Api  # set on the subclass the server makes
+
+    def address_string(self) -> str:  # UNIX sockets have no peer address
+        return "local"
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+        log.debug("api: " + format, *args)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._handle("DELETE")
+
+    def _handle(self, method: str) -> None:
+        path = urlsplit(self.path).path.rstrip("/") or "/"
+        handler, params, known = self.api.dispatch(method, path)
+        if handler is None:
+            code = 405 if known else 404
+            self._send(code, {"error": "not_found", "message": f"{method} {path} is not part of the API"})
+            return
+        try:
+            result = handler(Request(self, params))
+        except FlotillaError as exc:
+            self._send(_status_of(exc), exc.to_dict())
+            return
+        except Exception as exc:  # noqa: BLE001 - answer, log, and keep serving
+            log.exception("API %s %s failed", method, path)
+            self._send(500, {"error": "internal", "message": f"internal error: {exc!r}"})
+            return
+        if result is not None:
+            self._send(*result)
+
+    def _send(self, code: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _status_of(exc: FlotillaError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500
+
+
+class UnixApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: str, api: Api) -> None:
+        handler = type("BoundApiHandler", (ApiHandler,), {"api": api})
+        super().__init__(path, handler)

@@ -1,0 +1,311 @@
+"""The reconcile loop: observe -> plan -> apply, for every app, forever.
+
+Level-based, like a Kubernetes controller: whatever woke it (a new spec, a
+Docker event, a health change, a timer), it reads the whole desired and
+actual state of the app and lets the pure planner decide. So a daemon killed
+at any moment and started again simply converges from where things stand.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from flotilla.daemon.events import EventLog
+from flotilla.daemon.health import HealthProber, ProbeTarget
+from flotilla.daemon.store import DELETING, Store
+from flotilla.engines.docker import DockerEngine
+from flotilla.errors import FlotillaError, NotFoundError
+from flotilla.plan import (
+    CrashRecord,
+    CreateReplica,
+    Desired,
+    DesiredService,
+    EnsureNetwork,
+    Hold,
+    Observed,
+    Plan,
+    RemoveReplica,
+    plan,
+    plan_removal,
+)
+from flotilla.plan.backoff import next_crash_record
+from flotilla.spec import AppSpec, config_hash, spec_from_dict
+
+log = logging.getLogger(__name__)
+RESYNC_INTERVAL = 5.0
+APPLY_WORKERS = 8
+
+
+def desired_state(spec: AppSpec) -> Desired:
+    return Desired(
+        app=spec.app,
+        services=tuple(
+            DesiredService(
+                name=name,
+                replicas=svc.replicas,
+                config_hash=config_hash(spec, name),
+                egress=svc.egress,
+            )
+            for name, svc in spec.services.items()
+        ),
+    )
+
+
+class Controller:
+    """Keeps every stored app converged on its spec."""
+
+    def __init__(
+        self,
+        *,
+        engine: DockerEngine,
+        store: Store,
+        clock: Callable[[], float],
+        resync_interval: float = RESYNC_INTERVAL,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.events = EventLog(store)
+        self._clock = clock
+        self._resync = resync_interval
+        self._prober = HealthProber(on_change=self._health_changed, clock=clock)
+        self._pool = ThreadPoolExecutor(max_workers=APPLY_WORKERS, thread_name_prefix="apply")
+        self._lock = threading.RLock()
+        self._dirty: set[str] = set()
+        self._dirty_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._crashes: dict[tuple[str, str, int], CrashRecord] = {}
+        self._counted_dead: set[str] = set()
+        self._next_wake: float | None = None
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        for name, target in (
+            ("reconcile", self._reconcile_loop),
+            ("docker-events", self._watch_events),
+            ("health", lambda: self._prober.run(self._stop)),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.trigger_all()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def trigger(self, app: str) -> None:
+        with self._dirty_lock:
+            self._dirty.add(app)
+        self._wake.set()
+
+    def trigger_all(self) -> None:
+        for stored in self.store.apps():
+            self.trigger(stored.name)
+
+    # -- the loop --------------------------------------------------------------
+
+    def _reconcile_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._wait_time())
+            self._wake.clear()
+            with self._dirty_lock:
+                apps, self._dirty = self._dirty, set()
+            if not apps:  # timer: resync everything
+                apps = {a.name for a in self.store.apps()}
+            for app in sorted(apps):
+                self._reconcile_safely(app)
+
+    def _wait_time(self) -> float:
+        if self._next_wake is None:
+            return self._resync
+        return max(0.0, min(self._resync, self._next_wake - self._clock()))
+
+    def _reconcile_safely(self, app: str) -> None:
+        try:
+            self.reconcile(app)
+        except FlotillaError as exc:
+            self.events.note_error(app, exc.message)
+        except Exception:  # noqa: BLE001 - the loop must survive any bug
+            log.exception("reconcile of %s failed", app)
+
+    def reconcile(self, app: str) -> Plan | None:
+        with self._lock:
+            stored = self.store.get_app(app)
+            if stored is None:
+                return None
+            if stored.status == DELETING:
+                self._remove_now(app)
+                return None
+            spec = spec_from_dict(stored.spec)
+            observed = self.observe(spec)
+            self._record_crashes(app, observed)
+            the_plan = plan(
+                desired_state(spec), observed, now=self._clock(), crashes=self._crashes_of(app)
+            )
+            self._schedule_holds(the_plan)
+            self.apply(spec, the_plan)
+            if the_plan.changes:
+                self.trigger(app)  # look again: new replicas need probing
+            return the_plan
+
+    def observe(self, spec: AppSpec) -> Observed:
+        """What runs for ``spec.app``, with each replica's health filled in."""
+        observed = self.engine.observe(spec.app)
+        self._prober.set_targets(spec.app, _probe_targets(spec, observed))
+        replicas = tuple(
+            replace(r, healthy=self._prober.healthy(r.container_id) if r.running else False)
+            for r in observed.replicas
+        )
+        return replace(observed, replicas=replicas)
+
+    def preview(self, spec: AppSpec) -> Plan:
+        """The plan ``up`` would carry out for ``spec``, changing nothing."""
+        observed = self.observe(spec)
+        return plan(desired_state(spec), observed, now=self._clock(), crashes=self._crashes_of(spec.app))
+
+    # -- apply -----------------------------------------------------------------
+
+    def apply(self, spec: AppSpec, the_plan: Plan) -> None:
+        for net in the_plan.of_kind(EnsureNetwork):
+            self.engine.ensure_network(app=spec.app, name=net.name, internal=net.internal)
+        removals = the_plan.of_kind(RemoveReplica)
+        self._run_all([(self._remove, spec.app, a) for a in removals if not a.graceful])
+        self._run_all([(self._create, spec, a) for a in the_plan.of_kind(CreateReplica)])
+        self._run_all([(self._remove, spec.app, a) for a in removals if a.graceful])
+
+    def _run_all(self, calls: list[tuple]) -> None:
+        futures = [self._pool.submit(fn, *args) for fn, *args in calls]
+        for future in futures:
+            future.result()
+
+    def _create(self, spec: AppSpec, action: CreateReplica) -> None:
+        try:
+            self.engine.create_replica(
+                spec=spec, service=action.service, index=action.index, config_hash=action.config_hash
+            )
+        except FlotillaError as exc:
+            self.events.record(spec.app, "error", action.replica, f"could not start: {exc.message}")
+            return
+        self.events.record(spec.app, "create", action.replica, f"started ({action.reason})")
+
+    def _remove(self, app: str, action: RemoveReplica) -> None:
+        try:
+            self.engine.remove_replica(action.container_id, graceful=action.graceful)
+        except FlotillaError as exc:
+            self.events.record(app, "error", action.replica, f"could not remove {action.name}: {exc.message}")
+            return
+        self.events.record(app, "remove", action.replica, f"removed {action.name} ({action.reason})")
+
+    # -- crashes and holds -----------------------------------------------------
+
+    def _record_crashes(self, app: str, observed: Observed) -> None:
+        now = self._clock()
+        for replica in observed.replicas:
+            if replica.state not in ("exited", "dead") or replica.container_id in self._counted_dead:
+                continue
+            self._counted_dead.add(replica.container_id)
+            key = (app, replica.service, replica.index)
+            record = next_crash_record(self._crashes.get(key), now=now)
+            self._crashes[key] = record
+            output = " | ".join(self.engine.last_log_lines(replica.container_id, lines=3))
+            self.events.record(
+                app,
+                "crash",
+                replica.replica,
+                f"{replica.name} exited with code {replica.exit_code} "
+                f"(failure {record.count} in a row)" + (f"; last output: {output}" if output else ""),
+            )
+
+    def _crashes_of(self, app: str) -> dict[tuple[str, int], CrashRecord]:
+        return {(svc, idx): rec for (a, svc, idx), rec in self._crashes.items() if a == app}
+
+    def crash_loops(self, app: str) -> dict[str, CrashRecord]:
+        """Replicas that failed repeatedly and are being restarted with back-off."""
+        now = self._clock()
+        return {
+            f"{svc}-{idx}": rec
+            for (svc, idx), rec in self._crashes_of(app).items()
+            if rec.count >= 2 and next_crash_record(rec, now=now).count > 1
+        }
+
+    def _schedule_holds(self, the_plan: Plan) -> None:
+        untils = [h.until for h in the_plan.of_kind(Hold) if h.until is not None]
+        self._next_wake = min(untils) if untils else None
+        for hold in the_plan.of_kind(Hold):
+            self.events.note_hold(the_plan.app, hold.replica, hold.reason)
+
+    # -- removal ---------------------------------------------------------------
+
+    def remove_app(self, app: str) -> dict:
+        """``flotilla down``: everything labelled for ``app`` goes, nothing else."""
+        with self._lock:
+            known = self.store.get_app(app) is not None
+            if not known and app not in self.engine.apps():
+                raise NotFoundError(f"no app named {app!r} on this host; `flotilla ps` lists the apps")
+            if known:
+                self.store.mark_deleting(app)
+            return self._remove_now(app)
+
+    def _remove_now(self, app: str) -> dict:
+        observed = self.engine.observe(app)
+        removal = plan_removal(observed)
+        self._run_all([(self._remove, app, a) for a in removal.of_kind(RemoveReplica)])
+        networks = self.engine.remove_networks(app)
+        self._prober.set_targets(app, [])
+        self.store.delete_app(app)
+        self._forget_crashes(app)
+        self.events.record(app, "down", app, f"removed {len(observed.replicas)} container(s), {len(networks)} network(s)")
+        return {"containers": [r.name for r in observed.replicas], "networks": networks}
+
+    def _forget_crashes(self, app: str) -> None:
+        for key in [k for k in self._crashes if k[0] == app]:
+            del self._crashes[key]
+
+    # -- reacting to the world -------------------------------------------------
+
+    def _health_changed(self, target: ProbeTarget, healthy: bool, detail: str) -> None:
+        state = "healthy" if healthy else "unhealthy"
+        self.events.record(target.app, "health", target.replica, f"{state} ({detail})")
+        self.trigger(target.app)
+
+    def _watch_events(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for event in self.engine.events(self._stop):
+                    if event.app and event.action in ("die", "start", "destroy", "oom"):
+                        self.trigger(event.app)
+            except FlotillaError as exc:
+                log.warning("docker events: %s", exc.message)
+            self._stop.wait(1.0)
+
+    def health_detail(self, container_id: str) -> str:
+        return self._prober.detail(container_id)
+
+
+def _probe_targets(spec: AppSpec, observed: Observed) -> list[ProbeTarget]:
+    targets = []
+    for replica in observed.replicas:
+        svc = spec.services.get(replica.service)
+        if svc is None or not replica.running or not replica.ip:
+            continue
+        targets.append(
+            ProbeTarget(
+                container_id=replica.container_id,
+                app=spec.app,
+                replica=replica.replica,
+                ip=replica.ip,
+                port=svc.port,
+                kind=svc.probe,
+                path=svc.health.path,
+                interval=svc.health.interval,
+                timeout=svc.health.timeout,
+            )
+        )
+    return targets

@@ -1,0 +1,164 @@
+"""Health probing of replicas: HTTP GET or TCP connect, from the host.
+
+Flotilla probes replicas itself instead of relying on Docker's HEALTHCHECK,
+which runs inside the container (needing curl in every image) and reports no
+faster than its interval. A new replica is probed every 100 ms until it first
+answers, so it counts as an endpoint within a fraction of a second of being
+ready; after that at the service's ``health.interval``. A replica turns
+unhealthy after two failed probes in a row.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+STARTUP_INTERVAL = 0.1
+RECHECK_INTERVAL = 0.5
+FAILURES_TO_UNHEALTHY = 2
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    container_id: str
+    app: str
+    replica: str
+    ip: str
+    port: int | None
+    kind: str  # "http", "tcp" or "none"
+    path: str | None
+    interval: float
+    timeout: float
+
+
+@dataclass
+class _ProbeState:
+    target: ProbeTarget
+    healthy: bool | None = None
+    failures: int = 0
+    due: float = 0.0
+    in_flight: bool = False
+    detail: str = field(default="")
+
+
+def probe(target: ProbeTarget) -> tuple[bool, str]:
+    """Probe once; returns (healthy, detail)."""
+    if target.kind == "none" or target.port is None:
+        return True, "running (no probe)"
+    try:
+        if target.kind == "http":
+            return _http_probe(target)
+        with socket.create_connection((target.ip, target.port), timeout=target.timeout):
+            return True, "TCP connect ok"
+    except OSError as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    except http.client.HTTPException as exc:
+        return False, f"bad HTTP response: {exc!r}"
+
+
+def _http_probe(target: ProbeTarget) -> tuple[bool, str]:
+    conn = http.client.HTTPConnection(target.ip, target.port, timeout=target.timeout)
+    try:
+        conn.request("GET", target.path or "/", headers={"User-Agent": "flotilla-health"})
+        status = conn.getresponse().status
+    finally:
+        conn.close()
+    return 200 <= status < 400, f"HTTP {status}"
+
+
+class HealthProber:
+    """Keeps every running replica's health current, in a background thread.
+
+    ``on_change(target, healthy, detail)`` is called whenever a
+    replica's health changes, so the controller can react at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        on_change: Callable[[ProbeTarget, bool, str], None],
+        clock: Callable[[], float],
+        probe_fn: Callable[[ProbeTarget], tuple[bool, str]] = probe,
+        workers: int = 16,
+    ) -> None:
+        self._on_change = on_change
+        self._clock = clock
+        self._probe = probe_fn
+        self._states: dict[str, _ProbeState] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe")
+        self._wake = threading.Event()
+
+    def set_targets(self, app: str, targets: list[ProbeTarget]) -> None:
+        """Replace the probed replicas of ``app``; state of kept ones is kept."""
+        wanted = {t.container_id: t for t in targets}
+        with self._lock:
+            for cid in [c for c, s in self._states.items() if s.target.app == app and c not in wanted]:
+                del self._states[cid]
+            for cid, target in wanted.items():
+                state = self._states.get(cid)
+                if state is None:
+                    self._states[cid] = _ProbeState(target=target)
+                else:
+                    state.target = target
+        self._wake.set()
+
+    def healthy(self, container_id: str) -> bool | None:
+        with self._lock:
+            state = self._states.get(container_id)
+            return state.healthy if state else None
+
+    def detail(self, container_id: str) -> str:
+        with self._lock:
+            state = self._states.get(container_id)
+            return state.detail if state else ""
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            for state in self._due():
+                self._pool.submit(self._probe_one, state)
+            self._wake.wait(0.05)
+            self._wake.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _due(self) -> list[_ProbeState]:
+        now = self._clock()
+        with self._lock:
+            due = [s for s in self._states.values() if not s.in_flight and s.due <= now]
+            for state in due:
+                state.in_flight = True
+        return due
+
+    def _probe_one(self, state: _ProbeState) -> None:
+        ok, detail = self._probe(state.target)
+        with self._lock:
+            changed = self._record(state, ok, detail)
+            current = self._states.get(state.target.container_id) is state
+        if changed and current:
+            self._on_change(state.target, bool(state.healthy), detail)
+
+    def _record(self, state: _ProbeState, ok: bool, detail: str) -> bool:
+        before = state.healthy
+        state.in_flight = False
+        state.detail = detail
+        state.failures = 0 if ok else state.failures + 1
+        if ok:
+            state.healthy = True
+        elif before is True and state.failures >= FAILURES_TO_UNHEALTHY:
+            state.healthy = False
+        elif before is None and state.failures >= FAILURES_TO_UNHEALTHY * 10:
+            state.healthy = False  # never came up: say so, keep probing
+        state.due = self._clock() + self._next_interval(state)
+        return state.healthy is not before
+
+    @staticmethod
+    def _next_interval(state: _ProbeState) -> float:
+        if state.healthy is not True:
+            return STARTUP_INTERVAL
+        if state.failures:
+            return min(state.target.interval, RECHECK_INTERVAL)
+        return state.target.interval

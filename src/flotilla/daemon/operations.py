@@ -1,0 +1,90 @@
+"""What the daemon does for each API request that changes something.
+
+Every operation validates everything first (the spec, the images, the
+service names and counts) and only then writes the store and wakes the
+controller: a bad request changes nothing that is running.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict
+
+from flotilla.daemon.controller import Controller
+from flotilla.daemon.status import load_app
+from flotilla.errors import ConflictError, NotFoundError, Problem, SpecError
+from flotilla.plan import Plan
+from flotilla.spec import AppSpec, spec_from_dict, spec_to_dict
+
+MAX_REPLICAS = 100
+
+
+def plan_to_dict(the_plan: Plan) -> dict:
+    return {"app": the_plan.app, "actions": [asdict(a) for a in the_plan.actions]}
+
+
+def submit(controller: Controller, spec_data: dict, *, dry_run: bool) -> dict:
+    """``up`` (or ``plan`` with ``dry_run``): validate, store, converge."""
+    spec = spec_from_dict(spec_data)
+    _check_images(controller, spec)
+    the_plan = controller.preview(spec)
+    if not dry_run:
+        controller.store.put_app(spec.app, spec_to_dict(spec))
+        controller.events.record(spec.app, "apply", spec.app, _apply_summary(the_plan))
+        controller.trigger(spec.app)
+    return plan_to_dict(the_plan)
+
+
+def scale(controller: Controller, app: str, counts: dict[str, int]) -> dict:
+    spec = load_app(controller, app)
+    _check_counts(spec, counts)
+    data = copy.deepcopy(spec_to_dict(spec))
+    for service, count in counts.items():
+        data["services"][service]["replicas"] = count
+    scaled = spec_from_dict(data)
+    controller.store.put_app(app, spec_to_dict(scaled))
+    summary = ", ".join(f"{s} {spec.services[s].replicas} -> {n}" for s, n in counts.items())
+    controller.events.record(app, "scale", app, summary)
+    controller.trigger(app)
+    return {"app": app, "replicas": {s: scaled.services[s].replicas for s in scaled.services}}
+
+
+def _check_counts(spec: AppSpec, counts: dict[str, int]) -> None:
+    if not counts:
+        raise ConflictError("name at least one SERVICE=N, for example `flotilla scale shop web=3`")
+    for service, count in counts.items():
+        if service not in spec.services:
+            raise NotFoundError(
+                f"app {spec.app} has no service {service!r}; it has: {', '.join(sorted(spec.services))}"
+            )
+        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_REPLICAS:
+            raise ConflictError(f"{service}={count!r}: replicas must be a whole number from 0 to {MAX_REPLICAS}")
+
+
+def _check_images(controller: Controller, spec: AppSpec) -> None:
+    images = {svc.image: name for name, svc in spec.services.items()}
+    missing = controller.engine.missing_images(set(images))
+    if missing:
+        raise SpecError(
+            [
+                Problem(
+                    file="<host>",
+                    line=0,
+                    column=0,
+                    path=f"services.{images[image]}.image",
+                    message=f"image {image!r} is not on this host",
+                    hint=f"build it (scripts/build-images.sh builds the demo's) or `docker pull {image}`",
+                )
+                for image in missing
+            ]
+        )
+
+
+def _apply_summary(the_plan: Plan) -> str:
+    changes = the_plan.changes
+    if not changes:
+        return "spec applied; nothing to change"
+    kinds: dict[str, int] = {}
+    for action in changes:
+        kinds[action.kind] = kinds.get(action.kind, 0) + 1
+    return "spec applied; " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(kinds.items()))

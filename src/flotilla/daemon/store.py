@@ -1,0 +1,158 @@
+"""The daemon's memory across restarts: applied specs and events, in SQLite.
+
+What is running is always read back from Docker's labels; the store keeps
+only what labels cannot say: the spec each app should match (with any
+``flotilla scale`` applied to it), whether an app is being removed, and the
+history of what Flotilla did and why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from flotilla.errors import DaemonError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS apps (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'active',
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL DEFAULT '',
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_app ON events (app, id);
+"""
+EVENTS_KEPT_PER_APP = 10_000
+ACTIVE = "active"
+DELETING = "deleting"
+
+
+@dataclass(frozen=True)
+class StoredApp:
+    name: str
+    spec: dict
+    status: str
+    updated: float
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    app: str
+    ts: float
+    kind: str
+    subject: str
+    message: str
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "app": self.app,
+            "time": self.ts,
+            "kind": self.kind,
+            "subject": self.subject,
+            "message": self.message,
+        }
+
+
+class Store:
+    """A small thread-safe SQLite store; one file under ``$FLOTILLA_HOME``."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+            os.close(fd)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise DaemonError(f"cannot open the state store {path}: {exc}") from exc
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise DaemonError(f"state store error: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- apps ----------------------------------------------------------------
+
+    def put_app(self, name: str, spec: dict) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO apps (name, spec, status, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET spec=excluded.spec, status=excluded.status, "
+                "updated=excluded.updated",
+                (name, json.dumps(spec, sort_keys=True), ACTIVE, self._clock()),
+            )
+
+    def mark_deleting(self, name: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE apps SET status=?, updated=? WHERE name=?", (DELETING, self._clock(), name))
+
+    def delete_app(self, name: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM apps WHERE name=?", (name,))
+
+    def get_app(self, name: str) -> StoredApp | None:
+        with self._tx() as db:
+            row = db.execute("SELECT name, spec, status, updated FROM apps WHERE name=?", (name,)).fetchone()
+        return _stored_app(row) if row else None
+
+    def apps(self) -> list[StoredApp]:
+        with self._tx() as db:
+            rows = db.execute("SELECT name, spec, status, updated FROM apps ORDER BY name").fetchall()
+        return [_stored_app(r) for r in rows]
+
+    # -- events --------------------------------------------------------------
+
+    def add_event(self, *, app: str, kind: str, subject: str, message: str) -> Event:
+        ts = self._clock()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO events (app, ts, kind, subject, message) VALUES (?, ?, ?, ?, ?)",
+                (app, ts, kind, subject, message),
+            )
+            event_id = cur.lastrowid
+            if event_id % 1000 == 0:
+                db.execute(
+                    "DELETE FROM events WHERE app=? AND id <= ?", (app, event_id - EVENTS_KEPT_PER_APP)
+                )
+        return Event(event_id, app, ts, kind, subject, message)
+
+    def events(self, app: str, *, since: int = 0, limit: int = 1000) -> list[Event]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT id, app, ts, kind, subject, message FROM events "
+                "WHERE app=? AND id>? ORDER BY id DESC LIMIT ?",
+                (app, since, limit),
+            ).fetchall()
+        return [Event(*r) for r in reversed(rows)]
+
+
+def _stored_app(row: tuple) -> StoredApp:
+    return StoredApp(name=row[0], spec=json.loads(row[1]), status=row[2], updated=row[3])

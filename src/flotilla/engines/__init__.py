@@ -1,0 +1,1 @@
+"""Targets Flotilla deploys to: one I/O boundary per engine."""

@@ -1,0 +1,87 @@
+"""What a replica's container looks like, computed from the spec.
+
+Separated from the engine's I/O so that the mapping from spec to container
+(labels, environment, limits, networks and their DNS aliases, no published
+ports) can be read and tested on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flotilla import labels
+from flotilla.naming import container_name, egress_network, internal_network, replica_name
+from flotilla.spec import AppSpec
+
+LOG_MAX_SIZE = "10m"
+LOG_MAX_FILES = "3"
+
+
+@dataclass(frozen=True)
+class ReplicaContainerConfig:
+    name: str
+    hostname: str
+    image: str
+    command: tuple[str, ...] | None
+    environment: dict[str, str]
+    labels: dict[str, str]
+    nano_cpus: int | None
+    mem_limit: int | None
+    network: str
+    aliases: tuple[str, ...]
+    extra_networks: tuple[str, ...]
+
+    def create_kwargs(self, api) -> dict:
+        host_config = api.create_host_config(
+            init=True,
+            nano_cpus=self.nano_cpus,
+            mem_limit=self.mem_limit,
+            network_mode=self.network,
+            log_config={"type": "json-file", "config": {"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILES}},
+            restart_policy={"Name": "no"},
+        )
+        return {
+            "image": self.image,
+            "command": list(self.command) if self.command else None,
+            "name": self.name,
+            "hostname": self.hostname,
+            "environment": self.environment,
+            "labels": self.labels,
+            "host_config": host_config,
+        }
+
+    def networking(self, api) -> dict:
+        return api.create_networking_config(
+            {self.network: api.create_endpoint_config(aliases=list(self.aliases))}
+        )
+
+
+def replica_container_config(
+    *, spec: AppSpec, service: str, index: int, config_hash: str
+) -> ReplicaContainerConfig:
+    svc = spec.services[service]
+    replica = replica_name(service, index)
+    environment = {
+        **svc.env,
+        "FLOTILLA_APP": spec.app,
+        "FLOTILLA_SERVICE": service,
+        "FLOTILLA_REPLICA": replica,
+    }
+    return ReplicaContainerConfig(
+        name=container_name(app=spec.app, service=service, index=index, config_hash=config_hash),
+        hostname=replica,
+        image=svc.image,
+        command=svc.command,
+        environment=environment,
+        labels={
+            **labels.owned(spec.app, role="replica"),
+            labels.SERVICE: service,
+            labels.REPLICA: str(index),
+            labels.CONFIG_HASH: config_hash,
+        },
+        nano_cpus=int(svc.resources.cpus * 1e9) if svc.resources.cpus else None,
+        mem_limit=svc.resources.memory,
+        network=internal_network(spec.app),
+        aliases=(service, replica),
+        extra_networks=(egress_network(spec.app),) if svc.egress else (),
+    )

@@ -1,0 +1,229 @@
+"""The single-host engine: the only module that talks to Docker Engine.
+
+Everything Flotilla does on one host goes through ``DockerEngine``: observe
+what carries an app's labels, create and remove replicas and networks, stream
+events and logs. Docker SDK errors never leave this module; they are
+translated into Flotilla's error tree with a sentence that says what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from flotilla import labels
+from flotilla.engines.docker.containers import replica_container_config
+from flotilla.naming import internal_network
+from flotilla.errors import EngineError, EngineUnavailableError, NotFoundError
+from flotilla.plan.model import Observed, ObservedReplica
+from flotilla.spec import AppSpec
+
+UNAVAILABLE_HINT = (
+    "Docker Engine is not reachable{where}. Start it (run `scripts/setup.sh`, "
+    "`systemctl start docker`, or `dockerd &` as root) and try again."
+)
+STOP_TIMEOUT = 10
+_EXIT_CODE = re.compile(r"Exited \((-?\d+)\)")
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    """A container of some app changed state (Docker's ``die``, ``start``...)."""
+
+    app: str
+    container_id: str
+    action: str
+
+
+@contextlib.contextmanager
+def translated(doing: str) -> Iterator[None]:
+    """Turn Docker SDK errors raised while ``doing`` into Flotilla errors."""
+    try:
+        yield
+    except docker.errors.NotFound as exc:
+        raise NotFoundError(f"while {doing}: {exc.explanation or exc}") from exc
+    except docker.errors.APIError as exc:
+        raise EngineError(f"Docker refused {doing}: {exc.explanation or exc}") from exc
+    except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+        raise EngineUnavailableError(UNAVAILABLE_HINT.format(where=f" ({exc})")) from exc
+
+
+class DockerEngine:
+    """Observe and change one host's containers and networks, by label."""
+
+    def __init__(self, *, base_url: str | None = None, timeout: int = 60) -> None:
+        self._base_url = base_url
+        self._timeout = timeout
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def _api(self) -> docker.APIClient:
+        with self._lock:
+            if self._client is None:
+                with translated("connecting to Docker Engine"):
+                    if self._base_url:
+                        self._client = docker.DockerClient(base_url=self._base_url, timeout=self._timeout)
+                    else:
+                        self._client = docker.from_env(timeout=self._timeout)
+            return self._client.api
+
+    def ping(self) -> None:
+        with translated("a ping"):
+            self._api.ping()
+
+    # -- observe -----------------------------------------------------------
+
+    def observe(self, app: str) -> Observed:
+        with translated(f"listing the containers of {app}"):
+            containers = self._api.containers(all=True, filters={"label": f"{labels.APP}={app}"})
+            networks = self._api.networks(filters={"label": f"{labels.APP}={app}"})
+        replicas = tuple(
+            _observed_replica(c) for c in containers if c["Labels"].get(labels.ROLE) == "replica"
+        )
+        return Observed(app=app, replicas=replicas, networks=frozenset(n["Name"] for n in networks))
+
+    def apps(self) -> set[str]:
+        """Every app that has a labelled container or network on this host."""
+        with translated("listing Flotilla's objects"):
+            containers = self._api.containers(all=True, filters={"label": labels.APP})
+            networks = self._api.networks(filters={"label": labels.APP})
+        return {o["Labels"][labels.APP] for o in [*containers, *networks]}
+
+    def missing_images(self, images: set[str]) -> list[str]:
+        missing = []
+        for image in sorted(images):
+            try:
+                with translated(f"inspecting image {image}"):
+                    self._api.inspect_image(image)
+            except NotFoundError:
+                missing.append(image)
+        return missing
+
+    # -- change ------------------------------------------------------------
+
+    def ensure_network(self, *, app: str, name: str, internal: bool) -> None:
+        with translated(f"creating network {name}"):
+            existing = self._api.networks(names=[name])
+            for net in existing:
+                if net["Name"] == name:
+                    if (net.get("Labels") or {}).get(labels.APP) != app:
+                        raise EngineError(
+                            f"network {name} exists but was not created by Flotilla for {app}; "
+                            f"remove or rename it (docker network rm {name})"
+                        )
+                    return
+            self._api.create_network(
+                name,
+                driver="bridge",
+                internal=internal,
+                labels={**labels.owned(app, role="network")},
+                check_duplicate=True,
+            )
+
+    def create_replica(self, *, spec: AppSpec, service: str, index: int, config_hash: str) -> str:
+        """Create and start one replica; returns its container id.
+
+        Creating a replica that already exists (same slot and config) returns
+        the existing one, so a plan applied twice does no harm.
+        """
+        config = replica_container_config(
+            spec=spec, service=service, index=index, config_hash=config_hash
+        )
+        api = self._api
+        with translated(f"creating replica {service}-{index} of {spec.app}"):
+            try:
+                created = api.create_container(
+                    **config.create_kwargs(api), networking_config=config.networking(api)
+                )
+                container_id = created["Id"]
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
+                container_id = api.inspect_container(config.name)["Id"]
+            for network in config.extra_networks:
+                with contextlib.suppress(docker.errors.APIError):
+                    api.connect_container_to_network(container_id, network)
+            api.start(container_id)
+        return container_id
+
+    def remove_replica(self, container_id: str, *, graceful: bool, timeout: int = STOP_TIMEOUT) -> None:
+        with translated(f"removing container {container_id[:12]}"):
+            try:
+                if graceful:
+                    self._api.stop(container_id, timeout=timeout)
+                self._api.remove_container(container_id, force=True)
+            except docker.errors.NotFound:
+                return
+
+    def remove_networks(self, app: str) -> list[str]:
+        with translated(f"removing the networks of {app}"):
+            networks = self._api.networks(filters={"label": f"{labels.APP}={app}"})
+            for net in networks:
+                with contextlib.suppress(docker.errors.NotFound):
+                    self._api.remove_network(net["Id"])
+        return [n["Name"] for n in networks]
+
+    # -- streams -----------------------------------------------------------
+
+    def events(self, stop: threading.Event) -> Iterator[EngineEvent]:
+        """Container events of every Flotilla app until ``stop`` is set."""
+        with translated("watching Docker events"):
+            stream = self._api.events(
+                decode=True, filters={"type": "container", "label": labels.APP}
+            )
+        closer = threading.Thread(target=_close_when, args=(stop, stream), daemon=True)
+        closer.start()
+        with translated("watching Docker events"):
+            for event in stream:
+                attrs = event.get("Actor", {}).get("Attributes", {})
+                yield EngineEvent(
+                    app=attrs.get(labels.APP, ""),
+                    container_id=event.get("id", ""),
+                    action=event.get("Action", ""),
+                )
+
+    def logs(self, container_id: str, *, follow: bool, tail: int | str = "all") -> Iterator[bytes]:
+        with translated(f"reading the logs of {container_id[:12]}"):
+            yield from self._api.logs(
+                container_id, stream=True, follow=follow, tail=tail, stdout=True, stderr=True
+            )
+
+    def last_log_lines(self, container_id: str, *, lines: int = 5) -> list[str]:
+        """The last lines a (possibly dead) container printed, for error reports."""
+        try:
+            with translated(f"reading the logs of {container_id[:12]}"):
+                raw = self._api.logs(container_id, tail=lines, stdout=True, stderr=True)
+        except NotFoundError:
+            return []
+        return raw.decode(errors="replace").splitlines()[-lines:]
+
+
+def _close_when(stop: threading.Event, stream) -> None:
+    stop.wait()
+    with contextlib.suppress(Exception):
+        stream.close()
+
+
+def _observed_replica(container: Mapping) -> ObservedReplica:
+    lab = container["Labels"]
+    networks = (container.get("NetworkSettings") or {}).get("Networks") or {}
+    internal = networks.get(internal_network(lab[labels.APP])) or {}
+    match = _EXIT_CODE.search(container.get("Status", ""))
+    return ObservedReplica(
+        container_id=container["Id"],
+        name=container["Names"][0].lstrip("/"),
+        service=lab.get(labels.SERVICE, ""),
+        index=int(lab.get(labels.REPLICA, "0") or 0),
+        config_hash=lab.get(labels.CONFIG_HASH, ""),
+        state=container.get("State", "unknown"),
+        ip=internal.get("IPAddress") or None,
+        exit_code=int(match.group(1)) if match else None,
+    )

@@ -1,0 +1,132 @@
+"""The one tree of exceptions Flotilla raises, so callers catch by meaning.
+
+Every error a user can see is a FlotillaError: it carries a message that says
+what is wrong and what to do, and an exit code for the CLI. SDK and OS errors
+are translated at the boundary that meets them (``raise ... from exc``), so no
+caller above an engine ever sees a docker or sqlite exception.
+
+    FlotillaError                 exit 1
+    ├── SpecError                 exit 2  the spec has problems (all of them, at once)
+    ├── NotFoundError             exit 3  no such app, service or replica
+    ├── ConflictError             exit 4  the request clashes with the current state
+    ├── EngineError               exit 5  the container engine refused or failed
+    │   └── EngineUnavailableError        Docker Engine cannot be reached
+    ├── DaemonError               exit 6  the Flotilla daemon failed or cannot be reached
+    │   └── DaemonUnavailableError
+    └── TimeoutError_             exit 7  a wait ran out (for example ``up --timeout``)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class FlotillaError(Exception):
+    """Base of every error Flotilla reports to a user."""
+
+    exit_code = 1
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict:
+        return {"error": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in a spec: where it is, what is wrong and what to do."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        text = f"{where}: {self.path or '(top)'}: {self.message}"
+        return f"{text}; {self.hint}" if self.hint else text
+
+    def to_dict(self) -> dict:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "path": self.path,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class SpecError(FlotillaError):
+    """The spec is invalid; ``problems`` lists every problem found."""
+
+    exit_code = 2
+    code = "invalid_spec"
+
+    def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "problems": [p.to_dict() for p in self.problems]}
+
+
+class NotFoundError(FlotillaError):
+    exit_code = 3
+    code = "not_found"
+
+
+class ConflictError(FlotillaError):
+    exit_code = 4
+    code = "conflict"
+
+
+class EngineError(FlotillaError):
+    exit_code = 5
+    code = "engine_error"
+
+
+class EngineUnavailableError(EngineError):
+    code = "engine_unavailable"
+
+
+class DaemonError(FlotillaError):
+    exit_code = 6
+    code = "daemon_error"
+
+
+class DaemonUnavailableError(DaemonError):
+    code = "daemon_unavailable"
+
+
+class TimeoutError_(FlotillaError):  # noqa: N801 - avoid shadowing the builtin
+    exit_code = 7
+    code = "timeout"
+
+
+_BY_CODE = {
+    cls.code: cls
+    for cls in (
+        FlotillaError,
+        NotFoundError,
+        ConflictError,
+        EngineError,
+        EngineUnavailableError,
+        DaemonError,
+        DaemonUnavailableError,
+        TimeoutError_,
+    )
+}
+
+
+def error_from_dict(data: dict) -> FlotillaError:
+    """Rebuild an error sent over the daemon API as the same class."""
+    if data.get("error") == SpecError.code:
+        return SpecError([Problem(**p) for p in data.get("problems", [])])
+    cls = _BY_CODE.get(data.get("error", ""), FlotillaError)
+    return cls(data.get("message", "unknown error"))

@@ -1,0 +1,192 @@
+"""The pure planner: desired state + observed state + now -> a Plan.
+
+This is the one place where Flotilla decides what to change. It imports no
+SDK and performs no I/O, so every decision (scale up or down, replace a
+replica whose config changed, heal a dead one, back off from a crash loop) is
+a plain function of its inputs, tested without Docker, and shown to users by
+``flotilla plan`` before anything is touched.
+
+Replicas live in numbered slots (``web-1`` .. ``web-N``). A slot holds at most
+one replica of the current config; a replica of an older config in the same
+slot is removed only once its successor is healthy, and only one slot per
+service is being replaced at a time (a rolling update with a surge of one).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+
+from flotilla.naming import egress_network, internal_network
+from flotilla.plan.backoff import restart_delay
+from flotilla.plan.model import (
+    Action,
+    CrashRecord,
+    CreateReplica,
+    Desired,
+    DesiredService,
+    EnsureNetwork,
+    Hold,
+    Observed,
+    ObservedReplica,
+    Plan,
+    RemoveReplica,
+)
+
+
+def plan(
+    desired: Desired,
+    observed: Observed,
+    *,
+    now: float,
+    crashes: Mapping[tuple[str, int], CrashRecord] | None = None,
+) -> Plan:
+    """Return the actions that move ``observed`` towards ``desired``."""
+    crashes = crashes or {}
+    actions: list[Action] = list(_network_actions(desired, observed))
+    by_service = _group_by_service(observed.replicas)
+    wanted = {s.name for s in desired.services}
+    for service in desired.services:
+        actions += _service_actions(
+            service, by_service.get(service.name, []), now=now, crashes=crashes
+        )
+    for name, replicas in sorted(by_service.items()):
+        if name not in wanted:
+            actions += [_remove(r, f"service {name} is no longer in the spec") for r in replicas]
+    return Plan(app=desired.app, actions=tuple(actions))
+
+
+def plan_removal(observed: Observed) -> Plan:
+    """Every replica of the app goes (``flotilla down``); networks follow in apply."""
+    return Plan(
+        app=observed.app,
+        actions=tuple(_remove(r, "the app is being removed") for r in observed.replicas),
+    )
+
+
+def _network_actions(desired: Desired, observed: Observed) -> list[EnsureNetwork]:
+    needed = [EnsureNetwork(internal_network(desired.app), True, "the app's private network")]
+    if desired.needs_egress:
+        needed.append(
+            EnsureNetwork(egress_network(desired.app), False, "a service has egress: true")
+        )
+    return [n for n in needed if n.name not in observed.networks]
+
+
+def _group_by_service(replicas: tuple[ObservedReplica, ...]) -> dict[str, list[ObservedReplica]]:
+    groups: dict[str, list[ObservedReplica]] = defaultdict(list)
+    for replica in replicas:
+        groups[replica.service].append(replica)
+    return groups
+
+
+def _service_actions(
+    service: DesiredService,
+    replicas: list[ObservedReplica],
+    *,
+    now: float,
+    crashes: Mapping[tuple[str, int], CrashRecord],
+) -> list[Action]:
+    actions: list[Action] = []
+    live: list[ObservedReplica] = []
+    for replica in replicas:
+        if replica.running:
+            live.append(replica)
+        else:
+            actions.append(_remove(replica, _dead_reason(replica), graceful=False))
+    slots: dict[int, list[ObservedReplica]] = defaultdict(list)
+    for replica in live:
+        slots[replica.index].append(replica)
+    for index, occupants in sorted(slots.items()):
+        if index > service.replicas:
+            actions += [_remove(r, f"scaling {service.name} down to {service.replicas}") for r in occupants]
+    rolling = _slots_mid_rollout(service, slots)
+    for index in range(1, service.replicas + 1):
+        actions += _slot_actions(
+            service, index, slots.get(index, []), now=now, crashes=crashes, rolling=rolling
+        )
+    return actions
+
+
+def _slots_mid_rollout(service: DesiredService, slots: dict[int, list[ObservedReplica]]) -> set[int]:
+    """Slots where a new replica is still starting beside an old one."""
+    return {
+        index
+        for index, occupants in slots.items()
+        if index <= service.replicas
+        and any(r.config_hash == service.config_hash for r in occupants)
+        and any(r.config_hash != service.config_hash for r in occupants)
+    }
+
+
+def _slot_actions(
+    service: DesiredService,
+    index: int,
+    occupants: list[ObservedReplica],
+    *,
+    now: float,
+    crashes: Mapping[tuple[str, int], CrashRecord],
+    rolling: set[int],
+) -> list[Action]:
+    current = sorted(
+        (r for r in occupants if r.config_hash == service.config_hash),
+        key=lambda r: (r.healthy is not True, r.name),
+    )
+    stale = [r for r in occupants if r.config_hash != service.config_hash]
+    actions: list[Action] = [_remove(r, "a second replica in the same slot") for r in current[1:]]
+    if current:
+        if stale and current[0].healthy:
+            actions += [_remove(r, f"replaced by {current[0].name}, now healthy") for r in stale]
+        return actions
+    hold = _backoff_hold(service.name, index, now=now, crashes=crashes)
+    if hold:
+        return [hold]
+    if not stale:
+        return [CreateReplica(service.name, index, service.config_hash, _create_reason(service, index, crashes))]
+    if rolling - {index}:
+        return [Hold(service.name, index, "waiting for the replica being replaced before it")]
+    rolling.add(index)
+    return [CreateReplica(service.name, index, service.config_hash, "config changed: starting the replacement")]
+
+
+def _backoff_hold(
+    service: str, index: int, *, now: float, crashes: Mapping[tuple[str, int], CrashRecord]
+) -> Hold | None:
+    record = crashes.get((service, index))
+    if record is None:
+        return None
+    until = record.last_failure + restart_delay(record.count)
+    if now >= until:
+        return None
+    return Hold(
+        service,
+        index,
+        f"crash loop: failed {record.count} times, restarting in {until - now:.1f}s",
+        until=until,
+    )
+
+
+def _create_reason(
+    service: DesiredService, index: int, crashes: Mapping[tuple[str, int], CrashRecord]
+) -> str:
+    record = crashes.get((service.name, index))
+    if record:
+        return f"restarting after failure #{record.count}"
+    return f"{service.name} wants {service.replicas} replica(s)"
+
+
+def _dead_reason(replica: ObservedReplica) -> str:
+    if replica.exit_code is not None and replica.state in ("exited", "dead"):
+        return f"{replica.state} with code {replica.exit_code}"
+    return f"not running (state {replica.state})"
+
+
+def _remove(replica: ObservedReplica, reason: str, *, graceful: bool = True) -> RemoveReplica:
+    return RemoveReplica(
+        container_id=replica.container_id,
+        name=replica.name,
+        service=replica.service,
+        index=replica.index,
+        reason=reason,
+        graceful=graceful and replica.running,
+    )
