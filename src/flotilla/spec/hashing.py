@@ -1,0 +1,41 @@
+"""The config hash: one short string that changes exactly when a container must be replaced.
+
+Every container Flotilla creates carries this hash in a label. The reconciler
+compares it with the hash of the current spec; a difference means the replica
+is replaced. So the hash covers what is baked into a container (image,
+command, port, env, resources, egress, secrets and caches it is wired to, plus
+``extra`` such as secret versions) and nothing that can change in place
+(replicas, autoscale, routes, health). It is sha256 over canonical JSON, so
+it is the same in every process, unlike ``hash()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+
+from flotilla.errors import NotFoundError
+from flotilla.spec.models import AppSpec
+
+HASH_LENGTH = 12
+
+
+def config_hash(spec: AppSpec, service: str, *, extra: Mapping[str, str] | None = None) -> str:
+    """12 hex characters identifying the container configuration of ``service``."""
+    svc = spec.services.get(service)
+    if svc is None:
+        raise NotFoundError(f"no service {service!r} in app {spec.app!r}")
+    material = {
+        "image": svc.image,
+        "command": list(svc.command) if svc.command is not None else None,
+        "port": svc.port,
+        "env": dict(svc.env),
+        "resources": svc.resources.model_dump(),
+        "egress": svc.egress,
+        "secrets": dict(svc.secrets),
+        "caches": list(svc.caches),
+        "extra": dict(extra or {}),
+    }
+    canonical = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:HASH_LENGTH]

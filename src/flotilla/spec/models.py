@@ -1,0 +1,133 @@
+"""The app spec as frozen data: what every other module of Flotilla reads.
+
+These models hold values that have already passed validation (see
+``validate.py``): durations in seconds, memory in bytes, names checked. They
+are frozen so that a spec, once loaded, can be shared by the planner, the
+engines and the gateway without anyone changing it under the others' feet.
+Pydantic checks only the types here; the rules with their messages live in
+the validator, which reports every problem with a file position.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from flotilla.spec.units import MIB
+
+Probe = Literal["http", "tcp", "none"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class GatewaySpec(_Frozen):
+    """Where the HAProxy gateway listens on the host (the only host port Flotilla opens)."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+
+    @property
+    def listen(self) -> str:
+        """``host:port``, with an IPv6 host in brackets: ``[::1]:8080``."""
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+
+class HealthSpec(_Frozen):
+    """How readiness is probed: an HTTP GET on ``path``, or a TCP connect without one."""
+
+    path: str | None = None
+    interval: float = 2.0
+    timeout: float = 1.0
+
+    @property
+    def kind(self) -> Literal["http", "tcp"]:
+        """``http`` with a path; ``tcp`` otherwise (ServiceSpec.probe adds ``none``)."""
+        return "http" if self.path else "tcp"
+
+
+class ResourcesSpec(_Frozen):
+    """Limits for each replica: CPUs (fractions allowed) and memory in bytes."""
+
+    cpus: float | None = None
+    memory: int | None = None
+
+
+class RouteSpec(_Frozen):
+    """A public entry: requests for ``host`` under ``path`` go to the service."""
+
+    host: str
+    path: str = "/"
+    strip_prefix: bool = False
+
+
+class AutoscaleTarget(_Frozen):
+    """Per-replica targets; the autoscaler keeps the busiest metric at its target."""
+
+    concurrency: float | None = None
+    rps: float | None = None
+    cpu: float | None = None  # percent of resources.cpus
+
+
+class AutoscaleSpec(_Frozen):
+    min: int
+    max: int
+    target: AutoscaleTarget
+    scale_down_delay: float = 60.0
+
+
+class ServiceSpec(_Frozen):
+    """One service: the container to run, how many, and how it is reached."""
+
+    image: str
+    command: tuple[str, ...] | None = None
+    port: int | None = None
+    replicas: int = 1
+    env: dict[str, str] = Field(default_factory=dict)
+    health: HealthSpec = Field(default_factory=HealthSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    egress: bool = False
+    routes: tuple[RouteSpec, ...] = ()
+    secrets: dict[str, str] = Field(default_factory=dict)  # env name or file path -> secret
+    autoscale: AutoscaleSpec | None = None
+    caches: tuple[str, ...] = ()
+
+    @property
+    def probe(self) -> Probe:
+        """``http`` with a health path, ``tcp`` with a port, ``none`` without either."""
+        if self.health.path and self.port is not None:
+            return "http"
+        return "tcp" if self.port is not None else "none"
+
+    @property
+    def secret_env(self) -> dict[str, str]:
+        """Secrets delivered as environment variables: env name -> secret name."""
+        return {k: v for k, v in self.secrets.items() if not k.startswith("/")}
+
+    @property
+    def secret_files(self) -> dict[str, str]:
+        """Secrets delivered as files: absolute path -> secret name."""
+        return {k: v for k, v in self.secrets.items() if k.startswith("/")}
+
+
+class CacheSpec(_Frozen):
+    """A Redis Cluster add-on: ``shards`` masters, each with ``replicas`` replicas."""
+
+    type: Literal["redis-cluster"]
+    shards: int = 3
+    replicas: int = 1
+    memory: int = 128 * MIB
+    persistence: Literal["none", "aof", "rdb"] = "aof"
+    image: str | None = None
+
+
+class AppSpec(_Frozen):
+    """A whole application: the one file ``flotilla up`` makes real."""
+
+    app: str
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec)
+    services: dict[str, ServiceSpec]
+    caches: dict[str, CacheSpec] = Field(default_factory=dict)

@@ -1,0 +1,55 @@
+"""An AppSpec as a JSON-safe dict in the shape the YAML is written in.
+
+The CLI interpolates the spec (only it sees the user's environment and .env)
+and sends this dict to the daemon, which validates it again with
+``spec_from_dict``. The dict therefore has to pass the same rules: defaults
+that would trip a rule when written out (a health check without a port) are
+left out, and durations and memory are plain seconds and bytes.
+"""
+
+from __future__ import annotations
+
+from flotilla.spec.models import AppSpec, AutoscaleSpec, CacheSpec, HealthSpec, ServiceSpec
+
+
+def spec_to_dict(spec: AppSpec) -> dict:
+    """JSON-safe; ``spec_from_dict(spec_to_dict(spec)) == spec``."""
+    return {
+        "app": spec.app,
+        "gateway": {"listen": spec.gateway.listen},
+        "services": {name: _service(service) for name, service in spec.services.items()},
+        "caches": {name: _cache(cache) for name, cache in spec.caches.items()},
+    }
+
+
+def _service(service: ServiceSpec) -> dict:
+    data: dict = {"image": service.image}
+    if service.command is not None:
+        data["command"] = list(service.command)
+    if service.port is not None:
+        data["port"] = service.port
+    data["replicas"] = service.replicas
+    data["env"] = dict(service.env)
+    if service.health != HealthSpec():
+        data["health"] = service.health.model_dump(exclude_none=True)
+    data["resources"] = service.resources.model_dump(exclude_none=True)
+    data["egress"] = service.egress
+    data["routes"] = [route.model_dump() for route in service.routes]
+    data["secrets"] = dict(service.secrets)
+    if service.autoscale is not None:
+        data["autoscale"] = _autoscale(service.autoscale)
+    data["caches"] = list(service.caches)
+    return data
+
+
+def _autoscale(autoscale: AutoscaleSpec) -> dict:
+    return {
+        "min": autoscale.min,
+        "max": autoscale.max,
+        "target": autoscale.target.model_dump(exclude_none=True),
+        "scale_down_delay": autoscale.scale_down_delay,
+    }
+
+
+def _cache(cache: CacheSpec) -> dict:
+    return cache.model_dump(exclude_none=True)

@@ -1,0 +1,251 @@
+"""The nested sections of a service: health, resources, routes, secrets, autoscale.
+
+Each section is a small mapping with its own rules; keeping them apart from
+``validate_service.py`` keeps both files short enough to read. Like every
+check, these report each problem and carry on, returning None when invalid.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from flotilla.spec import checks as c
+from flotilla.spec import units
+from flotilla.spec.interpolate import ENV_NAME
+from flotilla.spec.locate import Path, Reporter
+from flotilla.spec.models import (
+    AutoscaleSpec,
+    AutoscaleTarget,
+    HealthSpec,
+    ResourcesSpec,
+    RouteSpec,
+)
+
+MAX_REPLICAS = 100
+MAX_CPUS = 64
+MIN_MEMORY = 6 * units.MIB
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOST = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*")
+_SECRET = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+_FORBIDDEN_DIRS = ("/proc", "/sys", "/dev")
+_ENV_HINT = "use letters, digits and '_', not starting with a digit"
+
+
+@dataclass
+class ServiceContext:
+    """What a service's checks need from the rest of the spec, and what they leave for it."""
+
+    cache_names: tuple[str, ...]
+    routes: list[tuple[tuple[str, str], Path]] = field(default_factory=list)
+
+
+def env_name(rep: Reporter, path: Path, key: str) -> str | None:
+    """An environment variable name a user may set (reported at the key)."""
+    if not ENV_NAME.fullmatch(key):
+        rep.add(path, f"invalid environment variable name {c.clip(key)}", _ENV_HINT, key=True)
+        return None
+    if key.startswith("FLOTILLA_"):
+        rep.add(path, f"{key} uses the reserved prefix FLOTILLA_",
+                "rename it: Flotilla sets FLOTILLA_* variables itself", key=True)
+        return None
+    return key
+
+
+def health(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> HealthSpec | None:
+    known = c.mapping(rep, path, value, allowed=("path", "interval", "timeout"))
+    if known is None:
+        return None
+    clean = c.fields(rep, path, known, {"path": _health_path, "interval": c.duration,
+                                        "timeout": c.duration})
+    interval, timeout = clean.get("interval", 2.0), clean.get("timeout", 1.0)
+    if timeout >= interval and {"interval", "timeout"} & set(known):
+        where = "timeout" if "timeout" in known else "interval"
+        rep.add(path + (where,), f"timeout ({units.format_duration(timeout)}) must be shorter "
+                f"than interval ({units.format_duration(interval)})",
+                "lower timeout or raise interval")
+        return None
+    return HealthSpec(**clean) if len(clean) == len(known) else None
+
+
+def _health_path(rep: Reporter, path: Path, value: object) -> str | None:
+    result = c.text(rep, path, value, hint="write an HTTP path such as /healthz")
+    if result is not None and (not result.startswith("/") or _has_space(result)):
+        rep.add(path, f"must start with '/' and contain no spaces, got {c.clip(result)}",
+                "write an HTTP path such as /healthz")
+        return None
+    return result
+
+
+def resources(rep: Reporter, path: Path, value: object, ctx: ServiceContext
+               ) -> ResourcesSpec | None:
+    known = c.mapping(rep, path, value, allowed=("cpus", "memory"))
+    if known is None:
+        return None
+    clean = c.fields(rep, path, known, {
+        "cpus": _cpus,
+        "memory": lambda r, p, v: c.memory(r, p, v, minimum=MIN_MEMORY),
+    })
+    return ResourcesSpec(**clean) if len(clean) == len(known) else None
+
+
+def _cpus(rep: Reporter, path: Path, value: object) -> float | None:
+    hint = f"give a number of CPUs greater than 0 and at most {MAX_CPUS}, e.g. 0.5"
+    cpus = c.number(rep, path, value, hint=hint)
+    if cpus is not None and not 0 < cpus <= MAX_CPUS:
+        rep.add(path, f"must be greater than 0 and at most {MAX_CPUS}, got {c.show_number(cpus)}",
+                hint)
+        return None
+    return cpus
+
+
+def routes(rep: Reporter, path: Path, value: object, ctx: ServiceContext
+            ) -> tuple[RouteSpec, ...] | None:
+    items = c.sequence(rep, path, value, of="routes such as {host: shop.localhost, path: /}")
+    if items is None:
+        return None
+    routes = [_route(rep, path + (i,), item, ctx) for i, item in enumerate(items)]
+    return None if None in routes else tuple(routes)
+
+
+def _route(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> RouteSpec | None:
+    known = c.mapping(rep, path, value, allowed=("host", "path", "strip_prefix"),
+                      required={"host": "add host: the DNS name requests arrive for"})
+    if known is None:
+        return None
+    clean = c.fields(rep, path, known, {"host": _host, "path": _route_path,
+                                        "strip_prefix": c.boolean})
+    if len(clean) != len(known) or "host" not in clean:
+        return None
+    route = RouteSpec(**clean)
+    ctx.routes.append(((route.host, route.path), path))
+    return route
+
+
+def _host(rep: Reporter, path: Path, value: object) -> str | None:
+    hint = "write a DNS name such as shop.localhost, or *.shop.example for every subdomain"
+    host = c.text(rep, path, value, hint=hint)
+    if host is None:
+        return None
+    host = host.lower()
+    if not _HOST.fullmatch(host) or len(host) > 253:
+        rep.add(path, f"invalid host {c.clip(host)}", hint)
+        return None
+    return host
+
+
+def _route_path(rep: Reporter, path: Path, value: object) -> str | None:
+    hint = "write a path such as / or /api, without spaces, '?' or '#'"
+    result = c.text(rep, path, value, hint=hint)
+    if result is None:
+        return None
+    if not result.startswith("/") or _has_space(result) or "?" in result or "#" in result:
+        rep.add(path, f"invalid route path {c.clip(result)}", hint)
+        return None
+    return result
+
+
+def _has_space(text: str) -> bool:
+    return any(char.isspace() for char in text)
+
+
+def secrets(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> dict | None:
+    items = c.string_map(rep, path, value, hint="map an env variable name or a file path to a "
+                         "secret name, e.g. secrets: {DB_PASSWORD: db-password}")
+    if items is None:
+        return None
+    clean = {key: (_secret_target(rep, path + (key,), key), _secret_name(rep, path + (key,), item))
+             for key, item in items.items()}
+    if any(None in pair for pair in clean.values()):
+        return None
+    return {key: pair[1] for key, pair in clean.items()}
+
+
+def _secret_target(rep: Reporter, path: Path, key: str) -> str | None:
+    if not key.startswith("/") and not ENV_NAME.fullmatch(key):
+        rep.add(path, f"invalid secret target {c.clip(key)}",
+                "use an environment variable name (letters, digits and '_') or an absolute "
+                "file path such as /run/secrets/tls.key", key=True)
+        return None
+    if not key.startswith("/"):
+        return env_name(rep, path, key)
+    parts = PurePosixPath(key).parts
+    bad = (key == "/" or ".." in parts or _has_space(key) or "\0" in key
+           or any(key == d or key.startswith(d + "/") for d in _FORBIDDEN_DIRS))
+    if bad:
+        rep.add(path, f"invalid secret file path {c.clip(key)}",
+                "use an absolute file path without '..', not under /proc, /sys or /dev, "
+                "e.g. /run/secrets/tls.key", key=True)
+        return None
+    return key
+
+
+def _secret_name(rep: Reporter, path: Path, value: object) -> str | None:
+    hint = ("name the secret with lowercase letters, digits, '.', '_' and '-' "
+            "(starting with a letter or digit, at most 63 characters)")
+    name = c.text(rep, path, value, hint=hint)
+    if name is not None and not _SECRET.fullmatch(name):
+        rep.add(path, f"invalid secret name {c.clip(name)}", hint)
+        return None
+    return name
+
+
+def autoscale(rep: Reporter, path: Path, value: object, ctx: ServiceContext
+               ) -> AutoscaleSpec | None:
+    known = c.mapping(rep, path, value, allowed=("min", "max", "target", "scale_down_delay"),
+                      required={"min": "add min: the fewest replicas, e.g. 1",
+                                "max": "add max: the most replicas, e.g. 10",
+                                "target": "add target: e.g. {concurrency: 10}"})
+    if known is None:
+        return None
+    clean = c.fields(rep, path, known, {
+        "min": lambda r, p, v: c.integer(r, p, v, low=0, high=MAX_REPLICAS),
+        "max": lambda r, p, v: c.integer(r, p, v, low=1, high=MAX_REPLICAS),
+        "target": _target,
+        "scale_down_delay": lambda r, p, v: c.duration(r, p, v, allow_zero=True),
+    })
+    if "min" in clean and "max" in clean and clean["min"] > clean["max"]:
+        rep.add(path + ("min",), f"min ({clean['min']}) is greater than max ({clean['max']})",
+                "lower min or raise max")
+        return None
+    complete = len(clean) == len(known) and {"min", "max", "target"} <= set(clean)
+    return AutoscaleSpec(**clean) if complete else None
+
+
+def _target(rep: Reporter, path: Path, value: object) -> AutoscaleTarget | None:
+    names = ("concurrency", "rps", "cpu")
+    known = c.mapping(rep, path, value, allowed=names)
+    if known is None:
+        return None
+    if not known:
+        if not value:  # with only unknown keys, those were reported already
+            rep.add(path, "needs at least one of concurrency, rps, cpu",
+                    "e.g. target: {concurrency: 10} (in-flight requests per replica)")
+        return None
+    clean = c.fields(rep, path, known, {"concurrency": _positive, "rps": _positive, "cpu": _percent})
+    return AutoscaleTarget(**clean) if len(clean) == len(known) else None
+
+
+def _positive(rep: Reporter, path: Path, value: object) -> float | None:
+    hint = "give a number greater than 0 (per replica)"
+    result = c.number(rep, path, value, hint=hint)
+    if result is not None and result <= 0:
+        rep.add(path, f"must be greater than 0, got {c.show_number(result)}", hint)
+        return None
+    return result
+
+
+def _percent(rep: Reporter, path: Path, value: object) -> float | None:
+    hint = "write a percentage of resources.cpus such as 70%"
+    if isinstance(value, str):
+        result = units.parse_percent(value)
+    else:
+        result = units.to_float(value) if units.is_number(value) else None
+    if result is None:
+        rep.add(path, f"expected a percentage, got {c.describe(value)}", hint)
+    elif not 0 < result <= 100:
+        rep.add(path, f"must be greater than 0% and at most 100%, got {c.show_number(result)}%",
+                hint)
+        return None
+    return result
