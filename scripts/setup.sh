@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Makes a machine ready to develop, test and demo Flotilla, from nothing.
+#
+# Why it exists: our machines (and CI's) start bare, with no Docker Engine
+# installed or running and no registry to pull images from, so every step is
+# here: Debian packages, a running dockerd, the project's venv, the images.
+# Each step checks first and skips when already done, so a rerun takes about
+# a second. Run it as root (apt-get, dockerd and debootstrap need it).
+#
+# Settings (environment):
+#   FLOTILLA_SKIP_IMAGES=1  skip building images (scripts/build-images.sh)
+#   and those of scripts/build-images.sh (FLOTILLA_PYTHON_IMAGE, FLOTILLA_CACHE).
+#
+# If it starts dockerd, the pid goes to /run/flotilla-dockerd.pid, so that
+# whoever needs to (scripts/test.sh) can stop exactly that process.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+APT_PACKAGES=(docker.io debootstrap iproute2 haproxy)
+DOCKERD_PIDFILE=/run/flotilla-dockerd.pid
+DOCKERD_LOG=/var/log/flotilla-dockerd.log
+DOCKERD_WAIT_SECONDS=30
+VENV="$FLOTILLA_ROOT/.venv"
+VENV_STAMP="$VENV/.flotilla-pyproject.sha256"
+
+all_installed() { # dpkg's word that every package is installed (not merely known)
+    local states
+    states=$(dpkg-query -W -f='${db:Status-Status}\n' "$@" 2>/dev/null) || return 1
+    ! grep -qvx installed <<<"$states"
+}
+
+install_packages() {
+    if all_installed "${APT_PACKAGES[@]}"; then
+        log "Debian packages present: ${APT_PACKAGES[*]}"
+        return
+    fi
+    [[ $(id -u) == 0 ]] || die "installing ${APT_PACKAGES[*]} needs root; run this script as root"
+    log "installing Debian packages: ${APT_PACKAGES[*]} (about a minute)..."
+    local logfile=/var/log/flotilla-apt.log
+    if ! apt-get update >"$logfile" 2>&1; then
+        log "warning: apt-get update reported errors (see $logfile); trying the install anyway"
+    fi
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+            "${APT_PACKAGES[@]}" >>"$logfile" 2>&1; then
+        tail -n 30 "$logfile" >&2
+        die "apt-get install failed (last lines of $logfile above)"
+    fi
+}
+
+ensure_cgroups() {
+    # dockerd needs cgroups mounted; a bare VM with no init system may not have them.
+    if mountpoint -q /sys/fs/cgroup; then
+        return
+    fi
+    log "mounting the cgroup2 hierarchy on /sys/fs/cgroup (dockerd needs one)"
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup
+}
+
+start_dockerd() {
+    if docker_up; then
+        log "Docker Engine is running"
+        return
+    fi
+    [[ $(id -u) == 0 ]] || die "Docker Engine is not running and only root can start dockerd"
+    ensure_cgroups
+    log "starting dockerd (log: $DOCKERD_LOG)..."
+    nohup dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
+    local pid=$! waited=0
+    echo "$pid" >"$DOCKERD_PIDFILE"
+    until docker_up; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "$DOCKERD_LOG" >&2
+            die "dockerd exited at start (last lines of $DOCKERD_LOG above)"
+        fi
+        if ((waited >= DOCKERD_WAIT_SECONDS * 4)); then
+            tail -n 20 "$DOCKERD_LOG" >&2
+            die "dockerd did not answer within ${DOCKERD_WAIT_SECONDS}s (last lines of $DOCKERD_LOG above)"
+        fi
+        sleep 0.25
+        waited=$((waited + 1))
+    done
+    log "dockerd is up (pid $pid, in $DOCKERD_PIDFILE)"
+}
+
+setup_venv() {
+    local want
+    want=$(sha256sum "$FLOTILLA_ROOT/pyproject.toml" | cut -d' ' -f1)
+    if [[ -f "$VENV_STAMP" && "$(cat "$VENV_STAMP")" == "$want" ]] && "$VENV/bin/python" -c '' 2>/dev/null; then
+        log "venv .venv is up to date with pyproject.toml"
+        return
+    fi
+    if ! "$VENV/bin/python" -c '' 2>/dev/null; then
+        log "creating the venv .venv ($(python3 --version))..."
+        python3 -m venv --clear "$VENV"
+    fi
+    log "installing flotilla and its test tools into .venv (pip install -e '.[test]')..."
+    local logfile="$VENV/pip-install.log"
+    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -e "${FLOTILLA_ROOT}[test]" \
+            >"$logfile" 2>&1; then
+        tail -n 30 "$logfile" >&2
+        die "pip install failed (last lines of $logfile above)"
+    fi
+    echo "$want" >"$VENV_STAMP"
+}
+
+main() {
+    local started
+    started=$(now)
+    install_packages
+    start_dockerd
+    setup_venv
+    if [[ "${FLOTILLA_SKIP_IMAGES:-}" == 1 ]]; then
+        log "skipping images (FLOTILLA_SKIP_IMAGES=1)"
+    else
+        bash "$FLOTILLA_ROOT/scripts/build-images.sh"
+    fi
+    log "setup done in $(elapsed_since "$started")"
+}
+
+# Run when executed; sourcing only defines the steps (handy for trying one).
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
+fi
