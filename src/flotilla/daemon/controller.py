@@ -38,6 +38,8 @@ from flotilla.spec import AppSpec, config_hash, spec_from_dict
 log = logging.getLogger(__name__)
 RESYNC_INTERVAL = 5.0
 APPLY_WORKERS = 8
+WATCHED_EVENTS = ("die", "start", "destroy", "oom")
+EVENT_RECHECKS = (0.05, 0.25)
 
 
 def desired_state(spec: AppSpec) -> Desired:
@@ -279,11 +281,20 @@ class Controller:
         while not self._stop.is_set():
             try:
                 for event in self.engine.events(self._stop):
-                    if event.app and event.action in ("die", "start", "destroy", "oom"):
-                        self.trigger(event.app)
+                    if event.app and event.action in WATCHED_EVENTS:
+                        self._trigger_soon(event.app)
             except FlotillaError as exc:
                 log.warning("docker events: %s", exc.message)
             self._stop.wait(1.0)
+
+    def _trigger_soon(self, app: str) -> None:
+        """Reconcile now, and again shortly: Docker sends ``die`` a moment
+        before its container list shows the container as exited."""
+        self.trigger(app)
+        for delay in EVENT_RECHECKS:
+            timer = threading.Timer(delay, self.trigger, args=(app,))
+            timer.daemon = True
+            timer.start()
 
     def health_detail(self, container_id: str) -> str:
         return self._prober.detail(container_id)

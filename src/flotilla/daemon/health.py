@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 
 STARTUP_INTERVAL = 0.1
 RECHECK_INTERVAL = 0.5
+# A replica with nothing to probe counts as healthy once it has kept running
+# this long, so a command that exits at once is seen as a crash, not as ready.
+NO_PROBE_SETTLE = 1.0
 FAILURES_TO_UNHEALTHY = 2
 
 
@@ -102,10 +105,14 @@ class HealthProber:
             for cid, target in wanted.items():
                 state = self._states.get(cid)
                 if state is None:
-                    self._states[cid] = _ProbeState(target=target)
+                    self._states[cid] = _ProbeState(target=target, due=self._first_due(target))
                 else:
                     state.target = target
         self._wake.set()
+
+    def _first_due(self, target: ProbeTarget) -> float:
+        unprobed = target.kind == "none" or target.port is None
+        return self._clock() + (NO_PROBE_SETTLE if unprobed else 0.0)
 
     def healthy(self, container_id: str) -> bool | None:
         with self._lock:

@@ -107,7 +107,7 @@ class Store:
                 "INSERT INTO apps (name, spec, status, updated) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET spec=excluded.spec, status=excluded.status, "
                 "updated=excluded.updated",
-                (name, json.dumps(spec, sort_keys=True), ACTIVE, self._clock()),
+                (name, json.dumps(spec), ACTIVE, self._clock()),
             )
 
     def mark_deleting(self, name: str) -> None:
