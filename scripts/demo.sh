@@ -11,8 +11,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 SPEC="examples/shop/flotilla.yaml"
 APP="shop"
 FLOTILLA="$FLOTILLA_ROOT/.venv/bin/flotilla"
-GATEWAY="http://127.0.0.1:8080/"
-PUBLIC_HOST="shop.localhost"
 FETCH_WEB="import urllib.request;print(urllib.request.urlopen('http://web:8000/').read().decode())"
 
 bash "$FLOTILLA_ROOT/scripts/setup.sh"
@@ -33,25 +31,12 @@ cat <<EOF
 Try it:
   # from inside the app's network, where services find each other by name:
   docker exec $web python3 -c "$FETCH_WEB"
-  # from the host, through the gateway (web is the one public service):
-  curl -H 'Host: $PUBLIC_HOST' $GATEWAY
-  curl -H 'Host: $PUBLIC_HOST' -H 'Content-Type: application/json' \\
-       -d '{"item": "mug", "qty": 2}' ${GATEWAY}api/cart/alice
+  # scale, watch, read the logs:
+  $FLOTILLA scale $APP catalog=4 --wait && $FLOTILLA ps $APP
+  $FLOTILLA logs $APP catalog --tail 5
   # more: $FLOTILLA --help; when done: $FLOTILLA down $APP
 
 Here is the first one, run now:
 EOF
 docker exec "$web" python3 -c "$FETCH_WEB"
 
-echo
-echo "And through the gateway ($PUBLIC_HOST via $GATEWAY):"
-"$FLOTILLA_ROOT/.venv/bin/python" - "$GATEWAY" "$PUBLIC_HOST" <<'EOF'
-import sys, urllib.request
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-request = urllib.request.Request(sys.argv[1], headers={"Host": sys.argv[2]})
-try:
-    with opener.open(request, timeout=5) as response:
-        print(response.read().decode())
-except OSError as exc:
-    print(f"  the gateway did not answer ({getattr(exc, 'reason', exc)}); try the curl above in a moment")
-EOF

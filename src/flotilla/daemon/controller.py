@@ -27,6 +27,7 @@ from flotilla.plan import (
     EnsureNetwork,
     Hold,
     Observed,
+    ObservedReplica,
     Plan,
     RemoveReplica,
     plan,
@@ -83,6 +84,8 @@ class Controller:
         self._crashes: dict[tuple[str, str, int], CrashRecord] = {}
         self._counted_dead: set[str] = set()
         self._next_wake: float | None = None
+        self._snapshots: dict[str, Observed] = {}
+        self._snapshot_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle -------------------------------------------------------------
@@ -158,9 +161,24 @@ class Controller:
             return the_plan
 
     def observe(self, spec: AppSpec) -> Observed:
-        """What runs for ``spec.app``, with each replica's health filled in."""
+        """Ask the engine what runs for ``spec.app``; health filled in, kept as the snapshot."""
         observed = self.engine.observe(spec.app)
         self._prober.set_targets(spec.app, _probe_targets(spec, observed))
+        with self._snapshot_lock:
+            self._snapshots[spec.app] = observed
+        return self._with_health(observed)
+
+    def snapshot(self, spec: AppSpec) -> Observed:
+        """The latest observation (refreshed by every reconcile), with current health.
+
+        Status reads use this instead of asking Docker on every poll: the
+        snapshot is refreshed on each Docker event, health change and resync.
+        """
+        with self._snapshot_lock:
+            observed = self._snapshots.get(spec.app)
+        return self._with_health(observed) if observed else self.observe(spec)
+
+    def _with_health(self, observed: Observed) -> Observed:
         replicas = tuple(
             replace(r, healthy=self._prober.healthy(r.container_id) if r.running else False)
             for r in observed.replicas
@@ -189,12 +207,13 @@ class Controller:
 
     def _create(self, spec: AppSpec, action: CreateReplica) -> None:
         try:
-            self.engine.create_replica(
+            created = self.engine.create_replica(
                 spec=spec, service=action.service, index=action.index, config_hash=action.config_hash
             )
         except FlotillaError as exc:
             self.events.record(spec.app, "error", action.replica, f"could not start: {exc.message}")
             return
+        self._prober.add_target(_probe_target(spec, created))  # probe now, not after the whole plan
         self.events.record(spec.app, "create", action.replica, f"started ({action.reason})")
 
     def _remove(self, app: str, action: RemoveReplica) -> None:
@@ -261,6 +280,8 @@ class Controller:
         self._run_all([(self._remove, app, a) for a in removal.of_kind(RemoveReplica)])
         networks = self.engine.remove_networks(app)
         self._prober.set_targets(app, [])
+        with self._snapshot_lock:
+            self._snapshots.pop(app, None)
         self.store.delete_app(app)
         self._forget_crashes(app)
         self.events.record(app, "down", app, f"removed {len(observed.replicas)} container(s), {len(networks)} network(s)")
@@ -301,22 +322,23 @@ class Controller:
 
 
 def _probe_targets(spec: AppSpec, observed: Observed) -> list[ProbeTarget]:
-    targets = []
-    for replica in observed.replicas:
-        svc = spec.services.get(replica.service)
-        if svc is None or not replica.running or not replica.ip:
-            continue
-        targets.append(
-            ProbeTarget(
-                container_id=replica.container_id,
-                app=spec.app,
-                replica=replica.replica,
-                ip=replica.ip,
-                port=svc.port,
-                kind=svc.probe,
-                path=svc.health.path,
-                interval=svc.health.interval,
-                timeout=svc.health.timeout,
-            )
-        )
-    return targets
+    return [
+        _probe_target(spec, r)
+        for r in observed.replicas
+        if r.service in spec.services and r.running and r.ip
+    ]
+
+
+def _probe_target(spec: AppSpec, replica: ObservedReplica) -> ProbeTarget:
+    svc = spec.services[replica.service]
+    return ProbeTarget(
+        container_id=replica.container_id,
+        app=spec.app,
+        replica=replica.replica,
+        ip=replica.ip or "",
+        port=svc.port,
+        kind=svc.probe,
+        path=svc.health.path,
+        interval=svc.health.interval,
+        timeout=svc.health.timeout,
+    )

@@ -110,6 +110,13 @@ class HealthProber:
                     state.target = target
         self._wake.set()
 
+    def add_target(self, target: ProbeTarget) -> None:
+        """Start probing one new replica at once (``set_targets`` keeps it)."""
+        with self._lock:
+            if target.container_id not in self._states:
+                self._states[target.container_id] = _ProbeState(target=target, due=self._first_due(target))
+        self._wake.set()
+
     def _first_due(self, target: ProbeTarget) -> float:
         unprobed = target.kind == "none" or target.port is None
         return self._clock() + (NO_PROBE_SETTLE if unprobed else 0.0)

@@ -22,7 +22,7 @@ def load_app(controller: Controller, app: str) -> AppSpec:
 
 def app_status(controller: Controller, app: str) -> dict:
     spec = load_app(controller, app)
-    observed = controller.observe(spec)
+    observed = controller.snapshot(spec)
     desired = desired_state(spec)
     services = [_service_summary(s, observed) for s in desired.services]
     return {
@@ -40,7 +40,7 @@ def endpoints(controller: Controller, app: str, service: str) -> list[dict]:
     spec = load_app(controller, app)
     if service not in spec.services:
         raise NotFoundError(f"app {app} has no service {service!r}; it has: {', '.join(spec.services)}")
-    observed = controller.observe(spec)
+    observed = controller.snapshot(spec)
     return [
         {"name": r.name, "replica": r.replica, "ip": r.ip, "port": spec.services[service].port}
         for r in _sorted(observed.replicas)

@@ -128,8 +128,8 @@ class DockerEngine:
                 check_duplicate=True,
             )
 
-    def create_replica(self, *, spec: AppSpec, service: str, index: int, config_hash: str) -> str:
-        """Create and start one replica; returns its container id.
+    def create_replica(self, *, spec: AppSpec, service: str, index: int, config_hash: str) -> ObservedReplica:
+        """Create and start one replica; returns it as observed right after its start.
 
         Creating a replica that already exists (same slot and config) returns
         the existing one, so a plan applied twice does no harm.
@@ -152,7 +152,8 @@ class DockerEngine:
                 with contextlib.suppress(docker.errors.APIError):
                     api.connect_container_to_network(container_id, network)
             api.start(container_id)
-        return container_id
+            started = api.inspect_container(container_id)
+        return _inspected_replica(started)
 
     def remove_replica(self, container_id: str, *, graceful: bool, timeout: int = STOP_TIMEOUT) -> None:
         with translated(f"removing container {container_id[:12]}"):
@@ -213,17 +214,42 @@ def _close_when(stop: threading.Event, stream) -> None:
 
 
 def _observed_replica(container: Mapping) -> ObservedReplica:
-    lab = container["Labels"]
-    networks = (container.get("NetworkSettings") or {}).get("Networks") or {}
-    internal = networks.get(internal_network(lab[labels.APP])) or {}
+    """From an entry of Docker's container list."""
     match = _EXIT_CODE.search(container.get("Status", ""))
-    return ObservedReplica(
+    return _replica(
         container_id=container["Id"],
-        name=container["Names"][0].lstrip("/"),
-        service=lab.get(labels.SERVICE, ""),
-        index=int(lab.get(labels.REPLICA, "0") or 0),
-        config_hash=lab.get(labels.CONFIG_HASH, ""),
+        name=container["Names"][0],
+        container_labels=container["Labels"],
         state=container.get("State", "unknown"),
-        ip=internal.get("IPAddress") or None,
+        networks=(container.get("NetworkSettings") or {}).get("Networks") or {},
         exit_code=int(match.group(1)) if match else None,
+    )
+
+
+def _inspected_replica(container: Mapping) -> ObservedReplica:
+    """From ``docker inspect`` of one container."""
+    state = container.get("State") or {}
+    return _replica(
+        container_id=container["Id"],
+        name=container["Name"],
+        container_labels=container["Config"]["Labels"],
+        state=state.get("Status", "unknown"),
+        networks=(container.get("NetworkSettings") or {}).get("Networks") or {},
+        exit_code=state.get("ExitCode"),
+    )
+
+
+def _replica(
+    *, container_id: str, name: str, container_labels: Mapping, state: str, networks: Mapping, exit_code: int | None
+) -> ObservedReplica:
+    internal = networks.get(internal_network(container_labels[labels.APP])) or {}
+    return ObservedReplica(
+        container_id=container_id,
+        name=name.lstrip("/"),
+        service=container_labels.get(labels.SERVICE, ""),
+        index=int(container_labels.get(labels.REPLICA, "0") or 0),
+        config_hash=container_labels.get(labels.CONFIG_HASH, ""),
+        state=state,
+        ip=internal.get("IPAddress") or None,
+        exit_code=exit_code,
     )

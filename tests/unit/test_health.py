@@ -1,0 +1,128 @@
+"""The health prober's state machine, with a fake probe and an injected clock."""
+
+from __future__ import annotations
+
+import threading
+
+from flotilla.daemon.health import (
+    FAILURES_TO_UNHEALTHY,
+    NO_PROBE_SETTLE,
+    STARTUP_INTERVAL,
+    HealthProber,
+    ProbeTarget,
+    probe,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def target(kind="http", cid="c1", interval=2.0):
+    return ProbeTarget(
+        container_id=cid, app="shop", replica="web-1", ip="127.0.0.1", port=9,
+        kind=kind, path="/healthz", interval=interval, timeout=0.5,
+    )
+
+
+def make(results):
+    """A prober whose probes answer from ``results`` in order; changes are recorded."""
+    clock = Clock()
+    changes = []
+    answers = iter(results)
+    prober = HealthProber(
+        on_change=lambda t, healthy, detail: changes.append((t.replica, healthy)),
+        clock=clock,
+        probe_fn=lambda t: next(answers),
+    )
+    return prober, clock, changes
+
+
+def step(prober, clock, advance):
+    """Run one probe round synchronously, then move the clock."""
+    for state in prober._due():  # noqa: SLF001 - drive the loop by hand
+        prober._probe_one(state)  # noqa: SLF001
+    clock.now += advance
+
+
+def test_new_replica_is_healthy_after_its_first_good_probe():
+    prober, clock, changes = make([(False, "refused"), (True, "HTTP 200")])
+    prober.set_targets("shop", [target()])
+    assert prober.healthy("c1") is None
+    step(prober, clock, STARTUP_INTERVAL)
+    assert prober.healthy("c1") is None and changes == []
+    step(prober, clock, 0)
+    assert prober.healthy("c1") is True and changes == [("web-1", True)]
+
+
+def test_healthy_replica_turns_unhealthy_only_after_two_failures_in_a_row():
+    prober, clock, changes = make([(True, "ok"), (False, "timeout"), (True, "ok"), (False, "x"), (False, "y")])
+    prober.set_targets("shop", [target(interval=2.0)])
+    step(prober, clock, 2.0)
+    step(prober, clock, 2.0)  # one failure: still healthy
+    assert prober.healthy("c1") is True
+    step(prober, clock, 2.0)
+    step(prober, clock, 2.0)
+    assert prober.healthy("c1") is True
+    step(prober, clock, 2.0)
+    assert prober.healthy("c1") is False
+    assert changes == [("web-1", True), ("web-1", False)]
+    assert FAILURES_TO_UNHEALTHY == 2
+
+
+def test_probes_wait_for_their_interval():
+    prober, clock, _ = make([(True, "ok")] * 3)
+    prober.set_targets("shop", [target(interval=2.0)])
+    step(prober, clock, 1.0)
+    assert prober._due() == []  # noqa: SLF001 - 1 s into a 2 s interval
+    clock.now += 1.0
+    assert len(prober._due()) == 1  # noqa: SLF001
+
+
+def test_unprobed_replica_must_keep_running_to_count_as_healthy():
+    prober, clock, _ = make([(True, "running (no probe)")])
+    prober.set_targets("shop", [target(kind="none")])
+    assert prober._due() == []  # noqa: SLF001
+    clock.now += NO_PROBE_SETTLE
+    step(prober, clock, 0)
+    assert prober.healthy("c1") is True
+
+
+def test_removed_targets_are_forgotten_and_kept_ones_keep_their_state():
+    prober, clock, _ = make([(True, "ok")] * 2)
+    prober.set_targets("shop", [target(cid="c1"), target(cid="c2")])
+    step(prober, clock, 0)
+    prober.set_targets("shop", [target(cid="c2")])
+    assert prober.healthy("c1") is None and prober.healthy("c2") is True
+
+
+def test_real_probe_over_loopback():
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200 if self.path == "/healthz" else 503)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        base = dict(container_id="c", app="a", replica="r-1", ip="127.0.0.1", port=port, interval=1, timeout=1)
+        assert probe(ProbeTarget(kind="http", path="/healthz", **base)) == (True, "HTTP 200")
+        assert probe(ProbeTarget(kind="http", path="/other", **base)) == (False, "HTTP 503")
+        assert probe(ProbeTarget(kind="tcp", path=None, **base))[0] is True
+    finally:
+        server.shutdown()
+        server.server_close()
+    closed = ProbeTarget(container_id="c", app="a", replica="r-1", ip="127.0.0.1", port=port,
+                         kind="tcp", path=None, interval=1, timeout=0.5)
+    assert probe(closed)[0] is False
