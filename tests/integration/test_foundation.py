@@ -162,8 +162,6 @@ def test_daemon_killed_during_scale_to_eight_converges_to_exactly_eight(
     flotilla.run("scale", app_name, "catalog=8")
     time.sleep(0.3)  # mid-scale: some replicas created, some not
     flotilla.kill_daemon(signal.SIGKILL)
-    before = docker_client.containers.list(all=True, filters={"label": f"io.flotilla.app={app_name}"})
-    assert len(before) < 8 or not all(c.status == "running" for c in before) or True  # any state will do
     flotilla.run("ps", app_name)  # restarts the daemon
     wait_for(
         lambda: flotilla.client().request("GET", f"/v1/apps/{app_name}")["converged"],
