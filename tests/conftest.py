@@ -92,6 +92,16 @@ class Flotilla:
             os.kill(pid, sig)
             _wait_gone(pid)
 
+    def kill_gateway(self) -> None:
+        """Stop this home's HAProxy, if a test left one running (``down`` normally does)."""
+        try:
+            pid = int((self.home / "gateway" / "haproxy.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        if _alive(pid) and b"haproxy" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
+            _wait_gone(pid)
+
     def write_spec(self, tmp_path: Path, text: str, name: str = "flotilla.yaml") -> Path:
         path = tmp_path / name
         path.write_text(text)
@@ -127,6 +137,7 @@ def flotilla(tmp_path_factory, docker_client):
         remove_labelled(docker_client, app)
     fl.kill_daemon(signal.SIGTERM)
     fl.kill_daemon(signal.SIGKILL)
+    fl.kill_gateway()
 
 
 def remove_labelled(client, app: str) -> None:

@@ -13,7 +13,8 @@ caller above an engine ever sees a docker or sqlite exception.
     │   └── EngineUnavailableError        Docker Engine cannot be reached
     ├── DaemonError               exit 6  the Flotilla daemon failed or cannot be reached
     │   └── DaemonUnavailableError
-    └── TimeoutError_             exit 7  a wait ran out (for example ``up --timeout``)
+    ├── TimeoutError_             exit 7  a wait ran out (for example ``up --timeout``)
+    └── GatewayError              exit 8  the gateway (HAProxy) failed, refused a change or cannot start
 """
 
 from __future__ import annotations
@@ -109,6 +110,13 @@ class TimeoutError_(FlotillaError):  # noqa: N801 - avoid shadowing the builtin
     code = "timeout"
 
 
+class GatewayError(FlotillaError):
+    """The gateway (HAProxy) could not be reached, refused a change or could not start."""
+
+    exit_code = 8
+    code = "gateway_error"
+
+
 _BY_CODE = {
     cls.code: cls
     for cls in (
@@ -120,6 +128,7 @@ _BY_CODE = {
         DaemonError,
         DaemonUnavailableError,
         TimeoutError_,
+        GatewayError,
     )
 }
 

@@ -132,7 +132,13 @@ class ServiceHandler(BaseHTTPRequestHandler):
     def _table(self) -> list:
         cls = type(self)
         if cls not in self._compiled:
-            builtin = [("GET", r"/healthz", "healthz"), ("GET", r"/whoami", "whoami")]
+            builtin = [
+                ("GET", r"/healthz", "healthz"),
+                ("GET", r"/whoami", "whoami"),
+                ("GET", r"/debug/request(/.*)?", "echo_request"),
+                ("POST", r"/debug/request(/.*)?", "echo_request"),
+                ("GET", r"/debug/work", "work"),
+            ]
             self._compiled[cls] = [(m, re.compile(p), f) for m, p, f in builtin + cls.routes]
         return self._compiled[cls]
 
@@ -203,9 +209,34 @@ class ServiceHandler(BaseHTTPRequestHandler):
     def whoami(self, match) -> None:
         self.send_json(200, identity(self.service))
 
+    def echo_request(self, match) -> None:
+        """What reached this replica: for checking what a gateway adds or rewrites."""
+        self.send_json(200, {
+            **identity(self.service),
+            "method": self.command,
+            "path": self.path,
+            "headers": dict(self.headers.items()),
+            "body_bytes": len(self.body),
+        })
+
+    def work(self, match) -> None:
+        """Busy for ?ms= milliseconds (default 50), at most $MAX_CONCURRENCY at once.
+
+        A stand-in for real work with a fixed capacity per replica: requests
+        beyond the limit wait their turn, so latency grows with load until
+        more replicas share it.
+        """
+        millis = min(float(self.query.get("ms", "50")), 10_000)
+        with WORK_SLOTS:
+            time.sleep(millis / 1000)
+        self.send_json(200, {**identity(self.service), "ms": millis})
+
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         # Only protocol errors reach here (access lines are written by _dispatch).
         log(self.service, "http: " + format % args)
+
+
+WORK_SLOTS = threading.BoundedSemaphore(int(os.environ.get("MAX_CONCURRENCY", "1000")))
 
 
 def serve(handler: type[ServiceHandler]) -> None:

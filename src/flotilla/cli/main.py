@@ -24,7 +24,7 @@ from flotilla.spec import load_spec, spec_to_dict
 
 DEFAULT_SPEC = "flotilla.yaml"
 # Spec keys that validate today but whose capability has not landed yet.
-NOT_YET_ACTED_ON = ("routes", "secrets", "autoscale", "caches")
+NOT_YET_ACTED_ON = ("secrets", "autoscale", "caches")
 spec_option = click.option(
     "-f", "--file", "spec_file", default=DEFAULT_SPEC, show_default=True,
     type=click.Path(dir_okay=False), help="The app spec.",
@@ -256,6 +256,46 @@ def logs(ctx: click.Context, app: str, service: str | None, follow: bool, tail: 
     for line in _client(ctx).stream(app_path(app, "logs"), query=query):
         out.write(line)
         out.flush()
+
+
+@cli.command()
+@click.argument("app")
+@json_option
+@click.pass_context
+def routes(ctx: click.Context, app: str, as_json: bool) -> None:
+    """Show APP's routing table: which host and path reach which service through the gateway.
+
+    Services without routes are internal: the gateway cannot reach them.
+
+    \b
+    Example:
+      flotilla routes shop
+    """
+    rows = _client(ctx).request("GET", app_path(app, "routes"))["routes"]
+    if as_json:
+        render.echo_json(rows)
+    elif not rows:
+        click.echo(f"{app} has no routes: every service is internal")
+    else:
+        click.echo(render.routes_table(rows))
+
+
+@cli.command()
+@click.argument("app")
+@json_option
+@click.pass_context
+def metrics(ctx: click.Context, app: str, as_json: bool) -> None:
+    """Show traffic per routed service of APP: requests/s, in flight, queued, 5xx, response time.
+
+    Read from the gateway once a second. The daemon also serves every app's
+    metrics in Prometheus' text format at GET /metrics on its socket.
+
+    \b
+    Example:
+      flotilla metrics shop --json
+    """
+    rows = _client(ctx).request("GET", app_path(app, "metrics"))["services"]
+    render.echo_json(rows) if as_json else click.echo(render.metrics_table(rows))
 
 
 @cli.command()

@@ -19,7 +19,26 @@ PS_COLUMNS = (
     ("NAME", "name"),
     ("STATE", "state"),
     ("HEALTH", "health_text"),
+    ("GATEWAY", "gateway"),
     ("IP", "ip"),
+)
+ROUTE_COLUMNS = (
+    ("LISTEN", "listen"),
+    ("HOST", "host"),
+    ("PATH", "path"),
+    ("STRIP", "strip_prefix"),
+    ("SERVICE", "service"),
+    ("PORT", "port"),
+    ("IN GATEWAY", "replicas_in_gateway"),
+)
+METRIC_COLUMNS = (
+    ("SERVICE", "service"),
+    ("REQ/S", "rps"),
+    ("IN FLIGHT", "in_flight"),
+    ("QUEUED", "queued"),
+    ("5XX", "http_5xx_total"),
+    ("RESPONSE MS", "response_ms"),
+    ("REQUESTS", "requests_total"),
 )
 
 
@@ -41,6 +60,14 @@ def ps_table(rows: Sequence[dict]) -> str:
         for r in rows
     ]
     return table(shown, PS_COLUMNS)
+
+
+def routes_table(rows: Sequence[dict]) -> str:
+    return table(rows, ROUTE_COLUMNS)
+
+
+def metrics_table(rows: Sequence[dict]) -> str:
+    return table(rows, METRIC_COLUMNS) if rows else "no traffic figures yet (only routed services have them)"
 
 
 def plan_text(plan: dict) -> str:

@@ -74,6 +74,9 @@ class Api:
             ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/scale"), self.scale),
             ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/events"), self.events),
             ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/logs"), self.logs),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/routes"), self.routes),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/metrics"), self.metrics),
+            ("GET", re.compile(r"/metrics"), self.prometheus),
             (
                 "GET",
                 re.compile(r"/v1/apps/(?P<app>[^/]+)/services/(?P<service>[^/]+)/endpoints"),
@@ -127,6 +130,16 @@ class Api:
     def endpoints(self, req: Request):
         found = status.endpoints(self.controller, req.params["app"], req.params["service"])
         return 200, {"endpoints": found}
+
+    def routes(self, req: Request):
+        return 200, {"routes": status.routes(self.controller, req.params["app"])}
+
+    def metrics(self, req: Request):
+        return 200, {"services": status.metrics(self.controller, req.params["app"])}
+
+    def prometheus(self, req: Request):
+        text = status.prometheus(self.controller)
+        req.handler.send_text(200, text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     def logs(self, req: Request):
         spec = status.load_app(self.controller, req.params["app"])
@@ -229,9 +242,12 @@ class ApiHandler(BaseHTTPRequestHandler):
             self._send(*result)
 
     def _send(self, code: int, body: dict) -> None:
-        data = json.dumps(body).encode()
+        self.send_text(code, json.dumps(body), content_type="application/json")
+
+    def send_text(self, code: int, text: str, *, content_type: str) -> None:
+        data = text.encode()
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

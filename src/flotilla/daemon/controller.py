@@ -17,6 +17,7 @@ from dataclasses import replace
 from flotilla.daemon.events import EventLog
 from flotilla.daemon.health import HealthProber, ProbeTarget
 from flotilla.daemon.store import DELETING, Store
+from flotilla.daemon.traffic import Traffic
 from flotilla.engines.docker import DockerEngine
 from flotilla.errors import FlotillaError, NotFoundError
 from flotilla.plan import (
@@ -67,10 +68,12 @@ class Controller:
         engine: DockerEngine,
         store: Store,
         clock: Callable[[], float],
+        traffic: Traffic | None = None,
         resync_interval: float = RESYNC_INTERVAL,
     ) -> None:
         self.engine = engine
         self.store = store
+        self.traffic = traffic
         self.events = EventLog(store)
         self._clock = clock
         self._resync = resync_interval
@@ -95,6 +98,7 @@ class Controller:
             ("reconcile", self._reconcile_loop),
             ("docker-events", self._watch_events),
             ("health", lambda: self._prober.run(self._stop)),
+            *([("metrics", lambda: self.traffic.run_sampler(self._stop))] if self.traffic else []),
         ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -150,6 +154,7 @@ class Controller:
                 return None
             spec = spec_from_dict(stored.spec)
             observed = self.observe(spec)
+            self.sync_gateway()
             self._record_crashes(app, observed)
             the_plan = plan(
                 desired_state(spec), observed, now=self._clock(), crashes=self._crashes_of(app)
@@ -218,6 +223,8 @@ class Controller:
 
     def _remove(self, app: str, action: RemoveReplica) -> None:
         try:
+            if self.traffic and action.graceful:
+                self.traffic.drain(app, action.service, action.name)
             self.engine.remove_replica(action.container_id, graceful=action.graceful)
         except FlotillaError as exc:
             self.events.record(app, "error", action.replica, f"could not remove {action.name}: {exc.message}")
@@ -283,6 +290,7 @@ class Controller:
         with self._snapshot_lock:
             self._snapshots.pop(app, None)
         self.store.delete_app(app)
+        self.sync_gateway()
         self._forget_crashes(app)
         self.events.record(app, "down", app, f"removed {len(observed.replicas)} container(s), {len(networks)} network(s)")
         return {"containers": [r.name for r in observed.replicas], "networks": networks}
@@ -290,6 +298,23 @@ class Controller:
     def _forget_crashes(self, app: str) -> None:
         for key in [k for k in self._crashes if k[0] == app]:
             del self._crashes[key]
+
+    # -- the gateway -------------------------------------------------------------
+
+    def sync_gateway(self) -> None:
+        """Route every app's traffic to its healthy replicas (see daemon/traffic.py)."""
+        if self.traffic is None:
+            return
+        apps = {}
+        for stored in self.store.apps():
+            if stored.status != DELETING:
+                spec = spec_from_dict(stored.spec)
+                apps[spec.app] = (spec, self.snapshot(spec))
+        try:
+            self.traffic.sync(apps)
+        except FlotillaError as exc:
+            for app in apps:
+                self.events.note_error(app, f"gateway: {exc.message}")
 
     # -- reacting to the world -------------------------------------------------
 

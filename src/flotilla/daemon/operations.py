@@ -8,10 +8,13 @@ controller: a bad request changes nothing that is running.
 from __future__ import annotations
 
 import copy
+import socket
 from dataclasses import asdict
 
 from flotilla.daemon.controller import Controller
 from flotilla.daemon.status import load_app
+from flotilla.daemon.store import DELETING
+from flotilla.gateway.config import normalize_path
 from flotilla.errors import ConflictError, NotFoundError, Problem, SpecError
 from flotilla.plan import Plan
 from flotilla.spec import AppSpec, spec_from_dict, spec_to_dict
@@ -27,6 +30,7 @@ def submit(controller: Controller, spec_data: dict, *, dry_run: bool) -> dict:
     """``up`` (or ``plan`` with ``dry_run``): validate, store, converge."""
     spec = spec_from_dict(spec_data)
     _check_images(controller, spec)
+    check_gateway(controller, spec)
     the_plan = controller.preview(spec)
     if not dry_run:
         controller.store.put_app(spec.app, spec_to_dict(spec))
@@ -78,6 +82,47 @@ def _check_images(controller: Controller, spec: AppSpec) -> None:
                 for image in missing
             ]
         )
+
+
+def check_gateway(controller: Controller, spec: AppSpec) -> None:
+    """Refuse a route another app already serves on the same address, and a
+    listen address some other program holds, before anything changes."""
+    routes = _route_keys(spec)
+    if not routes:
+        return
+    listen = spec.gateway.listen
+    on_address = [s for s in _active_specs(controller) if s.gateway.listen == listen and _route_keys(s)]
+    for other in on_address:
+        clash = sorted(routes & _route_keys(other)) if other.app != spec.app else []
+        if clash:
+            host, path = clash[0]
+            raise ConflictError(
+                f"route {host}{path} on {listen} is already served by app {other.app}; "
+                f"change the route's host or path, or give {spec.app} another gateway.listen"
+            )
+    if not on_address:  # the gateway does not hold this address yet: is it free?
+        _check_port_free(spec.gateway.listen_host, spec.gateway.listen_port)
+
+
+def _route_keys(spec: AppSpec) -> set[tuple[str, str]]:
+    return {(r.host.lower(), normalize_path(r.path)) for svc in spec.services.values() for r in svc.routes}
+
+
+def _active_specs(controller: Controller) -> list[AppSpec]:
+    return [spec_from_dict(a.spec) for a in controller.store.apps() if a.status != DELETING]
+
+
+def _check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise ConflictError(
+                f"gateway.listen {host}:{port} is not available ({exc.strerror}); another program "
+                f"listens there: stop it, or choose another address in gateway.listen"
+            ) from exc
 
 
 def _apply_summary(the_plan: Plan) -> str:

@@ -18,6 +18,9 @@ from flotilla.daemon.api import Api, UnixApiServer
 from flotilla.daemon.controller import Controller
 from flotilla.daemon.paths import Home
 from flotilla.daemon.store import Store
+from flotilla.daemon.traffic import Traffic
+from flotilla.gateway.manager import GatewayManager
+from flotilla.gateway.process import GatewayFiles
 from flotilla.engines.docker import DockerEngine
 from flotilla.errors import DaemonError
 
@@ -31,7 +34,10 @@ def run_daemon(home: Home, *, docker_url: str | None = None) -> None:
     try:
         home.pid_file.write_text(f"{os.getpid()}\n")
         store = Store(home.store, clock=time.time)
-        controller = Controller(engine=DockerEngine(base_url=docker_url), store=store, clock=time.time)
+        traffic = Traffic(gateway=GatewayManager(files=GatewayFiles(home.root / "gateway")), clock=time.monotonic)
+        controller = Controller(
+            engine=DockerEngine(base_url=docker_url), store=store, clock=time.time, traffic=traffic
+        )
         server = _bind(home, Api(controller))
         _stop_on_signals(server, controller)
         controller.start()

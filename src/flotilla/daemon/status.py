@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from flotilla.daemon.controller import Controller, desired_state
 from flotilla.errors import NotFoundError
+from flotilla.gateway.metrics import prometheus_text
 from flotilla.plan import Desired, DesiredService, Observed, ObservedReplica
 from flotilla.spec import AppSpec, spec_from_dict
 
@@ -61,7 +62,15 @@ def replica_row(controller: Controller, replica: ObservedReplica, desired: Desir
         "config_hash": replica.config_hash,
         "current": bool(wanted and wanted.config_hash == replica.config_hash),
         "container_id": replica.container_id,
+        "gateway": _gateway_state(controller, desired.app, replica),
     }
+
+
+def _gateway_state(controller: Controller, app: str, replica: ObservedReplica) -> str | None:
+    """``ready``/``drain``/``maint`` behind the gateway; None for internal services."""
+    if controller.traffic is None:
+        return None
+    return controller.traffic.gateway_state(app, replica.service, replica.name)
 
 
 def _service_summary(service: DesiredService, observed: Observed) -> dict:
@@ -94,3 +103,51 @@ def _converged(desired: Desired, observed: Observed) -> bool:
 
 def _sorted(replicas: tuple[ObservedReplica, ...]) -> list[ObservedReplica]:
     return sorted(replicas, key=lambda r: (r.service, r.index, r.name))
+
+
+def routes(controller: Controller, app: str) -> list[dict]:
+    """The app's routing table, with how many replicas serve each route now."""
+    spec = load_app(controller, app)
+    observed = controller.snapshot(spec)
+    rows = []
+    for name, svc in spec.services.items():
+        in_rotation = sum(
+            1 for r in observed.replicas
+            if r.service == name and _gateway_state(controller, app, r) == "ready"
+        )
+        rows += [
+            {
+                "listen": spec.gateway.listen,
+                "host": route.host,
+                "path": route.path,
+                "strip_prefix": route.strip_prefix,
+                "service": name,
+                "port": svc.port,
+                "replicas_in_gateway": in_rotation,
+            }
+            for route in svc.routes
+        ]
+    return rows
+
+
+def metrics(controller: Controller, app: str) -> list[dict]:
+    """Traffic per routed service, from the gateway's counters (last second)."""
+    spec = load_app(controller, app)
+    if controller.traffic is None:
+        return []
+    found = (controller.traffic.metrics.current(app, name) for name in spec.services)
+    return [m.to_dict() for m in found if m is not None]
+
+
+def prometheus(controller: Controller) -> str:
+    """Every app's service metrics in Prometheus' text format."""
+    if controller.traffic is None:
+        return ""
+    ready: dict[tuple[str, str], int] = {}
+    for stored in controller.store.apps():
+        spec = spec_from_dict(stored.spec)
+        for replica in controller.snapshot(spec).replicas:
+            if spec.services.get(replica.service) and spec.services[replica.service].routes:
+                key = (spec.app, replica.service)
+                ready[key] = ready.get(key, 0) + (_gateway_state(controller, spec.app, replica) == "ready")
+    return prometheus_text(controller.traffic.metrics.all_current(), replicas=ready)

@@ -1,0 +1,95 @@
+"""The daemon's side of the gateway: which replicas serve traffic, and how much.
+
+Bridges the controller's picture (specs and observed replicas with their
+health) to the gateway manager, drains a routed replica before its container
+stops, and samples HAProxy's counters once a second into the metrics window
+that `flotilla` commands, the API and the autoscaler read.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+
+from flotilla.errors import FlotillaError
+from flotilla.gateway.manager import GatewayManager
+from flotilla.gateway.metrics import MetricsWindow, Sample
+from flotilla.errors import GatewayError
+from flotilla.gateway.sync import DesiredServer
+from flotilla.plan import Observed, ObservedReplica
+from flotilla.spec import AppSpec
+
+log = logging.getLogger(__name__)
+SAMPLE_INTERVAL = 1.0
+
+
+class Traffic:
+    def __init__(self, *, gateway: GatewayManager, clock: Callable[[], float]) -> None:
+        self.gateway = gateway
+        self.metrics = MetricsWindow()
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def sync(self, apps: Mapping[str, tuple[AppSpec, Observed]]) -> None:
+        """Make the gateway route to the healthy replicas of every routed service."""
+        specs = {name: spec for name, (spec, _) in apps.items()}
+        desired: dict[tuple[str, str], list[DesiredServer]] = defaultdict(list)
+        for name, (spec, observed) in apps.items():
+            for replica in observed.replicas:
+                server = _desired_server(spec, replica)
+                if server:
+                    desired[(name, replica.service)].append(server)
+        with self._lock:
+            self.gateway.apply(specs, desired)
+
+    def drain(self, app: str, service: str, name: str) -> None:
+        """Take one replica out of rotation and let its requests finish (bounded)."""
+        backend = self.gateway.backend_of(app, service)
+        if backend:
+            self.gateway.drain(backend, name)
+
+    def gateway_state(self, app: str, service: str, name: str) -> str | None:
+        backend = self.gateway.backend_of(app, service)
+        return self.gateway.admin_state(backend, name) if backend else None
+
+    def run_sampler(self, stop: threading.Event) -> None:
+        while not stop.wait(SAMPLE_INTERVAL):
+            try:
+                self.sample()
+            except FlotillaError as exc:
+                log.debug("metrics sample: %s", exc.message)
+
+    def sample(self) -> None:
+        if not self.gateway.process.running():
+            return
+        try:
+            rows = self.gateway.runtime.stats()
+        except GatewayError:
+            return
+        now = self._clock()
+        services = self.gateway.services_by_backend()
+        for row in rows:
+            key = services.get(row.pxname)
+            if key and row.svname == "BACKEND":
+                self.metrics.add(*key, _sample(row, now))
+        self.metrics.forget(services.values())
+
+
+def _desired_server(spec: AppSpec, replica: ObservedReplica) -> DesiredServer | None:
+    svc = spec.services.get(replica.service)
+    if svc is None or not svc.routes or not replica.running or not replica.ip or svc.port is None:
+        return None
+    return DesiredServer(name=replica.name, address=replica.ip, port=svc.port, healthy=replica.healthy)
+
+
+def _sample(row, now: float) -> Sample:
+    return Sample(
+        at=now,
+        requests_total=row.req_tot or 0,
+        in_flight=row.scur or 0,
+        queued=row.qcur or 0,
+        http_5xx_total=row.hrsp_5xx or 0,
+        response_ms=float(row.rtime or 0),
+    )

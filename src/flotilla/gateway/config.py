@@ -1,0 +1,289 @@
+"""From app specs to a complete haproxy.cfg: the gateway's routing table as text.
+
+Two pure steps, no file or process I/O: ``build_gateway_config`` decides what
+is routed where (a value the daemon can compare, print and test), and
+``render_config`` writes it in HAProxy's syntax. The daemon checks the text
+with ``haproxy -c`` and reloads HAProxy with it when routes change; replicas
+coming and going are applied through the Runtime API (runtime.py) instead, so
+the rendered backends must accept servers added at run time.
+
+How a request is routed, in each frontend:
+
+1. the Host header is normalized (lowercase, no ``:port``, no trailing dot);
+2. the routes are tried in priority order (exact hosts before wildcards, then
+   the longest path) and the first match is remembered in ``txn.route``;
+3. no match: 404 with ``no route for HOST/PATH``;
+4. the matched route's prefix is stripped if it asks for that;
+5. ``use_backend`` picks the backend from ``txn.route``, so the rewrite in 4
+   cannot change which backend is chosen.
+
+A path prefix matches at segment boundaries: ``/api`` matches ``/api``,
+``/api/``, ``/api/x`` and ``/api?q=1``, never ``/apix``. A wildcard host
+``*.shop.example`` matches exactly one label more (``a.shop.example``, not
+``shop.example`` nor ``a.b.shop.example``), as a Kubernetes Ingress does, so
+a spec routes the same way on both targets. A service without routes gets
+no backend at all: nothing in the gateway can reach it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+from flotilla.gateway.model import (
+    Backend,
+    Frontend,
+    GatewayConfig,
+    GatewayRoute,
+    Server,
+    backend_name,
+    check_server,
+    frontend_name,
+    server_address,
+)
+from flotilla.spec.models import AppSpec, RouteSpec
+
+# HAProxy sizes maxconn from the file descriptors it may use (about half of
+# them). A fixed maxconn above what the hard RLIMIT_NOFILE allows makes 2.6
+# refuse to start; this caps the descriptors instead and lets maxconn follow.
+FD_HARD_LIMIT = 20000
+ROUTE_VAR = "txn.route"
+HOST_VAR = "txn.host"
+REQUEST_ID_VAR = "txn.request_id"
+# Methods HAProxy may send again after the server took the request but sent
+# nothing back (retry-on empty-response): replaying them changes nothing.
+IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE")
+
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_.:/@+=,*-]+")
+_REGEX_SPECIAL = re.compile(r"([\\.^$|?*+()\[\]{}])")
+_INDENT = "    "
+
+
+# -- build: specs -> GatewayConfig ----------------------------------------------------------
+
+def build_gateway_config(
+    apps: Mapping[str, AppSpec],
+    servers: Mapping[tuple[str, str], Sequence[Server]],
+) -> GatewayConfig:
+    """What the gateway routes: a frontend per listen address, a backend per routed service.
+
+    ``servers`` maps ``(app, service)`` to that service's replicas; entries for
+    services without routes are ignored (an internal service has no backend).
+    """
+    backends: list[Backend] = []
+    routes_by_bind: dict[tuple[str, int], list[GatewayRoute]] = defaultdict(list)
+    for app_name in sorted(apps):
+        spec = apps[app_name]
+        bind = (spec.gateway.listen_host, spec.gateway.listen_port)
+        for service_name in sorted(spec.services):
+            service_routes = spec.services[service_name].routes
+            if not service_routes:
+                continue
+            backend = _backend(app=spec.app, service=service_name,
+                               servers=servers.get((spec.app, service_name), ()))
+            backends.append(backend)
+            routes_by_bind[bind] += [_route(r, app=spec.app, service=service_name, backend=backend.name)
+                                     for r in service_routes]
+    frontends = tuple(_frontend(bind, routes) for bind, routes in sorted(routes_by_bind.items()))
+    return GatewayConfig(frontends=frontends, backends=tuple(backends))
+
+
+def route_priority(route: GatewayRoute) -> tuple:
+    """Sort key: exact hosts first, then longer paths, then names (for a stable order)."""
+    return (route.wildcard, -len(route.path), route.host, route.path, route.app, route.service)
+
+
+def shadowed_routes(frontend: Frontend) -> tuple[GatewayRoute, ...]:
+    """Routes that can never match: an earlier route has the same host and path.
+
+    The spec forbids duplicates within an app, but two apps sharing a listen
+    address may both claim ``shop.localhost/``; the first in priority order
+    (app name order) wins, and the daemon can warn about the others.
+    """
+    seen: set[tuple[str, str]] = set()
+    shadowed = []
+    for route in frontend.routes:
+        key = (route.host, route.path)
+        if key in seen:
+            shadowed.append(route)
+        seen.add(key)
+    return tuple(shadowed)
+
+
+def normalize_path(path: str) -> str:
+    """A route prefix without trailing '/': ``/api/`` routes like ``/api``; ``/`` stays."""
+    return path.rstrip("/") or "/"
+
+
+def _backend(*, app: str, service: str, servers: Iterable[Server]) -> Backend:
+    checked = tuple(sorted((check_server(s) for s in servers), key=lambda s: s.name))
+    return Backend(name=backend_name(app, service), app=app, service=service, servers=checked)
+
+
+def _route(route: RouteSpec, *, app: str, service: str, backend: str) -> GatewayRoute:
+    return GatewayRoute(app=app, service=service, host=route.host.lower(),
+                        path=normalize_path(route.path), strip_prefix=route.strip_prefix,
+                        backend=backend)
+
+
+def _frontend(bind: tuple[str, int], routes: list[GatewayRoute]) -> Frontend:
+    host, port = bind
+    return Frontend(name=frontend_name(host, port), apps=tuple(sorted({r.app for r in routes})),
+                    bind_host=host, bind_port=port,
+                    routes=tuple(sorted(routes, key=route_priority)))
+
+
+# -- render: GatewayConfig -> haproxy.cfg -----------------------------------------------------
+
+def render_config(config: GatewayConfig, *, runtime_socket: str, max_drain_seconds: int = 10
+                  ) -> str:
+    """The complete haproxy.cfg text for ``config``.
+
+    ``max_drain_seconds`` bounds how long an old worker keeps finishing its
+    requests after a reload (``hard-stop-after``). With no routes at all the
+    result is still a valid configuration: HAProxy runs idle, its Runtime API
+    socket open.
+    """
+    sections = [
+        _header(),
+        _global(runtime_socket=runtime_socket, max_drain_seconds=max_drain_seconds),
+        _defaults(),
+        *(_render_frontend(f) for f in config.frontends),
+        *(_render_backend(b) for b in config.backends),
+    ]
+    return "\n".join(sections)
+
+
+def _header() -> str:
+    return "# Generated by Flotilla: edits are overwritten at the next change of routes.\n"
+
+
+def _global(*, runtime_socket: str, max_drain_seconds: int) -> str:
+    return _section("global", [
+        "master-worker",
+        "# maxconn follows: about half of this, or of the system's hard limit if lower",
+        f"fd-hard-limit {FD_HARD_LIMIT}",
+        f"stats socket {_word(runtime_socket)} mode 600 level admin expose-fd listeners",
+        "# an old worker left after a reload stops once its requests are done, or after this",
+        f"hard-stop-after {max(1, int(max_drain_seconds))}s",
+    ])
+
+
+def _defaults() -> str:
+    return _section("defaults", [
+        "mode http",
+        "timeout connect 2s",
+        "timeout client 30s",
+        "timeout server 30s",
+        "timeout http-request 10s",
+        "timeout queue 10s",
+        "timeout http-keep-alive 10s",
+        "option http-keep-alive",
+        "option forwardfor",
+        "# a refused connection is tried again on another replica (every retry redispatches)",
+        "option redispatch 1",
+        "retries 3",
+        "retry-on conn-failure empty-response",
+        "# leastconn is a dynamic algorithm: backends accept `add server` at run time",
+        "balance leastconn",
+        "# dynamic servers ignore default-server; this only makes configured servers start",
+        "# like dynamic ones do (no name resolution at startup)",
+        "default-server init-addr none",
+    ])
+
+
+def _render_frontend(frontend: Frontend) -> str:
+    lines = [f"# apps: {', '.join(frontend.apps)}", f"bind {frontend.bind}"]
+    lines += _request_headers()
+    lines += [
+        "# the Host header without :port, trailing dot or capitals",
+        f"http-request set-var({HOST_VAR}) req.hdr(host),lower,regsub(:[0-9]*$,),regsub([.]$,)",
+        f"acl route_found var({ROUTE_VAR}) -m found",
+    ]
+    ids = [f"r{i}" for i in range(len(frontend.routes))]
+    for route_id, route in zip(ids, frontend.routes):
+        lines += _route_selection(route_id, route)
+    lines.append(_not_found())
+    lines += [_strip(route_id, route) for route_id, route in zip(ids, frontend.routes)
+              if route.strip_prefix and route.path != "/"]
+    lines += _use_backends(ids, frontend.routes)
+    return _section(f"frontend {frontend.name}", lines)
+
+
+def _request_headers() -> list[str]:
+    return [
+        "http-request set-header X-Forwarded-Proto http",
+        "# keep the caller's X-Request-ID, make one when there is none; echo it back",
+        "http-request set-header X-Request-ID %[uuid()] unless { req.fhdr(x-request-id) -m len gt 0 }",
+        f"http-request set-var({REQUEST_ID_VAR}) req.fhdr(x-request-id)",
+        f"http-response set-header X-Request-ID %[var({REQUEST_ID_VAR})]",
+        "# after the server took a request, only idempotent ones are sent again",
+        f"http-request disable-l7-retry unless {{ method {' '.join(IDEMPOTENT_METHODS)} }}",
+    ]
+
+
+def _route_selection(route_id: str, route: GatewayRoute) -> list[str]:
+    strip = f" (strip {route.path})" if route.strip_prefix and route.path != "/" else ""
+    lines = [f"# {route_id}: {route.host}{route.path} -> {route.backend}{strip}",
+             f"acl {route_id}_host {_host_match(route.host)}"]
+    conditions = ["!route_found", f"{route_id}_host"]
+    if route.path != "/":
+        lines += [f"acl {route_id}_path path -m str {_word(route.path)}",
+                  f"acl {route_id}_path path -m beg {_word(route.path + '/')}"]
+        conditions.append(f"{route_id}_path")
+    lines.append(f"http-request set-var({ROUTE_VAR}) str({route_id}) if {' '.join(conditions)}")
+    return lines
+
+
+def _host_match(host: str) -> str:
+    if host.startswith("*."):
+        return f"var({HOST_VAR}) -m reg {_word('^[^.]+' + _regex_escape(host[1:]) + '$')}"
+    return f"var({HOST_VAR}) -m str {_word(host)}"
+
+
+def _not_found() -> str:
+    return ("http-request return status 404 content-type text/plain "
+            f'lf-string "no route for %[var({HOST_VAR})]%[path]\\n" '
+            f"hdr X-Request-ID %[var({REQUEST_ID_VAR})] unless route_found")
+
+
+def _strip(route_id: str, route: GatewayRoute) -> str:
+    # replace-path works on the path alone: the query string is kept as it was.
+    pattern = _word("^" + _regex_escape(route.path) + "/?(.*)")
+    return f"http-request replace-path {pattern} '/\\1' if {{ var({ROUTE_VAR}) -m str {route_id} }}"
+
+
+def _use_backends(ids: Sequence[str], routes: Sequence[GatewayRoute]) -> list[str]:
+    by_backend: dict[str, list[str]] = defaultdict(list)
+    for route_id, route in zip(ids, routes):
+        by_backend[route.backend].append(route_id)
+    return [f"use_backend {backend} if {{ var({ROUTE_VAR}) -m str {' '.join(route_ids)} }}"
+            for backend, route_ids in sorted(by_backend.items())]
+
+
+def _render_backend(backend: Backend) -> str:
+    lines = [f"# app {backend.app}, service {backend.service}"]
+    lines += [_server_line(s) for s in backend.servers]
+    return _section(f"backend {backend.name}", lines)
+
+
+def _server_line(server: Server) -> str:
+    line = f"server {server.name} {server_address(server.address, server.port)}"
+    return line if server.enabled else f"{line} disabled"
+
+
+def _section(title: str, lines: Iterable[str]) -> str:
+    return "\n".join([title, *(_INDENT + line for line in lines)]) + "\n"
+
+
+def _word(text: str) -> str:
+    """``text`` as one configuration word: bare when safe, else strongly quoted."""
+    if _PLAIN_WORD.fullmatch(text):
+        return text
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _regex_escape(text: str) -> str:
+    """A PCRE pattern matching ``text`` literally (only metacharacters escaped)."""
+    return _REGEX_SPECIAL.sub(r"\\\1", text)

@@ -1,0 +1,213 @@
+"""The gateway's control plane: keep HAProxy matching the apps and their replicas.
+
+The daemon calls ``apply`` on every reconcile with every app's spec and the
+replicas it wants behind each routed service. Route changes (anything but
+servers) re-render the configuration and reload HAProxy gracefully; replicas
+coming and going are Runtime API changes, no reload. ``drain`` takes one
+replica out of rotation and waits for its in-flight requests before its
+container is stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+from flotilla.gateway.config import build_gateway_config, render_config
+from flotilla.gateway.model import Backend, GatewayConfig, Server
+from flotilla.gateway.process import GatewayFiles, HAProxyProcess
+from flotilla.errors import GatewayError
+from flotilla.gateway.runtime import RuntimeApi
+from flotilla.gateway.sync import DesiredServer, ServerChange, enabled_for_config, server_changes
+from flotilla.spec import AppSpec
+
+log = logging.getLogger(__name__)
+DRAIN_TIMEOUT = 10.0
+DELETE_RETRIES = 40
+ServiceKey = tuple[str, str]  # (app, service)
+
+
+class GatewayManager:
+    def __init__(
+        self,
+        *,
+        files: GatewayFiles,
+        drain_timeout: float = DRAIN_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.files = files
+        self.process = HAProxyProcess(files)
+        self.runtime = RuntimeApi(files.runtime_socket)
+        self._drain_timeout = drain_timeout
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.RLock()
+        self._draining: set[tuple[str, str]] = set()
+        self._admin: dict[tuple[str, str], str] = {}
+        self._backends: dict[ServiceKey, str] = {}
+
+    # -- the whole picture -------------------------------------------------------
+
+    def apply(
+        self, apps: Mapping[str, AppSpec], desired: Mapping[ServiceKey, Sequence[DesiredServer]]
+    ) -> list[ServerChange]:
+        """Bring HAProxy in line; returns the server changes made at run time."""
+        with self._lock:
+            current = self._current_servers()
+            config = build_gateway_config(apps, _servers_for_config(desired, current, self._backend_names(apps)))
+            self._backends = {(b.app, b.service): b.name for b in config.backends}
+            if not config.frontends:
+                self.process.stop()
+                self._save_structure("")
+                return []
+            text = render_config(config, runtime_socket=str(self.files.runtime_socket))
+            structure = render_config(_without_servers(config), runtime_socket=str(self.files.runtime_socket))
+            if not self.process.running():
+                self.process.start(text)
+                self._save_structure(structure)
+                return []
+            if structure != self._load_structure():
+                self.process.reload(text)
+                self._save_structure(structure)
+                return []
+            return self._sync(config, desired, current)
+
+    def backend_of(self, app: str, service: str) -> str | None:
+        """The backend serving ``service`` of ``app``, if the service is routed."""
+        with self._lock:
+            return self._backends.get((app, service))
+
+    def services_by_backend(self) -> dict[str, ServiceKey]:
+        with self._lock:
+            return {name: key for key, name in self._backends.items()}
+
+    def admin_state(self, backend: str, server: str) -> str | None:
+        """``ready``, ``drain`` or ``maint`` as last seen, None when not in the gateway."""
+        with self._lock:
+            return self._admin.get((backend, server))
+
+    def stop(self) -> None:
+        with self._lock:
+            self.process.stop()
+            self._save_structure("")
+
+    # -- one replica at a time ---------------------------------------------------
+
+    def drain(self, backend: str, server: str) -> None:
+        """Stop new requests to ``server``, wait (bounded) for in-flight ones, delete it."""
+        key = (backend, server)
+        with self._lock:
+            if key not in self._admin:
+                return
+            self._draining.add(key)
+        try:
+            self.runtime.set_state(backend, server, "drain")
+            self._wait_idle(backend, server)
+            self.runtime.set_state(backend, server, "maint")
+            self._delete(backend, server)
+        except GatewayError as exc:
+            log.warning("draining %s/%s: %s", backend, server, exc.message)
+        finally:
+            with self._lock:
+                self._draining.discard(key)
+                self._admin.pop(key, None)
+
+    def _wait_idle(self, backend: str, server: str) -> None:
+        deadline = self._clock() + self._drain_timeout
+        while self.runtime.sessions(backend, server) > 0 and self._clock() < deadline:
+            self._sleep(0.02)
+
+    def _delete(self, backend: str, server: str) -> None:
+        for _ in range(DELETE_RETRIES):
+            try:
+                self.runtime.delete_server(backend, server)
+                return
+            except GatewayError:
+                self.runtime.command(f"shutdown sessions server {backend}/{server}")
+                self._sleep(0.05)
+        self.runtime.delete_server(backend, server)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _current_servers(self) -> dict[str, dict]:
+        if not self.process.running():
+            return {}
+        current = {}
+        for backend in set(self._backends.values()) | _backends_in_stats(self.runtime):
+            try:
+                current[backend] = self.runtime.servers(backend)
+            except GatewayError:
+                current[backend] = {}
+        self._admin = {(b, name): s.admin for b, servers in current.items() for name, s in servers.items()}
+        return current
+
+    def _backend_names(self, apps: Mapping[str, AppSpec]) -> dict[ServiceKey, str]:
+        config = build_gateway_config(apps, {})
+        return {(b.app, b.service): b.name for b in config.backends}
+
+    def _sync(
+        self, config: GatewayConfig, desired: Mapping[ServiceKey, Sequence[DesiredServer]], current: dict
+    ) -> list[ServerChange]:
+        changes: list[ServerChange] = []
+        draining = {server for (_, server) in self._draining}
+        for backend in config.backends:
+            wanted = desired.get((backend.app, backend.service), ())
+            changes += server_changes(backend.name, wanted, current.get(backend.name, {}), draining=draining)
+        for change in changes:
+            self._execute(change)
+        return changes
+
+    def _execute(self, change: ServerChange) -> None:
+        try:
+            if change.op == "add":
+                self.runtime.add_server(change.backend, change.server, change.address, change.port)
+                self._admin[(change.backend, change.server)] = "maint"
+            elif change.op == "delete":
+                self._delete(change.backend, change.server)
+                self._admin.pop((change.backend, change.server), None)
+            else:
+                self.runtime.set_state(change.backend, change.server, change.op)
+                self._admin[(change.backend, change.server)] = change.op
+        except GatewayError as exc:
+            log.warning("gateway %s %s/%s: %s", change.op, change.backend, change.server, exc.message)
+
+    def _load_structure(self) -> str:
+        try:
+            return (self.files.root / "structure.cfg").read_text()
+        except OSError:
+            return ""
+
+    def _save_structure(self, structure: str) -> None:
+        self.files.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.files.root / "structure.cfg").write_text(structure)
+
+
+def _servers_for_config(
+    desired: Mapping[ServiceKey, Sequence[DesiredServer]],
+    current: Mapping[str, Mapping],
+    backends: Mapping[ServiceKey, str],
+) -> dict[ServiceKey, list[Server]]:
+    servers = {}
+    for key, wanted in desired.items():
+        now = current.get(backends.get(key, ""), {})
+        servers[key] = [
+            Server(name=d.name, address=d.address, port=d.port, enabled=enabled_for_config(d, now.get(d.name)))
+            for d in wanted
+        ]
+    return servers
+
+
+def _without_servers(config: GatewayConfig) -> GatewayConfig:
+    backends: tuple[Backend, ...] = tuple(replace(b, servers=()) for b in config.backends)
+    return replace(config, backends=backends)
+
+
+def _backends_in_stats(runtime: RuntimeApi) -> set[str]:
+    try:
+        return {row.pxname for row in runtime.stats() if row.svname == "BACKEND"}
+    except GatewayError:
+        return set()

@@ -1,0 +1,251 @@
+"""HAProxy's Runtime API: change the servers of a running gateway without a reload.
+
+Replicas come and go far more often than routes change, and a reload for
+each would churn workers and connections. So the daemon adds a replica as a
+server in maintenance, makes it ready once healthy, drains it before it is
+stopped and deletes it afterwards, all through the stats socket that the
+rendered configuration opens (``stats socket ... level admin``). This is the
+only module of the gateway that talks to HAProxy.
+
+Every command runs on a fresh connection prefixed with ``set severity-output
+number``, so an error answer is recognized by its severity (``[3]: No such
+backend.``) rather than by guessing at free text. Any failure (socket missing
+or refused, timeout, an error answer) raises GatewayError.
+
+HAProxy 2.6 facts this relies on: a backend takes ``add server`` only with a
+dynamic balance algorithm (the configuration uses leastconn); a dynamic server
+starts in maintenance and ignores ``default-server``; ``del server`` refuses a
+server that is not in maintenance or still has connections; and servers added
+at run time are not in the configuration file, so a reload forgets them unless
+the re-rendered configuration lists them.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from flotilla.errors import GatewayError
+from flotilla.gateway.model import server_address
+
+AdminState = Literal["ready", "drain", "maint"]
+ADMIN_STATES = ("ready", "drain", "maint")
+_SEVERITY = re.compile(r"^\[(\d)\]: ?", re.MULTILINE)
+_ERROR_SEVERITY = 3  # emerg 0 .. err 3 (syslog levels)
+# srv_admin_state bits of `show servers state`: forced, inherited or DNS-caused
+# maintenance (HAProxy's SRV_ADMF_MAINT, 0x23). 0x04 (CMAINT, `disabled` in the
+# configuration or at `add server`) stays set after `state ready`, so it is no
+# sign of maintenance on its own.
+_MAINT_BITS = 0x01 | 0x02 | 0x20
+_DRAIN_BITS = 0x08 | 0x10
+_STAT_TYPES = {"0": "frontend", "1": "backend", "2": "server", "3": "listener"}
+
+
+@dataclass(frozen=True)
+class StatRow:
+    """One line of ``show stat``: a frontend, a backend (svname BACKEND) or a server."""
+
+    pxname: str
+    svname: str
+    kind: str  # "frontend", "backend", "server" or "listener"
+    status: str  # UP, DOWN, MAINT, DRAIN, "no check", OPEN...
+    scur: int  # current sessions (requests in flight, for a server or backend)
+    qcur: int  # requests waiting in the queue
+    req_tot: int  # HTTP requests received (frontends and backends only; 0 for servers)
+    stot: int  # sessions since start (for a server: requests sent to it)
+    hrsp_5xx: int
+    rtime: int  # average response time (ms) over the last 1024 requests
+    ttime: int  # average total time (ms) over the last 1024 requests
+    rate: int  # sessions per second over the last second
+    raw: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """A server as HAProxy sees it now."""
+
+    name: str
+    address: str
+    port: int
+    admin: AdminState  # what Flotilla set: ready, drain or maint
+    operational: Literal["up", "down"]  # without health checks, down only in maintenance
+    sessions: int  # requests in flight on it
+
+
+class RuntimeApi:
+    """A client of one HAProxy's Runtime API socket (``stats socket ... level admin``)."""
+
+    def __init__(self, socket_path: str | Path, *, timeout: float = 2.0) -> None:
+        self.socket_path = Path(socket_path)
+        self.timeout = timeout
+
+    # -- raw ---------------------------------------------------------------------------------
+
+    def command(self, line: str) -> str:
+        """Run one command and return HAProxy's answer, without severity markers."""
+        if "\n" in line or "\r" in line:
+            raise GatewayError(f"refusing to send a multi-line command to HAProxy: {line!r}")
+        answer = self._exchange(f"set severity-output number; {line}\n")
+        return _checked_answer(line, answer)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def stats(self) -> list[StatRow]:
+        """Every frontend, backend and server counter row (``show stat``)."""
+        return parse_stat_csv(self.command("show stat"))
+
+    def servers(self, backend: str) -> dict[str, ServerState]:
+        """The servers of ``backend``: name -> address, port, admin and operational state, sessions."""
+        states = parse_servers_state(self.command(f"show servers state {_name(backend)}"))
+        sessions = {row.svname: row.scur for row in self._server_stats(backend)}
+        return {name: ServerState(**fields, sessions=sessions.get(name, 0))
+                for name, fields in states.items()}
+
+    def sessions(self, backend: str, name: str) -> int:
+        """Requests in flight on one server (``scur``)."""
+        for row in self._server_stats(backend):
+            if row.svname == name:
+                return row.scur
+        raise GatewayError(f"HAProxy has no server {name} in backend {backend}; "
+                           "list the backend's servers to see which exist")
+
+    # -- changing --------------------------------------------------------------------------
+
+    def add_server(self, backend: str, name: str, address: str, port: int) -> None:
+        """Add a server in maintenance: it gets no traffic until set_state(..., "ready")."""
+        where = server_address(address, port)
+        self.command(f"add server {_name(backend)}/{_name(name)} {where} disabled")
+
+    def set_state(self, backend: str, name: str, state: AdminState) -> None:
+        """ready: takes requests; drain: finishes its requests, gets no new ones; maint: off."""
+        if state not in ADMIN_STATES:
+            raise GatewayError(f"unknown server state {state!r}; use one of {', '.join(ADMIN_STATES)}")
+        self.command(f"set server {_name(backend)}/{_name(name)} state {state}")
+
+    def delete_server(self, backend: str, name: str) -> None:
+        """Remove a server that is in maintenance and has no connections left."""
+        self.command(f"del server {_name(backend)}/{_name(name)}")
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _server_stats(self, backend: str) -> list[StatRow]:
+        # filter: this proxy, servers only (type mask 4), every server id
+        return [row for row in parse_stat_csv(self.command(f"show stat {_name(backend)} 4 -1"))
+                if row.kind == "server"]
+
+    def _exchange(self, data: str) -> str:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(self.timeout)
+                sock.connect(str(self.socket_path))
+                sock.sendall(data.encode())
+                return _read_all(sock).decode(errors="replace")
+        except FileNotFoundError as exc:
+            raise GatewayError(f"HAProxy's Runtime API socket {self.socket_path} does not exist; "
+                               "is the gateway running? (flotilla's daemon starts it)") from exc
+        except ConnectionRefusedError as exc:
+            raise GatewayError(f"HAProxy refused a connection on {self.socket_path}; the gateway "
+                               "has stopped or is restarting: try again in a moment") from exc
+        except TimeoutError as exc:
+            raise GatewayError(f"HAProxy did not answer on {self.socket_path} within "
+                               f"{self.timeout:g}s; it may be overloaded or hung") from exc
+        except OSError as exc:
+            raise GatewayError(f"cannot talk to HAProxy on {self.socket_path}: {exc}") from exc
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _checked_answer(line: str, answer: str) -> str:
+    """``answer`` without severity markers; GatewayError if HAProxy reported an error."""
+    text = answer.lstrip("\n")
+    found = _SEVERITY.match(text)
+    clean = _SEVERITY.sub("", text).strip("\n")
+    failed = (found and int(found.group(1)) <= _ERROR_SEVERITY) or clean.startswith("Unknown command")
+    if failed:
+        reason = clean.splitlines()[0] if clean else "an error"
+        if reason.startswith("Unknown command"):
+            reason = "Unknown command (see `help` on the Runtime API)"
+        raise GatewayError(f"HAProxy refused `{line}`: {reason}{_advice(reason)}")
+    return clean
+
+
+def _advice(reason: str) -> str:
+    lowered = reason.lower()
+    if "no such backend" in lowered or "can't find backend" in lowered or "no such proxy" in lowered:
+        return " (the backend is missing from the running configuration: reload the gateway " \
+               "with a configuration that routes to this service)"
+    if "no such server" in lowered:
+        return " (the server was never added or is already deleted)"
+    if "maintenance" in lowered:
+        return " (set the server to maint first)"
+    if "connection" in lowered or "in use" in lowered:
+        return " (drain it and wait until its sessions reach 0, then delete it again)"
+    if "already exists" in lowered:
+        return " (delete the existing server first, or use another name)"
+    return ""
+
+
+def parse_stat_csv(text: str) -> list[StatRow]:
+    """The rows of ``show stat`` CSV (its header line starts with ``# ``)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("# "):
+        return []
+    reader = csv.DictReader([lines[0][2:], *lines[1:]])
+    return [_stat_row(row) for row in reader]
+
+
+def _stat_row(row: dict[str, str]) -> StatRow:
+    def number(key: str) -> int:
+        value = row.get(key) or "0"
+        return int(value) if value.lstrip("-").isdigit() else 0
+
+    return StatRow(
+        pxname=row.get("pxname", ""), svname=row.get("svname", ""),
+        kind=_STAT_TYPES.get(row.get("type", ""), "unknown"), status=row.get("status", ""),
+        scur=number("scur"), qcur=number("qcur"), req_tot=number("req_tot"), stot=number("stot"),
+        hrsp_5xx=number("hrsp_5xx"), rtime=number("rtime"), ttime=number("ttime"),
+        rate=number("rate"), raw={k: v for k, v in row.items() if k and v is not None},
+    )
+
+
+def parse_servers_state(text: str) -> dict[str, dict]:
+    """``show servers state`` (format 1) as name -> ServerState fields except sessions."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    header = next((line[1:].split() for line in lines if line.startswith("#")), None)
+    if header is None:
+        return {}
+    found = {}
+    for line in lines:
+        if line.startswith("#") or len(line.split()) < len(header):
+            continue  # the version line, the header, anything unexpected
+        row = dict(zip(header, line.split()))
+        found[row["srv_name"]] = _server_fields(row)
+    return found
+
+
+def _server_fields(row: dict[str, str]) -> dict:
+    admin = int(row["srv_admin_state"])
+    state: AdminState = "maint" if admin & _MAINT_BITS else "drain" if admin & _DRAIN_BITS else "ready"
+    return {
+        "name": row["srv_name"],
+        "address": row["srv_addr"],
+        "port": int(row["srv_port"]),
+        "admin": state,
+        "operational": "down" if row["srv_op_state"] == "0" else "up",
+    }
+
+
+def _name(name: str) -> str:
+    """A backend or server name, refused if it could smuggle in another command."""
+    if not name or any(c in name for c in " ;/\t\r\n\\"):
+        raise GatewayError(f"{name!r} is not a valid HAProxy backend or server name")
+    return name

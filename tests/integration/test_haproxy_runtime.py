@@ -1,0 +1,417 @@
+"""A real HAProxy, fed the rendered configuration, routing to real HTTP servers on loopback.
+
+What the unit tests can only read in the text is proven here through the
+proxy: host and path matching, prefix stripping, the 404 for no route, the
+headers every service gets; then the Runtime API moves a replica through its
+whole life (added in maintenance, ready, draining, deleted) while requests
+flow. Everything listens on 127.0.0.1; HAProxy is started by the test and
+stopped by its pid. No Docker needed; skipped with the reason without HAProxy.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from flotilla.gateway.config import build_gateway_config, render_config
+from flotilla.gateway.model import Server, backend_name
+from flotilla.gateway.runtime import GatewayError, RuntimeApi
+from flotilla.spec.models import AppSpec, GatewaySpec, RouteSpec, ServiceSpec
+
+HAPROXY = "/usr/sbin/haproxy"
+pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists(),
+                                reason=f"HAProxy is not installed ({HAPROXY}); apt-get install haproxy")
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+WEIRD_PATH = "/it's\"$x"
+
+
+# -- tiny backends that say who they are and what they received ---------------------------------
+
+class Echo(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if "slow" in self.path:
+            self.server.slow_started.set()
+            self.server.release.wait(timeout=10)
+        body = json.dumps({
+            "replica": self.server.label, "path": self.path,
+            "host": self.headers.get("Host"),
+            "x_forwarded_for": self.headers.get("X-Forwarded-For"),
+            "x_forwarded_proto": self.headers.get("X-Forwarded-Proto"),
+            "x_request_id": self.headers.get("X-Request-ID"),
+        }).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class EchoServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, label: str) -> None:
+        super().__init__(("127.0.0.1", 0), Echo)
+        self.label = label
+        self.slow_started = threading.Event()
+        self.release = threading.Event()
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # HAProxy resets idle keep-alive connections; that is no error here
+
+
+@pytest.fixture(scope="module")
+def echoes():
+    servers = {label: EchoServer(label) for label in
+               ("web", "api", "v2", "weird", "pool-a", "pool-b", "flaky-ok")}
+    threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+               for s in servers.values()]
+    for thread in threads:
+        thread.start()
+    yield servers
+    for server in servers.values():
+        server.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def replica(echoes: dict, label: str, *, enabled: bool = True) -> Server:
+    return Server(f"shop-{label}-1-abc123", "127.0.0.1", echoes[label].port, enabled)
+
+
+def shop_spec(port: int) -> AppSpec:
+    def svc(*routes: RouteSpec) -> ServiceSpec:
+        return ServiceSpec(image="img:1", port=8000, routes=routes)
+
+    return AppSpec(app="shop", gateway=GatewaySpec(listen_host="127.0.0.1", listen_port=port),
+                   services={
+                       "web": svc(RouteSpec(host="shop.localhost")),
+                       "api": svc(RouteSpec(host="shop.localhost", path="/api", strip_prefix=True),
+                                  RouteSpec(host="*.shop.example")),
+                       "v2": svc(RouteSpec(host="shop.localhost", path="/api/v2")),
+                       "weird": svc(RouteSpec(host="shop.localhost", path=WEIRD_PATH, strip_prefix=True)),
+                       "pool": svc(RouteSpec(host="pool.localhost")),
+                       "flaky": svc(RouteSpec(host="flaky.localhost")),
+                       "internal": svc(),
+                   })
+
+
+@dataclass
+class Gateway:
+    port: int
+    api: RuntimeApi
+    log: Path
+    echoes: dict = field(repr=False)
+
+    def get(self, path: str, *, host: str, headers: dict | None = None
+            ) -> tuple[int, dict, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", path, headers={**(headers or {}), "Host": host})
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read().decode()
+        finally:
+            conn.close()
+
+    def raw(self, request: bytes) -> bytes:
+        """Send bytes as they are (HTTP/1.0 without Host, say) and read until closed."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(request)
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    def echo(self, path: str, *, host: str, headers: dict | None = None) -> dict:
+        status, _, body = self.get(path, host=host, headers=headers)
+        assert status == 200, f"{host}{path}: {status} {body}"
+        return json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, echoes):
+    root = tmp_path_factory.mktemp("haproxy")
+    port = free_port()
+    servers = {("shop", label): [replica(echoes, label)] for label in ("web", "api", "v2", "weird")}
+    servers[("shop", "pool")] = [replica(echoes, "pool-a")]
+    servers[("shop", "flaky")] = [replica(echoes, "flaky-ok")]
+    servers[("shop", "internal")] = [replica(echoes, "web")]
+    config = build_gateway_config({"shop": shop_spec(port)}, servers)
+    cfg = root / "haproxy.cfg"
+    cfg.write_text(render_config(config, runtime_socket=str(root / "haproxy.sock")))
+    log = root / "haproxy.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([HAPROXY, "-W", "-S", str(root / "master.sock"), "-f", str(cfg)],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        wait_listening(port, sock=root / "haproxy.sock", proc=proc, log=log)
+        yield Gateway(port=port, api=RuntimeApi(root / "haproxy.sock"), log=log, echoes=echoes)
+    finally:
+        stop(proc)
+
+
+def wait_listening(port: int, *, sock: Path, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"haproxy exited {proc.returncode}:\n{log.read_text()}")
+        if sock.exists():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                pass
+        time.sleep(0.02)
+    pytest.fail(f"haproxy did not listen on 127.0.0.1:{port}:\n{log.read_text()}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+# -- routing through the real proxy ---------------------------------------------------------------
+
+def test_exact_host_reaches_its_service(gateway):
+    seen = gateway.echo("/hello", host="shop.localhost")
+    assert (seen["replica"], seen["path"], seen["host"]) == ("web", "/hello", "shop.localhost")
+
+
+def test_host_match_ignores_port_case_and_trailing_dot(gateway):
+    for host in (f"shop.localhost:{gateway.port}", "SHOP.Localhost", "shop.localhost."):
+        assert gateway.echo("/", host=host)["replica"] == "web", host
+
+
+def test_wildcard_host_matches_exactly_one_more_label(gateway):
+    assert gateway.echo("/x", host="eu.shop.example")["replica"] == "api"
+    for host in ("shop.example", "a.b.shop.example"):
+        status, _, body = gateway.get("/x", host=host)
+        assert (status, body) == (404, f"no route for {host}/x\n")
+
+
+def test_longest_path_wins(gateway):
+    seen = gateway.echo("/api/v2/items", host="shop.localhost")
+    assert (seen["replica"], seen["path"]) == ("v2", "/api/v2/items")
+    assert gateway.echo("/api/items", host="shop.localhost")["replica"] == "api"
+
+
+def test_prefix_matches_at_segment_boundaries_only(gateway):
+    seen = gateway.echo("/apix", host="shop.localhost")
+    assert (seen["replica"], seen["path"]) == ("web", "/apix")
+    assert gateway.echo("/api/v2x", host="shop.localhost")["replica"] == "api"
+
+
+@pytest.mark.parametrize("sent, received", [
+    ("/api/x?q=1&r=2", "/x?q=1&r=2"),
+    ("/api?q=1", "/?q=1"),
+    ("/api", "/"),
+    ("/api/", "/"),
+    ("/api/a/b", "/a/b"),
+])
+def test_strip_prefix_keeps_the_query_string(gateway, sent, received):
+    seen = gateway.echo(sent, host="shop.localhost")
+    assert (seen["replica"], seen["path"]) == ("api", received)
+
+
+def test_a_path_full_of_quotes_routes_and_strips(gateway):
+    seen = gateway.echo(WEIRD_PATH + "/in?x=1", host="shop.localhost")
+    assert (seen["replica"], seen["path"]) == ("weird", "/in?x=1")
+
+
+def test_no_route_is_a_404_naming_host_and_path(gateway):
+    status, headers, body = gateway.get("/missing", host="nothing.localhost:8080")
+    assert (status, body) == (404, "no route for nothing.localhost/missing\n")
+    assert headers["content-type"] == "text/plain"
+    assert UUID.fullmatch(headers["x-request-id"])
+    answer = gateway.raw(b"GET /x HTTP/1.0\r\n\r\n")  # HTTP/1.0 may omit Host
+    assert answer.startswith(b"HTTP/1.1 404") and answer.endswith(b"\r\n\r\nno route for /x\n")
+
+
+def test_request_id_is_kept_or_made_and_echoed_back(gateway):
+    status, headers, body = gateway.get("/", host="shop.localhost", headers={"X-Request-ID": "abc-123"})
+    assert json.loads(body)["x_request_id"] == "abc-123" and headers["x-request-id"] == "abc-123"
+    status, headers, body = gateway.get("/", host="shop.localhost")
+    made = json.loads(body)["x_request_id"]
+    assert UUID.fullmatch(made) and headers["x-request-id"] == made
+    assert gateway.echo("/", host="shop.localhost")["x_request_id"] != made
+
+
+def test_forwarded_headers_are_set(gateway):
+    seen = gateway.echo("/", host="shop.localhost", headers={"X-Forwarded-Proto": "https"})
+    assert seen["x_forwarded_for"] == "127.0.0.1"
+    assert seen["x_forwarded_proto"] == "http"
+
+
+def test_a_service_without_routes_has_no_backend(gateway):
+    proxies = {row.pxname for row in gateway.api.stats()}
+    assert backend_name("shop", "web") in proxies
+    assert backend_name("shop", "internal") not in proxies
+
+
+# -- the Runtime API ------------------------------------------------------------------------------
+
+POOL = backend_name("shop", "pool")
+
+
+def replicas_hit(gateway: Gateway, count: int = 12) -> dict[str, int]:
+    hits: dict[str, int] = {}
+    for _ in range(count):
+        label = gateway.echo("/", host="pool.localhost")["replica"]
+        hits[label] = hits.get(label, 0) + 1
+    return hits
+
+
+def test_a_replica_is_added_made_ready_drained_and_deleted(gateway):
+    api, b_port = gateway.api, gateway.echoes["pool-b"].port
+    api.add_server(POOL, "shop-pool-2-abc123", "127.0.0.1", b_port)
+    state = api.servers(POOL)["shop-pool-2-abc123"]
+    assert (state.address, state.port, state.admin, state.sessions) == ("127.0.0.1", b_port, "maint", 0)
+    assert replicas_hit(gateway) == {"pool-a": 12}
+
+    api.set_state(POOL, "shop-pool-2-abc123", "ready")
+    assert api.servers(POOL)["shop-pool-2-abc123"].admin == "ready"
+    assert set(replicas_hit(gateway)) == {"pool-a", "pool-b"}
+
+    api.set_state(POOL, "shop-pool-2-abc123", "drain")
+    assert api.servers(POOL)["shop-pool-2-abc123"].admin == "drain"
+    assert replicas_hit(gateway) == {"pool-a": 12}
+
+    api.set_state(POOL, "shop-pool-2-abc123", "maint")
+    api.delete_server(POOL, "shop-pool-2-abc123")
+    assert "shop-pool-2-abc123" not in api.servers(POOL)
+    assert replicas_hit(gateway, 4) == {"pool-a": 4}
+
+
+def test_draining_finishes_requests_in_flight_and_delete_waits_for_them(gateway):
+    api, echo_b = gateway.api, gateway.echoes["pool-b"]
+    name = "shop-pool-3-abc123"
+    api.add_server(POOL, name, "127.0.0.1", echo_b.port)
+    api.set_state(POOL, name, "ready")
+    api.set_state(POOL, "shop-pool-a-1-abc123", "drain")  # so the slow request lands on pool-b
+    echo_b.slow_started.clear()
+    echo_b.release.clear()
+    result: dict = {}
+    slow = threading.Thread(target=lambda: result.update(
+        seen=gateway.echo("/slow", host="pool.localhost")))
+    slow.start()
+    try:
+        assert echo_b.slow_started.wait(5)
+        api.set_state(POOL, "shop-pool-a-1-abc123", "ready")
+        api.set_state(POOL, name, "drain")
+        assert api.sessions(POOL, name) == 1
+        assert replicas_hit(gateway, 4) == {"pool-a": 4}  # no new requests while it drains
+        with pytest.raises(GatewayError, match="maint"):
+            api.delete_server(POOL, name)  # not in maintenance yet
+        api.set_state(POOL, name, "maint")
+        with pytest.raises(GatewayError, match="sessions reach 0"):
+            api.delete_server(POOL, name)  # its request is still running
+    finally:
+        echo_b.release.set()
+        slow.join(10)
+    assert result["seen"]["replica"] == "pool-b"  # the drained request completed
+    wait_for(lambda: api.sessions(POOL, name) == 0)
+    api.delete_server(POOL, name)
+    assert name not in api.servers(POOL)
+
+
+def test_a_dead_replica_costs_no_failed_request(gateway):
+    flaky, api = backend_name("shop", "flaky"), gateway.api
+    api.add_server(flaky, "shop-flaky-2-dead00", "127.0.0.1", free_port())  # nothing listens
+    api.set_state(flaky, "shop-flaky-2-dead00", "ready")
+    try:
+        for _ in range(10):
+            assert gateway.echo("/", host="flaky.localhost")["replica"] == "flaky-ok"
+    finally:
+        api.set_state(flaky, "shop-flaky-2-dead00", "maint")
+        api.delete_server(flaky, "shop-flaky-2-dead00")
+
+
+def test_stats_count_requests(gateway):
+    def totals() -> tuple[int, int]:
+        rows = {(r.pxname, r.svname): r for r in gateway.api.stats()}
+        backend = rows[(backend_name("shop", "web"), "BACKEND")]
+        server = rows[(backend_name("shop", "web"), "shop-web-1-abc123")]
+        assert backend.kind == "backend" and server.kind == "server"
+        return backend.req_tot, server.stot
+
+    before = totals()
+    for _ in range(3):
+        gateway.echo("/", host="shop.localhost")
+    after = totals()
+    assert after[0] == before[0] + 3 and after[1] == before[1] + 3
+    frontends = [r for r in gateway.api.stats() if r.kind == "frontend"]
+    assert frontends and frontends[0].req_tot > 0
+
+
+def test_servers_state_reports_configured_servers(gateway):
+    state = gateway.api.servers(backend_name("shop", "web"))["shop-web-1-abc123"]
+    assert (state.admin, state.operational, state.port) == ("ready", "up", gateway.echoes["web"].port)
+
+
+@pytest.mark.parametrize("call", [
+    lambda api: api.add_server("be_nope_web", "x-1", "127.0.0.1", 9),
+    lambda api: api.set_state("be_nope_web", "x-1", "ready"),
+    lambda api: api.servers("be_nope_web"),
+    lambda api: api.sessions("be_nope_web", "x-1"),
+    lambda api: api.delete_server("be_nope_web", "x-1"),
+])
+def test_an_unknown_backend_is_a_clear_error(gateway, call):
+    with pytest.raises(GatewayError, match=r"be_nope_web.*(No such|Can't find).*reload the gateway"):
+        call(gateway.api)
+
+
+def test_unknown_servers_and_duplicates_are_errors(gateway):
+    web = backend_name("shop", "web")
+    with pytest.raises(GatewayError, match="No such server"):
+        gateway.api.set_state(web, "ghost", "ready")
+    with pytest.raises(GatewayError, match="no server ghost"):
+        gateway.api.sessions(web, "ghost")
+    with pytest.raises(GatewayError, match="Already exists"):
+        gateway.api.add_server(web, "shop-web-1-abc123", "127.0.0.1", 9)
+    with pytest.raises(GatewayError, match="Unknown command"):
+        gateway.api.command("frobnicate everything")
+    with pytest.raises(GatewayError, match="not a valid HAProxy"):
+        gateway.api.set_state(web, "a; shutdown sessions", "ready")
+
+
+def test_a_missing_socket_is_a_clear_error(tmp_path):
+    with pytest.raises(GatewayError, match="does not exist; is the gateway running"):
+        RuntimeApi(tmp_path / "none.sock").stats()
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)

@@ -1,0 +1,335 @@
+"""The gateway's routing table and its haproxy.cfg: what is routed where, and text HAProxy takes.
+
+The model tests are pure. The rendering tests also run the real
+``haproxy -c`` on the text (no Docker, no network: -c only parses), because
+a configuration HAProxy refuses would take the whole gateway down at the
+next reload; they are skipped, with the reason, where HAProxy is missing.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flotilla.gateway.config import (
+    build_gateway_config,
+    normalize_path,
+    render_config,
+    shadowed_routes,
+)
+from flotilla.gateway.model import (
+    GatewayConfig,
+    Server,
+    backend_name,
+    frontend_name,
+    parse_backend_name,
+)
+from flotilla.spec.models import AppSpec, GatewaySpec, RouteSpec, ServiceSpec
+
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+needs_haproxy = pytest.mark.skipif(not Path(HAPROXY).exists(),
+                                   reason=f"HAProxy is not installed ({HAPROXY}); apt-get install haproxy")
+SOCKET = "/run/flotilla-test/haproxy.sock"
+
+
+def route(host: str, path: str = "/", strip: bool = False) -> RouteSpec:
+    return RouteSpec(host=host, path=path, strip_prefix=strip)
+
+
+def service(*routes: RouteSpec) -> ServiceSpec:
+    return ServiceSpec(image="img:1", port=8000, routes=tuple(routes))
+
+
+def app(name: str, *, port: int = 48080, host: str = "127.0.0.1", **services: ServiceSpec) -> AppSpec:
+    return AppSpec(app=name, gateway=GatewaySpec(listen_host=host, listen_port=port),
+                   services=services)
+
+
+def servers(prefix: str, count: int, *, disabled: tuple[int, ...] = ()) -> list[Server]:
+    return [Server(f"{prefix}-{i}-abc123", f"10.1.0.{i}", 8000, i not in disabled)
+            for i in range(1, count + 1)]
+
+
+def build(*apps: AppSpec, replicas: dict | None = None) -> GatewayConfig:
+    return build_gateway_config({a.app: a for a in apps}, replicas or {})
+
+
+def haproxy_check(tmp_path: Path, text: str) -> None:
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(text)
+    result = subprocess.run([HAPROXY, "-c", "-f", str(cfg)], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, f"haproxy -c refused:\n{result.stderr}\n---\n{text}"
+    assert "[WARNING]" not in result.stderr, result.stderr
+
+
+def rendered(config: GatewayConfig, **kwargs) -> str:
+    return render_config(config, runtime_socket=SOCKET, **kwargs)
+
+
+# -- names --------------------------------------------------------------------------------------
+
+def test_backend_names_keep_dashes_and_cannot_collide():
+    assert backend_name("shop", "web") == "be_shop_web"
+    assert backend_name("my-shop", "web-api") == "be_my-shop_web-api"
+    # with '-' turned into '_' these two would both be be_a_b_c
+    assert backend_name("a-b", "c") != backend_name("a", "b-c")
+
+
+def test_backend_name_round_trips_and_ignores_other_proxies():
+    assert parse_backend_name(backend_name("my-shop", "web-2")) == ("my-shop", "web-2")
+    assert parse_backend_name("fe_127.0.0.1_8080") is None
+    assert parse_backend_name("be_a_b_c") is None
+    assert parse_backend_name("stats") is None
+
+
+@pytest.mark.parametrize("app_name, service_name", [("Shop", "web"), ("shop", "web_x"),
+                                                    ("shop", "a b"), ("", "web")])
+def test_names_a_spec_would_refuse_are_refused(app_name, service_name):
+    with pytest.raises(ValueError, match="not a valid Flotilla name"):
+        backend_name(app_name, service_name)
+
+
+def test_frontend_names_come_from_the_address():
+    assert frontend_name("127.0.0.1", 8080) == "fe_127.0.0.1_8080"
+    assert frontend_name("::1", 8080) == "fe_::1_8080"
+    assert frontend_name("localhost", 80) == "fe_localhost_80"
+
+
+@pytest.mark.parametrize("bad, message", [
+    (Server("web 1", "10.0.0.1", 80, True), "not valid for HAProxy"),
+    (Server("web;1", "10.0.0.1", 80, True), "not valid for HAProxy"),
+    (Server("web-1", "web.internal", 80, True), "not an IP address"),
+    (Server("web-1", "10.0.0.1", 0, True), "outside 1-65535"),
+])
+def test_servers_haproxy_could_not_take_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        build(app("shop", web=service(route("shop.localhost"))), replicas={("shop", "web"): [bad]})
+
+
+@pytest.mark.parametrize("given_path, expected", [("/", "/"), ("/api", "/api"), ("/api/", "/api"),
+                                                  ("/a/b//", "/a/b"), ("//", "/")])
+def test_route_paths_are_normalized_without_trailing_slash(given_path, expected):
+    assert normalize_path(given_path) == expected
+
+
+# -- what is routed -----------------------------------------------------------------------------
+
+def test_only_routed_services_get_a_backend():
+    config = build(app("shop", web=service(route("shop.localhost")), db=service(),
+                       worker=ServiceSpec(image="w:1")),
+                   replicas={("shop", "web"): servers("shop-web", 1),
+                             ("shop", "db"): servers("shop-db", 2)})
+    assert [b.name for b in config.backends] == ["be_shop_web"]
+    assert config.backend("shop", "db") is None
+    text = rendered(config)
+    assert "be_shop_db" not in text and "shop-db-" not in text and "10.1.0.2" not in text
+
+
+def test_an_app_without_routes_renders_nothing():
+    config = build(app("quiet", db=service()), app("shop", port=48081, web=service(route("s.localhost"))))
+    assert [f.apps for f in config.frontends] == [("shop",)]
+    assert "quiet" not in rendered(config)
+
+
+def test_exact_hosts_come_before_wildcards_then_longer_paths():
+    config = build(app("shop",
+                       web=service(route("shop.localhost"), route("*.shop.localhost", "/api/v2")),
+                       api=service(route("shop.localhost", "/api"), route("*.shop.localhost")),
+                       v2=service(route("shop.localhost", "/api/v2"))))
+    order = [(r.host, r.path) for r in config.frontends[0].routes]
+    assert order == [("shop.localhost", "/api/v2"), ("shop.localhost", "/api"),
+                     ("shop.localhost", "/"), ("*.shop.localhost", "/api/v2"),
+                     ("*.shop.localhost", "/")]
+
+
+def test_equal_priority_is_broken_by_host_then_path():
+    config = build(app("shop", b=service(route("b.localhost", "/x")),
+                       a=service(route("a.localhost", "/y")),
+                       c=service(route("a.localhost", "/x"))))
+    order = [(r.host, r.path) for r in config.frontends[0].routes]
+    assert order == [("a.localhost", "/x"), ("a.localhost", "/y"), ("b.localhost", "/x")]
+
+
+def test_wildcards_match_one_label_and_exact_hosts_match_exactly():
+    text = rendered(build(app("shop", web=service(route("shop.localhost")),
+                              api=service(route("*.shop.example")))))
+    assert "var(txn.host) -m str shop.localhost" in text
+    assert r"var(txn.host) -m reg '^[^.]+\.shop\.example$'" in text
+
+
+def test_routes_are_selected_then_stripped_then_dispatched():
+    text = rendered(build(app("shop", api=service(route("shop.localhost", "/api", strip=True)))))
+    lines = [line.strip() for line in text.splitlines()]
+    select = lines.index("http-request set-var(txn.route) str(r0) if !route_found r0_host r0_path")
+    not_found = next(i for i, line in enumerate(lines) if line.startswith("http-request return status 404"))
+    strip = lines.index(r"http-request replace-path '^/api/?(.*)' '/\1' if { var(txn.route) -m str r0 }")
+    use = lines.index("use_backend be_shop_api if { var(txn.route) -m str r0 }")
+    assert select < not_found < strip < use
+    assert "acl r0_path path -m str /api" in lines and "acl r0_path path -m beg /api/" in lines
+
+
+def test_root_route_has_no_path_condition_and_no_strip():
+    text = rendered(build(app("shop", web=service(route("shop.localhost", "/", strip=True)))))
+    assert "r0_path" not in text
+    assert "replace-path" not in text
+
+
+def test_apps_sharing_an_address_share_one_frontend():
+    config = build(app("shop", web=service(route("shop.localhost"))),
+                   app("blog", web=service(route("blog.localhost"))),
+                   app("docs", port=48090, web=service(route("docs.localhost"))))
+    assert [(f.name, f.apps) for f in config.frontends] == [
+        ("fe_127.0.0.1_48080", ("blog", "shop")), ("fe_127.0.0.1_48090", ("docs",))]
+    assert rendered(config).count("bind 127.0.0.1:48080") == 1
+
+
+def test_a_route_claimed_by_two_apps_is_reported_as_shadowed():
+    config = build(app("blog", web=service(route("same.localhost"))),
+                   app("shop", web=service(route("same.localhost"))))
+    frontend = config.frontends[0]
+    assert [r.app for r in frontend.routes] == ["blog", "shop"]
+    assert [r.app for r in shadowed_routes(frontend)] == ["shop"]
+
+
+def test_servers_are_sorted_and_disabled_ones_are_in_maintenance():
+    config = build(app("shop", web=service(route("shop.localhost"))),
+                   replicas={("shop", "web"): list(reversed(servers("shop-web", 3, disabled=(2,))))})
+    assert [s.name for s in config.backends[0].servers] == [
+        "shop-web-1-abc123", "shop-web-2-abc123", "shop-web-3-abc123"]
+    text = rendered(config)
+    assert "server shop-web-1-abc123 10.1.0.1:8000\n" in text
+    assert "server shop-web-2-abc123 10.1.0.2:8000 disabled\n" in text
+
+
+def test_same_input_gives_the_same_text_whatever_the_order():
+    apps = [app("shop", web=service(route("shop.localhost"), route("*.shop.localhost", "/x")),
+                api=service(route("shop.localhost", "/api", strip=True))),
+            app("blog", port=48081, web=service(route("blog.localhost")))]
+    replicas = {("shop", "web"): servers("shop-web", 3), ("blog", "web"): servers("blog-web", 2)}
+    first = rendered(build_gateway_config({a.app: a for a in apps}, replicas))
+    again = rendered(build_gateway_config({a.app: a for a in reversed(apps)},
+                                          {k: list(reversed(v)) for k, v in reversed(replicas.items())}))
+    assert first == again
+
+
+def test_global_section_serves_the_runtime_api_and_never_daemonizes():
+    text = render_config(build(), runtime_socket="/srv/gw/haproxy.sock", max_drain_seconds=25)
+    assert "master-worker" in text
+    assert "stats socket /srv/gw/haproxy.sock mode 600 level admin expose-fd listeners" in text
+    assert "hard-stop-after 25s" in text
+    assert re.search(r"^\s*daemon\s*$", text, re.MULTILINE) is None
+    for line in ("balance leastconn", "option redispatch 1", "retries 3",
+                 "retry-on conn-failure empty-response", "option forwardfor",
+                 "timeout http-request 10s", "timeout queue 10s"):
+        assert line in text
+
+
+def test_no_routes_at_all_renders_only_global_and_defaults():
+    text = rendered(build(app("quiet", db=service())))
+    assert "frontend" not in text and "backend " not in text
+    assert "stats socket" in text
+
+
+# -- haproxy -c accepts what we render ----------------------------------------------------------
+
+CONFIGS = {
+    "no apps": lambda: build(),
+    "one app": lambda: build(app("shop", web=service(route("shop.localhost"))),
+                             replicas={("shop", "web"): servers("shop-web", 2)}),
+    "several apps and frontends": lambda: build(
+        app("shop", web=service(route("shop.localhost")), api=service(route("shop.localhost", "/api"))),
+        app("blog", port=48081, web=service(route("blog.localhost"), route("www.blog.localhost"))),
+        app("docs", port=48081, web=service(route("docs.localhost", "/v1"))),
+        app("v6", host="::1", port=48082, web=service(route("v6.localhost"))),
+        replicas={("shop", "web"): servers("shop-web", 2), ("blog", "web"): servers("blog-web", 1)}),
+    "wildcard and strip_prefix": lambda: build(app(
+        "shop", api=service(route("*.shop.example", "/api/", strip=True),
+                            route("shop.localhost", "/api/v1/", strip=True)))),
+    "servers enabled and disabled": lambda: build(
+        app("shop", web=service(route("shop.localhost"))),
+        replicas={("shop", "web"): servers("shop-web", 4, disabled=(1, 3))
+                  + [Server("shop-web-5-abc123", "fd00::5", 8000, True)]}),
+    "names with dashes": lambda: build(
+        app("my-shop-2", **{"front-end": service(route("my-shop.localhost")),
+                            "back-end": service(route("my-shop.localhost", "/back-end", strip=True))}),
+        replicas={("my-shop-2", "front-end"): servers("my-shop-2-front-end", 2)}),
+    "paths that need quoting": lambda: build(app(
+        "shop", web=service(route("shop.localhost", "/it's\"$x", strip=True),
+                            route("shop.localhost", r"/a\b(c)[d]{e}|f*+.^", strip=True),
+                            route("shop.localhost", "/%41;,=@~!&"), route("*.a-b.c"))),
+        replicas={("shop", "web"): servers("shop-web", 1)}),
+}
+
+
+@needs_haproxy
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_haproxy_accepts_the_rendered_config(name, tmp_path):
+    haproxy_check(tmp_path, render_config(CONFIGS[name](),
+                                          runtime_socket=str(tmp_path / "haproxy.sock")))
+
+
+def test_a_socket_path_with_spaces_is_quoted(tmp_path):
+    text = render_config(build(), runtime_socket="/tmp/a dir/it's.sock")
+    assert "stats socket '/tmp/a dir/it'\\''s.sock' mode 600" in text
+
+
+_PATH_CHARS = st.characters(min_codepoint=0x21, max_codepoint=0x7E, blacklist_characters="?#")
+_paths = st.lists(st.text(_PATH_CHARS, min_size=1, max_size=12), min_size=1, max_size=3).map(
+    lambda parts: "/" + "/".join(parts))
+
+
+@needs_haproxy
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(paths=st.lists(_paths, min_size=1, max_size=4, unique=True), strip=st.booleans(),
+       wildcard=st.booleans())
+def test_any_path_the_spec_allows_renders_a_valid_config(tmp_path, paths, strip, wildcard):
+    host = "*.shop.example" if wildcard else "shop.localhost"
+    config = build(app("shop", web=service(*(route(host, p, strip) for p in paths))))
+    haproxy_check(tmp_path, render_config(config, runtime_socket=str(tmp_path / "h.sock")))
+
+
+# -- reading Runtime API answers (pure parsing; the live API is in tests/integration) ------------
+
+SERVERS_STATE = """1
+# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port
+3 be_shop_web 1 ready-1 10.0.0.1 2 0 1 1 33 1 0 2 0 0 0 0 - 8000 - 0 0 - - 0
+3 be_shop_web 2 disabled-2 10.0.0.2 0 5 1 1 33 1 0 0 8 0 0 0 - 8000 - 0 0 - - 0
+3 be_shop_web 3 enabled-later-3 10.0.0.3 2 4 1 1 33 1 0 0 8 0 0 0 - 8000 - 0 0 - - 0
+3 be_shop_web 4 draining-4 fd00::4 2 8 1 1 33 1 0 0 8 0 0 0 - 8001 - 0 0 - - 0
+3 be_shop_web 5 added-5 10.0.0.5 0 1 1 1 0 1 0 0 0 0 0 0 - 8000 - 0 0 - - 0
+"""
+
+
+def test_servers_state_admin_bits_are_read_as_haproxy_means_them():
+    from flotilla.gateway.runtime import parse_servers_state
+
+    states = parse_servers_state(SERVERS_STATE)
+    assert {name: (s["admin"], s["operational"]) for name, s in states.items()} == {
+        "ready-1": ("ready", "up"),
+        "disabled-2": ("maint", "down"),  # `disabled` in the config: CMAINT | FMAINT
+        "enabled-later-3": ("ready", "up"),  # CMAINT stays set after `state ready`
+        "draining-4": ("drain", "up"),
+        "added-5": ("maint", "down"),  # `add server` starts in maintenance
+    }
+    assert (states["draining-4"]["address"], states["draining-4"]["port"]) == ("fd00::4", 8001)
+
+
+def test_stat_csv_rows_are_typed():
+    from flotilla.gateway.runtime import parse_stat_csv
+
+    text = ("# pxname,svname,qcur,scur,stot,status,type,rate,hrsp_5xx,req_tot,rtime,ttime,\n"
+            "fe_127.0.0.1_8080,FRONTEND,,3,40,OPEN,0,2,1,40,,,\n"
+            "be_shop_web,BACKEND,1,3,38,UP,1,2,1,38,12,15,\n"
+            "be_shop_web,web-1,0,2,20,no check,2,1,0,,11,14,\n")
+    rows = parse_stat_csv(text)
+    assert [(r.kind, r.scur, r.qcur, r.req_tot, r.stot) for r in rows] == [
+        ("frontend", 3, 0, 40, 40), ("backend", 3, 1, 38, 38), ("server", 2, 0, 0, 20)]
+    assert (rows[1].rtime, rows[1].ttime, rows[1].hrsp_5xx, rows[2].status) == (12, 15, 1, "no check")
+    assert parse_stat_csv("") == []
