@@ -17,7 +17,12 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-APT_PACKAGES=(docker.io debootstrap iproute2 haproxy)
+# wrk and nginx serve benchmarks/gateway.py (a load tool, and the peer proxy
+# it measures the gateway against); the benchmark starts its own nginx.
+APT_PACKAGES=(docker.io debootstrap iproute2 haproxy wrk nginx)
+POLICY_RC_D=/usr/sbin/policy-rc.d
+POLICY_RC_D_SAVED=/usr/sbin/policy-rc.d.flotilla-saved
+POLICY_RC_D_MARK="# written by flotilla scripts/setup.sh: no service starts during apt-get install"
 DOCKERD_PIDFILE=/run/flotilla-dockerd.pid
 DOCKERD_LOG=/var/log/flotilla-dockerd.log
 DOCKERD_WAIT_SECONDS=30
@@ -31,6 +36,7 @@ all_installed() { # dpkg's word that every package is installed (not merely know
 }
 
 install_packages() {
+    allow_service_starts # puts back what a killed run may have left aside
     if all_installed "${APT_PACKAGES[@]}"; then
         log "Debian packages present: ${APT_PACKAGES[*]}"
         return
@@ -41,10 +47,36 @@ install_packages() {
     if ! apt-get update >"$logfile" 2>&1; then
         log "warning: apt-get update reported errors (see $logfile); trying the install anyway"
     fi
+    forbid_service_starts
     if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
             "${APT_PACKAGES[@]}" >>"$logfile" 2>&1; then
+        allow_service_starts
         tail -n 30 "$logfile" >&2
         die "apt-get install failed (last lines of $logfile above)"
+    fi
+    allow_service_starts
+}
+
+# Packages such as nginx and haproxy start their daemon from postinst; nothing
+# here wants that (the benchmark and the gateway start their own, by pid). A
+# policy-rc.d that exits 101 tells invoke-rc.d "not now", for the install only:
+# a policy-rc.d already there is moved aside and put back afterwards, also when
+# the install fails (what a killed run left is put back by the next run).
+forbid_service_starts() {
+    allow_service_starts
+    if [[ -e "$POLICY_RC_D" ]]; then
+        mv "$POLICY_RC_D" "$POLICY_RC_D_SAVED"
+    fi
+    printf '#!/bin/sh\n%s\nexit 101\n' "$POLICY_RC_D_MARK" >"$POLICY_RC_D"
+    chmod 0755 "$POLICY_RC_D"
+}
+
+allow_service_starts() {
+    if [[ -f "$POLICY_RC_D" ]] && grep -qxF "$POLICY_RC_D_MARK" "$POLICY_RC_D"; then
+        rm -f "$POLICY_RC_D"
+    fi
+    if [[ -e "$POLICY_RC_D_SAVED" && ! -e "$POLICY_RC_D" ]]; then
+        mv "$POLICY_RC_D_SAVED" "$POLICY_RC_D"
     fi
 }
 

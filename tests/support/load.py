@@ -135,7 +135,6 @@ def _wait_for_reset(sock: socket.socket, timeout: float) -> None:
 
 
 def _never_read(sock: socket.socket, exc: ConnectionError, bytes_before: int) -> bool:
-    return True
     """Rule 3: did the peer reset the connection without reading the request?"""
     if isinstance(exc, http.client.RemoteDisconnected):  # an EOF; its FIN counts one byte, if it
         _wait_for_reset(sock, RESET_GRACE_SECONDS)       # came after bytes_before was taken
