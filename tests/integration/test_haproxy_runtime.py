@@ -3,7 +3,8 @@
 What the unit tests can only read in the text is proven here through the
 proxy: host and path matching, prefix stripping, the 404 for no route, the
 headers every service gets; then the Runtime API moves a replica through its
-whole life (added in maintenance, ready, draining, deleted) while requests
+whole life in a pre-declared server slot (a free slot pointed at it while in
+maintenance, ready, draining, back in maintenance, freed) while requests
 flow. Everything listens on 127.0.0.1; HAProxy is started by the test and
 stopped by its pid. No Docker needed; skipped with the reason without HAProxy.
 """
@@ -25,7 +26,14 @@ from pathlib import Path
 
 import pytest
 
-from flotilla.gateway.config import build_gateway_config, render_config
+from flotilla.gateway.config import (
+    FREE_ADDRESS,
+    FREE_PORT,
+    SLOTS_PER_BACKEND,
+    build_gateway_config,
+    render_config,
+    slot_name,
+)
 from flotilla.gateway.model import Server, backend_name
 from flotilla.gateway.runtime import GatewayError, RuntimeApi
 from flotilla.spec.models import AppSpec, GatewaySpec, RouteSpec, ServiceSpec
@@ -292,33 +300,65 @@ def replicas_hit(gateway: Gateway, count: int = 12) -> dict[str, int]:
     return hits
 
 
-def test_a_replica_is_added_made_ready_drained_and_deleted(gateway):
-    api, b_port = gateway.api, gateway.echoes["pool-b"].port
-    api.add_server(POOL, "shop-pool-2-abc123", "127.0.0.1", b_port)
-    state = api.servers(POOL)["shop-pool-2-abc123"]
-    assert (state.address, state.port, state.admin, state.sessions) == ("127.0.0.1", b_port, "maint", 0)
-    assert replicas_hit(gateway) == {"pool-a": 12}
+def take_free_slot(api: RuntimeApi, backend: str, address: str, port: int) -> str:
+    """What the daemon does for a new replica: point a free slot at it, still in maintenance."""
+    slot = next(name for name, s in sorted(api.servers(backend).items(), key=lambda i: slot_number(i[0]))
+                if (s.address, s.port, s.admin) == (FREE_ADDRESS, FREE_PORT, "maint"))
+    api.set_address(backend, slot, address, port)
+    return slot
 
-    api.set_state(POOL, "shop-pool-2-abc123", "ready")
-    assert api.servers(POOL)["shop-pool-2-abc123"].admin == "ready"
+
+def free_slot(api: RuntimeApi, backend: str, slot: str) -> None:
+    """What the daemon does once a replica is gone: maintenance, then 0.0.0.0:1 again."""
+    api.set_state(backend, slot, "maint")
+    api.set_address(backend, slot, FREE_ADDRESS, FREE_PORT)
+
+
+def slot_number(name: str) -> int:
+    return int(name.removeprefix("slot"))
+
+
+def test_every_backend_lists_all_its_slots(gateway):
+    slots = gateway.api.servers(POOL)
+    assert sorted(slots, key=slot_number) == [slot_name(i) for i in range(1, SLOTS_PER_BACKEND + 1)]
+    first = slots["slot1"]  # the replica rendered in the configuration
+    assert (first.address, first.port, first.admin, first.operational) == (
+        "127.0.0.1", gateway.echoes["pool-a"].port, "ready", "up")
+    for name in [slot_name(i) for i in range(2, SLOTS_PER_BACKEND + 1)]:
+        state = slots[name]
+        assert (state.address, state.port, state.admin, state.operational, state.sessions) == (
+            FREE_ADDRESS, FREE_PORT, "maint", "down", 0), name
+
+
+def test_a_replica_takes_a_free_slot_is_made_ready_drained_and_freed(gateway):
+    api, b_port = gateway.api, gateway.echoes["pool-b"].port
+    slot = take_free_slot(api, POOL, "127.0.0.1", b_port)
+    assert slot != "slot1"  # slot1 holds the replica of the configuration
+    state = api.servers(POOL)[slot]
+    assert (state.address, state.port, state.admin, state.sessions) == ("127.0.0.1", b_port, "maint", 0)
+    assert replicas_hit(gateway) == {"pool-a": 12}  # in maintenance: no traffic
+
+    api.set_state(POOL, slot, "ready")
+    assert api.servers(POOL)[slot].admin == "ready"
     assert set(replicas_hit(gateway)) == {"pool-a", "pool-b"}
 
-    api.set_state(POOL, "shop-pool-2-abc123", "drain")
-    assert api.servers(POOL)["shop-pool-2-abc123"].admin == "drain"
+    api.set_state(POOL, slot, "drain")
+    assert api.servers(POOL)[slot].admin == "drain"
     assert replicas_hit(gateway) == {"pool-a": 12}
 
-    api.set_state(POOL, "shop-pool-2-abc123", "maint")
-    api.delete_server(POOL, "shop-pool-2-abc123")
-    assert "shop-pool-2-abc123" not in api.servers(POOL)
+    free_slot(api, POOL, slot)
+    state = api.servers(POOL)[slot]
+    assert (state.address, state.port, state.admin) == (FREE_ADDRESS, FREE_PORT, "maint")
     assert replicas_hit(gateway, 4) == {"pool-a": 4}
+    assert take_free_slot(api, POOL, "127.0.0.1", b_port) == slot  # free again: the next replica gets it
+    api.set_address(POOL, slot, FREE_ADDRESS, FREE_PORT)
 
 
-def test_draining_finishes_requests_in_flight_and_delete_waits_for_them(gateway):
+def test_draining_finishes_requests_in_flight_before_the_slot_is_freed(gateway):
     api, echo_b = gateway.api, gateway.echoes["pool-b"]
-    name = "shop-pool-3-abc123"
-    api.add_server(POOL, name, "127.0.0.1", echo_b.port)
-    api.set_state(POOL, name, "ready")
-    api.set_state(POOL, "shop-pool-a-1-abc123", "drain")  # so the slow request lands on pool-b
+    slot = take_free_slot(api, POOL, "127.0.0.1", echo_b.port)
+    api.set_state(POOL, slot, "ready")
+    api.set_state(POOL, "slot1", "drain")  # so the slow request lands on pool-b
     echo_b.slow_started.clear()
     echo_b.release.clear()
     result: dict = {}
@@ -327,41 +367,38 @@ def test_draining_finishes_requests_in_flight_and_delete_waits_for_them(gateway)
     slow.start()
     try:
         assert echo_b.slow_started.wait(5)
-        api.set_state(POOL, "shop-pool-a-1-abc123", "ready")
-        api.set_state(POOL, name, "drain")
-        assert api.sessions(POOL, name) == 1
+        api.set_state(POOL, "slot1", "ready")
+        api.set_state(POOL, slot, "drain")
+        assert api.sessions(POOL, slot) == 1
+        assert api.servers(POOL)[slot].sessions == 1
         assert replicas_hit(gateway, 4) == {"pool-a": 4}  # no new requests while it drains
-        with pytest.raises(GatewayError, match="maint"):
-            api.delete_server(POOL, name)  # not in maintenance yet
-        api.set_state(POOL, name, "maint")
-        with pytest.raises(GatewayError, match="sessions reach 0"):
-            api.delete_server(POOL, name)  # its request is still running
     finally:
         echo_b.release.set()
         slow.join(10)
     assert result["seen"]["replica"] == "pool-b"  # the drained request completed
-    wait_for(lambda: api.sessions(POOL, name) == 0)
-    api.delete_server(POOL, name)
-    assert name not in api.servers(POOL)
+    wait_for(lambda: api.sessions(POOL, slot) == 0)
+    free_slot(api, POOL, slot)
+    state = api.servers(POOL)[slot]
+    assert (state.address, state.port, state.admin, state.sessions) == (FREE_ADDRESS, FREE_PORT, "maint", 0)
+    assert replicas_hit(gateway, 4) == {"pool-a": 4}
 
 
 def test_a_dead_replica_costs_no_failed_request(gateway):
     flaky, api = backend_name("shop", "flaky"), gateway.api
-    api.add_server(flaky, "shop-flaky-2-dead00", "127.0.0.1", free_port())  # nothing listens
-    api.set_state(flaky, "shop-flaky-2-dead00", "ready")
+    slot = take_free_slot(api, flaky, "127.0.0.1", free_port())  # nothing listens
+    api.set_state(flaky, slot, "ready")
     try:
         for _ in range(10):
             assert gateway.echo("/", host="flaky.localhost")["replica"] == "flaky-ok"
     finally:
-        api.set_state(flaky, "shop-flaky-2-dead00", "maint")
-        api.delete_server(flaky, "shop-flaky-2-dead00")
+        free_slot(api, flaky, slot)
 
 
 def test_stats_count_requests(gateway):
     def totals() -> tuple[int, int]:
         rows = {(r.pxname, r.svname): r for r in gateway.api.stats()}
         backend = rows[(backend_name("shop", "web"), "BACKEND")]
-        server = rows[(backend_name("shop", "web"), "shop-web-1-abc123")]
+        server = rows[(backend_name("shop", "web"), "slot1")]
         assert backend.kind == "backend" and server.kind == "server"
         return backend.req_tot, server.stot
 
@@ -375,34 +412,59 @@ def test_stats_count_requests(gateway):
 
 
 def test_servers_state_reports_configured_servers(gateway):
-    state = gateway.api.servers(backend_name("shop", "web"))["shop-web-1-abc123"]
-    assert (state.admin, state.operational, state.port) == ("ready", "up", gateway.echoes["web"].port)
+    state = gateway.api.servers(backend_name("shop", "web"))["slot1"]
+    assert (state.name, state.address, state.port, state.admin, state.operational) == (
+        "slot1", "127.0.0.1", gateway.echoes["web"].port, "ready", "up")
 
 
 @pytest.mark.parametrize("call", [
-    lambda api: api.add_server("be_nope_web", "x-1", "127.0.0.1", 9),
-    lambda api: api.set_state("be_nope_web", "x-1", "ready"),
+    lambda api: api.set_address("be_nope_web", "slot1", "127.0.0.1", 9),
+    lambda api: api.set_state("be_nope_web", "slot1", "ready"),
     lambda api: api.servers("be_nope_web"),
-    lambda api: api.sessions("be_nope_web", "x-1"),
-    lambda api: api.delete_server("be_nope_web", "x-1"),
+    lambda api: api.sessions("be_nope_web", "slot1"),
 ])
 def test_an_unknown_backend_is_a_clear_error(gateway, call):
     with pytest.raises(GatewayError, match=r"be_nope_web.*(No such|Can't find).*reload the gateway"):
         call(gateway.api)
 
 
-def test_unknown_servers_and_duplicates_are_errors(gateway):
-    web = backend_name("shop", "web")
-    with pytest.raises(GatewayError, match="No such server"):
-        gateway.api.set_state(web, "ghost", "ready")
-    with pytest.raises(GatewayError, match="no server ghost"):
-        gateway.api.sessions(web, "ghost")
-    with pytest.raises(GatewayError, match="Already exists"):
-        gateway.api.add_server(web, "shop-web-1-abc123", "127.0.0.1", 9)
+def test_unknown_servers_and_injected_commands_are_errors(gateway):
+    web, api = backend_name("shop", "web"), gateway.api
+    beyond = slot_name(SLOTS_PER_BACKEND + 1)
+    for name in ("ghost", beyond):
+        with pytest.raises(GatewayError, match="No such server.*pre-declared slots"):
+            api.set_state(web, name, "ready")
+        with pytest.raises(GatewayError, match="No such server.*pre-declared slots"):
+            api.set_address(web, name, "127.0.0.1", 9)
+        with pytest.raises(GatewayError, match=f"no server {name}"):
+            api.sessions(web, name)
     with pytest.raises(GatewayError, match="Unknown command"):
-        gateway.api.command("frobnicate everything")
+        api.command("frobnicate everything")
     with pytest.raises(GatewayError, match="not a valid HAProxy"):
-        gateway.api.set_state(web, "a; shutdown sessions", "ready")
+        api.set_state(web, "a; shutdown sessions", "ready")
+    with pytest.raises(GatewayError, match="not a valid HAProxy"):
+        api.set_address(web, "slot2; shutdown sessions", "127.0.0.1", 9)
+    with pytest.raises(GatewayError, match="not an IP address"):
+        api.set_address(web, "slot2", "127.0.0.1 port 9; shutdown sessions", 9)
+    with pytest.raises(GatewayError, match="not an IP address"):
+        api.set_address(web, "slot2", "localhost", 9)  # HAProxy would only warn
+    for port in (0, 65536, "9; shutdown sessions"):
+        with pytest.raises(GatewayError, match="1-65535"):
+            api.set_address(web, "slot2", "127.0.0.1", port)  # HAProxy would wrap or only warn
+    slot2 = api.servers(web)["slot2"]  # nothing above reached it
+    assert (slot2.address, slot2.port, slot2.admin) == (FREE_ADDRESS, FREE_PORT, "maint")
+    assert gateway.echo("/", host="shop.localhost")["replica"] == "web"
+
+
+def test_an_ipv6_address_is_taken_without_brackets(gateway):
+    web, api = backend_name("shop", "web"), gateway.api
+    api.set_address(web, "slot3", "[::1]", 8080)
+    try:
+        state = api.servers(web)["slot3"]
+        assert (state.address, state.port, state.admin) == ("::1", 8080, "maint")
+    finally:
+        api.set_address(web, "slot3", FREE_ADDRESS, FREE_PORT)
+    assert api.servers(web)["slot3"].address == FREE_ADDRESS
 
 
 def test_a_missing_socket_is_a_clear_error(tmp_path):

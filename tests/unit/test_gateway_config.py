@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flotilla.gateway.config import (
+    SLOTS_PER_BACKEND,
     build_gateway_config,
     normalize_path,
     render_config,
@@ -198,14 +199,17 @@ def test_a_route_claimed_by_two_apps_is_reported_as_shadowed():
     assert [r.app for r in shadowed_routes(frontend)] == ["shop"]
 
 
-def test_servers_are_sorted_and_disabled_ones_are_in_maintenance():
+def test_servers_fill_slots_in_order_disabled_ones_in_maintenance_the_rest_free():
     config = build(app("shop", web=service(route("shop.localhost"))),
                    replicas={("shop", "web"): list(reversed(servers("shop-web", 3, disabled=(2,))))})
     assert [s.name for s in config.backends[0].servers] == [
         "shop-web-1-abc123", "shop-web-2-abc123", "shop-web-3-abc123"]
     text = rendered(config)
-    assert "server shop-web-1-abc123 10.1.0.1:8000\n" in text
-    assert "server shop-web-2-abc123 10.1.0.2:8000 disabled\n" in text
+    assert "server slot1 10.1.0.1:8000 # shop-web-1-abc123\n" in text
+    assert "server slot2 10.1.0.2:8000 disabled # shop-web-2-abc123\n" in text
+    assert "server slot4 0.0.0.0:1 disabled\n" in text
+    assert f"server slot{SLOTS_PER_BACKEND} 0.0.0.0:1 disabled\n" in text
+    assert f"server slot{SLOTS_PER_BACKEND + 1} " not in text
 
 
 def test_same_input_gives_the_same_text_whatever_the_order():

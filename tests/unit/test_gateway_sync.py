@@ -19,68 +19,100 @@ class Now:
 
 
 def ops(changes):
-    return [(c.server, c.op) for c in changes]
+    return [(c.slot, c.op) for c in changes]
 
 
-def test_new_replica_is_added_in_maintenance_and_ready_only_when_healthy():
+FREE = Now("0.0.0.0", 1, "maint")
+
+
+def slots(**taken):
+    """Four slots; ``taken`` puts replicas in some: slot2=("10.0.0.2", "ready")."""
+    pool = {f"slot{i}": FREE for i in range(1, 5)}
+    pool.update({name: Now(address, 8000, admin) for name, (address, admin) in taken.items()})
+    return pool
+
+
+def test_new_replica_takes_the_first_free_slot_in_maintenance_and_is_ready_only_when_healthy():
     starting = DesiredServer("web-1", "10.0.0.2", 8000, healthy=None)
-    assert ops(server_changes("be", [starting], {})) == [("web-1", "add")]
+    assert ops(server_changes("be", [starting], slots(slot1=("10.0.0.9", "ready")))) == [
+        ("slot2", "assign"), ("slot1", "maint"), ("slot1", "release"),
+    ]
     healthy = DesiredServer("web-1", "10.0.0.2", 8000, healthy=True)
-    assert ops(server_changes("be", [healthy], {})) == [("web-1", "add"), ("web-1", "ready")]
-    assert ops(server_changes("be", [healthy], {"web-1": Now("10.0.0.2", 8000, "maint")})) == [("web-1", "ready")]
+    assert ops(server_changes("be", [healthy], slots())) == [("slot1", "assign"), ("slot1", "ready")]
+    assert ops(server_changes("be", [healthy], slots(slot3=("10.0.0.2", "maint")))) == [("slot3", "ready")]
+    assignment = server_changes("be", [healthy], slots())[0]
+    assert (assignment.address, assignment.port) == ("10.0.0.2", 8000)
 
 
 def test_unknown_health_keeps_a_serving_replica_in_rotation():
     unknown = DesiredServer("web-1", "10.0.0.2", 8000, healthy=None)
-    assert server_changes("be", [unknown], {"web-1": Now("10.0.0.2", 8000, "ready")}) == []
+    assert server_changes("be", [unknown], slots(slot1=("10.0.0.2", "ready"))) == []
     assert enabled_for_config(unknown, Now("10.0.0.2", 8000, "ready")) is True
     assert enabled_for_config(unknown, None) is False
 
 
-def test_unhealthy_replica_leaves_rotation_and_gone_ones_are_deleted():
+def test_unhealthy_replica_leaves_rotation_and_gone_ones_free_their_slot():
     sick = DesiredServer("web-1", "10.0.0.2", 8000, healthy=False)
-    current = {"web-1": Now("10.0.0.2", 8000, "ready"), "web-9": Now("10.0.0.9", 8000, "ready")}
-    assert ops(server_changes("be", [sick], current)) == [("web-1", "maint"), ("web-9", "maint"), ("web-9", "delete")]
+    current = slots(slot1=("10.0.0.2", "ready"), slot2=("10.0.0.9", "ready"))
+    assert ops(server_changes("be", [sick], current)) == [("slot1", "maint"), ("slot2", "maint"), ("slot2", "release")]
+    release = server_changes("be", [sick], current)[-1]
+    assert (release.address, release.port) == ("0.0.0.0", 1)
 
 
-def test_draining_servers_are_left_alone():
-    current = {"web-2": Now("10.0.0.3", 8000, "drain")}
-    assert server_changes("be", [], current, draining={"web-2"}) == []
+def test_draining_replicas_are_left_alone():
+    current = slots(slot2=("10.0.0.3", "drain"))
+    assert server_changes("be", [], current, draining={"10.0.0.3"}) == []
 
 
-def test_changed_address_replaces_the_server():
-    moved = DesiredServer("web-1", "10.0.0.7", 8000, healthy=True)
-    assert ops(server_changes("be", [moved], {"web-1": Now("10.0.0.2", 8000, "ready")})) == [
-        ("web-1", "maint"), ("web-1", "delete"), ("web-1", "add"), ("web-1", "ready"),
-    ]
+def test_no_free_slot_is_an_error_not_a_silent_drop():
+    import pytest
+
+    from flotilla.gateway.sync import NoFreeSlot
+
+    full = {f"slot{i}": Now(f"10.0.0.{i}", 8000, "ready") for i in range(1, 3)}
+    wanted = [DesiredServer(f"w{i}", f"10.0.0.{i}", 8000, True) for i in range(1, 4)]
+    with pytest.raises(NoFreeSlot):
+        server_changes("be", wanted, full)
 
 
 healths = st.sampled_from([True, False, None])
 admins = st.sampled_from(["ready", "drain", "maint"])
+addresses = st.sampled_from(["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"])
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), healths), st.dictionaries(st.sampled_from(["a", "b", "c", "e"]), admins))
-def test_after_sync_exactly_the_healthy_replicas_are_ready(desired_health, current_admin):
-    desired = [DesiredServer(n, "10.0.0.1", 80, h) for n, h in desired_health.items()]
-    current = {n: Now("10.0.0.1", 80, a) for n, a in current_admin.items()}
-    state = {n: a for n, a in current_admin.items()}
-    for change in server_changes("be", desired, current):
-        if change.op == "add":
-            assert change.server not in state
-            state[change.server] = "maint"
-        elif change.op == "delete":
-            assert state.pop(change.server) == "maint", "delete only from maintenance"
+@given(st.dictionaries(addresses, healths, max_size=4), st.dictionaries(st.integers(1, 6), st.tuples(addresses, admins)))
+def test_after_sync_exactly_the_healthy_replicas_are_ready(desired_health, occupied):
+    seen: set[str] = set()
+    pool = {}
+    for number in range(1, 7):  # six slots, each address in at most one
+        address, admin = occupied.get(number, ("0.0.0.0", "maint"))
+        if address in seen:
+            address, admin = "0.0.0.0", "maint"
+        seen.add(address)
+        pool[f"slot{number}"] = Now(address, 80 if address != "0.0.0.0" else 1, admin)
+    desired = [DesiredServer(a, a, 80, h) for a, h in desired_health.items()]
+    state = {slot: (s.address, s.admin) for slot, s in pool.items()}
+    for change in server_changes("be", desired, pool):
+        address, admin = state[change.slot]
+        if change.op == "assign":
+            assert address == "0.0.0.0" and admin == "maint", "assign only a free slot"
+            state[change.slot] = (change.address, "maint")
+        elif change.op == "release":
+            assert admin == "maint", "free a slot only from maintenance"
+            state[change.slot] = ("0.0.0.0", "maint")
         else:
-            state[change.server] = change.op
-    assert set(state) == set(desired_health)
-    for name, health in desired_health.items():
+            state[change.slot] = (address, change.op)
+    by_address = {a: admin for a, admin in state.values() if a != "0.0.0.0"}
+    assert set(by_address) == set(desired_health)
+    before = {s.address: s.admin for s in pool.values()}
+    for address, health in desired_health.items():
         if health is True:
-            assert state[name] == "ready"
+            assert by_address[address] == "ready"
         elif health is False:
-            assert state[name] != "ready"
+            assert by_address[address] != "ready"
         else:  # unknown: unchanged, or not yet in rotation if new
-            assert state[name] == current_admin.get(name, "maint")
+            assert by_address[address] == before.get(address, "maint")
 
 
 def sample(at, total, in_flight=0):

@@ -183,6 +183,12 @@ class Controller:
             observed = self._snapshots.get(spec.app)
         return self._with_health(observed) if observed else self.observe(spec)
 
+    def _snapshot_replica(self, app: str, container_id: str) -> ObservedReplica | None:
+        with self._snapshot_lock:
+            observed = self._snapshots.get(app)
+        replicas = observed.replicas if observed else ()
+        return next((r for r in replicas if r.container_id == container_id), None)
+
     def _with_health(self, observed: Observed) -> Observed:
         replicas = tuple(
             replace(r, healthy=self._prober.healthy(r.container_id) if r.running else False)
@@ -223,8 +229,9 @@ class Controller:
 
     def _remove(self, app: str, action: RemoveReplica) -> None:
         try:
-            if self.traffic and action.graceful:
-                self.traffic.drain(app, action.service, action.name)
+            replica = self._snapshot_replica(app, action.container_id)
+            if self.traffic and action.graceful and replica:
+                self.traffic.drain(app, replica)
             self.engine.remove_replica(action.container_id, graceful=action.graceful)
         except FlotillaError as exc:
             self.events.record(app, "error", action.replica, f"could not remove {action.name}: {exc.message}")

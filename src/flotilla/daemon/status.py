@@ -70,7 +70,7 @@ def _gateway_state(controller: Controller, app: str, replica: ObservedReplica) -
     """``ready``/``drain``/``maint`` behind the gateway; None for internal services."""
     if controller.traffic is None:
         return None
-    return controller.traffic.gateway_state(app, replica.service, replica.name)
+    return controller.traffic.gateway_state(app, replica)
 
 
 def _service_summary(service: DesiredService, observed: Observed) -> dict:

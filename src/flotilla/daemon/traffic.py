@@ -44,15 +44,15 @@ class Traffic:
         with self._lock:
             self.gateway.apply(specs, desired)
 
-    def drain(self, app: str, service: str, name: str) -> None:
+    def drain(self, app: str, replica: ObservedReplica) -> None:
         """Take one replica out of rotation and let its requests finish (bounded)."""
-        backend = self.gateway.backend_of(app, service)
-        if backend:
-            self.gateway.drain(backend, name)
+        backend = self.gateway.backend_of(app, replica.service)
+        if backend and replica.ip:
+            self.gateway.drain(backend, replica.ip)
 
-    def gateway_state(self, app: str, service: str, name: str) -> str | None:
-        backend = self.gateway.backend_of(app, service)
-        return self.gateway.admin_state(backend, name) if backend else None
+    def gateway_state(self, app: str, replica: ObservedReplica) -> str | None:
+        backend = self.gateway.backend_of(app, replica.service)
+        return self.gateway.admin_state(backend, replica.ip) if backend and replica.ip else None
 
     def run_sampler(self, stop: threading.Event) -> None:
         while not stop.wait(SAMPLE_INTERVAL):

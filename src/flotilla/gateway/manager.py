@@ -16,17 +16,24 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
-from flotilla.gateway.config import build_gateway_config, render_config
+from flotilla.gateway.config import FREE_ADDRESS, FREE_PORT, build_gateway_config, render_config
 from flotilla.gateway.model import Backend, GatewayConfig, Server
 from flotilla.gateway.process import GatewayFiles, HAProxyProcess
 from flotilla.errors import GatewayError
 from flotilla.gateway.runtime import RuntimeApi
-from flotilla.gateway.sync import DesiredServer, ServerChange, enabled_for_config, server_changes
+from flotilla.gateway.sync import (
+    DesiredServer,
+    NoFreeSlot,
+    ServerChange,
+    enabled_for_config,
+    is_free,
+    server_changes,
+    slot_of,
+)
 from flotilla.spec import AppSpec
 
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT = 10.0
-DELETE_RETRIES = 40
 ServiceKey = tuple[str, str]  # (app, service)
 
 
@@ -46,8 +53,9 @@ class GatewayManager:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.RLock()
-        self._draining: set[tuple[str, str]] = set()
-        self._admin: dict[tuple[str, str], str] = {}
+        self._draining: set[str] = set()  # addresses of replicas being drained
+        self._admin: dict[tuple[str, str], str] = {}  # (backend, address) -> admin state
+        self._slots: dict[tuple[str, str], str] = {}  # (backend, address) -> slot
         self._backends: dict[ServiceKey, str] = {}
 
     # -- the whole picture -------------------------------------------------------
@@ -85,10 +93,10 @@ class GatewayManager:
         with self._lock:
             return {name: key for key, name in self._backends.items()}
 
-    def admin_state(self, backend: str, server: str) -> str | None:
-        """``ready``, ``drain`` or ``maint`` as last seen, None when not in the gateway."""
+    def admin_state(self, backend: str, address: str) -> str | None:
+        """``ready``, ``drain`` or ``maint`` for the replica at ``address``, None when not in the gateway."""
         with self._lock:
-            return self._admin.get((backend, server))
+            return self._admin.get((backend, address))
 
     def stop(self) -> None:
         with self._lock:
@@ -97,39 +105,31 @@ class GatewayManager:
 
     # -- one replica at a time ---------------------------------------------------
 
-    def drain(self, backend: str, server: str) -> None:
-        """Stop new requests to ``server``, wait (bounded) for in-flight ones, delete it."""
-        key = (backend, server)
+    def drain(self, backend: str, address: str) -> None:
+        """Stop new requests to the replica at ``address``, wait (bounded) for its
+        in-flight ones, then free its slot."""
         with self._lock:
-            if key not in self._admin:
+            slot = self._slots.get((backend, address))
+            if slot is None:
                 return
-            self._draining.add(key)
+            self._draining.add(address)
         try:
-            self.runtime.set_state(backend, server, "drain")
-            self._wait_idle(backend, server)
-            self.runtime.set_state(backend, server, "maint")
-            self._delete(backend, server)
+            self.runtime.set_state(backend, slot, "drain")
+            self._wait_idle(backend, slot)
+            self.runtime.set_state(backend, slot, "maint")
+            self.runtime.set_address(backend, slot, FREE_ADDRESS, FREE_PORT)
         except GatewayError as exc:
-            log.warning("draining %s/%s: %s", backend, server, exc.message)
+            log.warning("draining %s/%s (%s): %s", backend, slot, address, exc.message)
         finally:
             with self._lock:
-                self._draining.discard(key)
-                self._admin.pop(key, None)
+                self._draining.discard(address)
+                self._slots.pop((backend, address), None)
+                self._admin.pop((backend, address), None)
 
-    def _wait_idle(self, backend: str, server: str) -> None:
+    def _wait_idle(self, backend: str, slot: str) -> None:
         deadline = self._clock() + self._drain_timeout
-        while self.runtime.sessions(backend, server) > 0 and self._clock() < deadline:
+        while self.runtime.sessions(backend, slot) > 0 and self._clock() < deadline:
             self._sleep(0.02)
-
-    def _delete(self, backend: str, server: str) -> None:
-        for _ in range(DELETE_RETRIES):
-            try:
-                self.runtime.delete_server(backend, server)
-                return
-            except GatewayError:
-                self.runtime.command(f"shutdown sessions server {backend}/{server}")
-                self._sleep(0.05)
-        self.runtime.delete_server(backend, server)
 
     # -- internals ---------------------------------------------------------------
 
@@ -142,8 +142,13 @@ class GatewayManager:
                 current[backend] = self.runtime.servers(backend)
             except GatewayError:
                 current[backend] = {}
-        self._admin = {(b, name): s.admin for b, servers in current.items() for name, s in servers.items()}
+        self._remember(current)
         return current
+
+    def _remember(self, current: Mapping[str, Mapping]) -> None:
+        occupied = [(b, slot, s) for b, slots in current.items() for slot, s in slots.items() if not is_free(s)]
+        self._admin = {(b, s.address): s.admin for b, _, s in occupied}
+        self._slots = {(b, s.address): slot for b, slot, s in occupied}
 
     def _backend_names(self, apps: Mapping[str, AppSpec]) -> dict[ServiceKey, str]:
         config = build_gateway_config(apps, {})
@@ -153,27 +158,34 @@ class GatewayManager:
         self, config: GatewayConfig, desired: Mapping[ServiceKey, Sequence[DesiredServer]], current: dict
     ) -> list[ServerChange]:
         changes: list[ServerChange] = []
-        draining = {server for (_, server) in self._draining}
         for backend in config.backends:
             wanted = desired.get((backend.app, backend.service), ())
-            changes += server_changes(backend.name, wanted, current.get(backend.name, {}), draining=draining)
+            try:
+                changes += server_changes(backend.name, wanted, current.get(backend.name, {}), draining=self._draining)
+            except NoFreeSlot as exc:
+                log.warning("%s", exc)
         for change in changes:
             self._execute(change)
+        self._remember(self._current_servers_of(config))
         return changes
+
+    def _current_servers_of(self, config: GatewayConfig) -> dict[str, dict]:
+        current = {}
+        for backend in config.backends:
+            try:
+                current[backend.name] = self.runtime.servers(backend.name)
+            except GatewayError:
+                current[backend.name] = {}
+        return current
 
     def _execute(self, change: ServerChange) -> None:
         try:
-            if change.op == "add":
-                self.runtime.add_server(change.backend, change.server, change.address, change.port)
-                self._admin[(change.backend, change.server)] = "maint"
-            elif change.op == "delete":
-                self._delete(change.backend, change.server)
-                self._admin.pop((change.backend, change.server), None)
+            if change.op in ("assign", "release"):
+                self.runtime.set_address(change.backend, change.slot, change.address, change.port)
             else:
-                self.runtime.set_state(change.backend, change.server, change.op)
-                self._admin[(change.backend, change.server)] = change.op
+                self.runtime.set_state(change.backend, change.slot, change.op)
         except GatewayError as exc:
-            log.warning("gateway %s %s/%s: %s", change.op, change.backend, change.server, exc.message)
+            log.warning("gateway %s %s/%s (%s): %s", change.op, change.backend, change.slot, change.reason, exc.message)
 
     def _load_structure(self) -> str:
         try:
@@ -193,9 +205,14 @@ def _servers_for_config(
 ) -> dict[ServiceKey, list[Server]]:
     servers = {}
     for key, wanted in desired.items():
-        now = current.get(backends.get(key, ""), {})
+        slots = current.get(backends.get(key, ""), {})
         servers[key] = [
-            Server(name=d.name, address=d.address, port=d.port, enabled=enabled_for_config(d, now.get(d.name)))
+            Server(
+                name=d.name,
+                address=d.address,
+                port=d.port,
+                enabled=enabled_for_config(d, slots.get(slot_of(slots, d.address, d.port) or "")),
+            )
             for d in wanted
         ]
     return servers

@@ -6,8 +6,8 @@ the data apart from the rendering means a route table can be tested, shown in
 ``flotilla plan`` and diffed without reading HAProxy syntax.
 
 The names here are the contract between the rendered configuration and the
-Runtime API: the daemon adds and removes servers in ``backend_name(app,
-service)`` at run time, so the same function must name the backend in both.
+Runtime API: the daemon points the server slots of ``backend_name(app,
+service)`` at replicas and frees them at run time, so the same function must name the backend in both.
 App and service names are lowercase letters, digits and '-', never '_', so
 ``be_<app>_<service>`` can always be split back into its two parts.
 """

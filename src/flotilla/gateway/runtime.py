@@ -1,28 +1,34 @@
 """HAProxy's Runtime API: change the servers of a running gateway without a reload.
 
 Replicas come and go far more often than routes change, and a reload for
-each would churn workers and connections. So the daemon adds a replica as a
-server in maintenance, makes it ready once healthy, drains it before it is
-stopped and deletes it afterwards, all through the stats socket that the
-rendered configuration opens (``stats socket ... level admin``). This is the
-only module of the gateway that talks to HAProxy.
+each would churn workers and connections. So every backend of the rendered
+configuration declares a fixed set of server slots (``slot1``..``slotN``, see
+config.py), and the daemon moves a replica through one of them at run time,
+all through the stats socket that the configuration opens (``stats socket
+... level admin``): a free slot (``0.0.0.0:1``, in maintenance) is pointed at
+the replica with ``set_address``, made ready once the replica is healthy,
+drained before the replica stops, put back in maintenance once its sessions
+reach 0, and pointed at ``0.0.0.0:1`` again to free it. This is the only
+module of the gateway that talks to HAProxy.
 
 Every command runs on a fresh connection prefixed with ``set severity-output
 number``, so an error answer is recognized by its severity (``[3]: No such
 backend.``) rather than by guessing at free text. Any failure (socket missing
 or refused, timeout, an error answer) raises GatewayError.
 
-HAProxy 2.6 facts this relies on: a backend takes ``add server`` only with a
-dynamic balance algorithm (the configuration uses leastconn); a dynamic server
-starts in maintenance and ignores ``default-server``; ``del server`` refuses a
-server that is not in maintenance or still has connections; and servers added
-at run time are not in the configuration file, so a reload forgets them unless
-the re-rendered configuration lists them.
+HAProxy 2.6 facts this relies on: servers declared in the configuration keep
+idle connections for reuse (servers made with ``add server`` do not, which
+costs a new TCP connection per request: the reason for slots); ``set server
+... addr`` answers a bad address or port with a mere warning (and wraps a port
+above 65535), so both are checked here before they are sent; and a slot's
+run-time address is not in the configuration file, so a reload forgets it
+unless the re-rendered configuration lists the replica.
 """
 
 from __future__ import annotations
 
 import csv
+import ipaddress
 import re
 import socket
 from dataclasses import dataclass, field
@@ -30,7 +36,6 @@ from pathlib import Path
 from typing import Literal
 
 from flotilla.errors import GatewayError
-from flotilla.gateway.model import server_address
 
 AdminState = Literal["ready", "drain", "maint"]
 ADMIN_STATES = ("ready", "drain", "maint")
@@ -38,8 +43,8 @@ _SEVERITY = re.compile(r"^\[(\d)\]: ?", re.MULTILINE)
 _ERROR_SEVERITY = 3  # emerg 0 .. err 3 (syslog levels)
 # srv_admin_state bits of `show servers state`: forced, inherited or DNS-caused
 # maintenance (HAProxy's SRV_ADMF_MAINT, 0x23). 0x04 (CMAINT, `disabled` in the
-# configuration or at `add server`) stays set after `state ready`, so it is no
-# sign of maintenance on its own.
+# configuration, as every free slot is) stays set after `state ready`, so it is
+# no sign of maintenance on its own.
 _MAINT_BITS = 0x01 | 0x02 | 0x20
 _DRAIN_BITS = 0x08 | 0x10
 _STAT_TYPES = {"0": "frontend", "1": "backend", "2": "server", "3": "listener"}
@@ -115,20 +120,24 @@ class RuntimeApi:
 
     # -- changing --------------------------------------------------------------------------
 
-    def add_server(self, backend: str, name: str, address: str, port: int) -> None:
-        """Add a server in maintenance: it gets no traffic until set_state(..., "ready")."""
-        where = server_address(address, port)
-        self.command(f"add server {_name(backend)}/{_name(name)} {where} disabled")
-
     def set_state(self, backend: str, name: str, state: AdminState) -> None:
         """ready: takes requests; drain: finishes its requests, gets no new ones; maint: off."""
         if state not in ADMIN_STATES:
             raise GatewayError(f"unknown server state {state!r}; use one of {', '.join(ADMIN_STATES)}")
         self.command(f"set server {_name(backend)}/{_name(name)} state {state}")
 
-    def delete_server(self, backend: str, name: str) -> None:
-        """Remove a server that is in maintenance and has no connections left."""
-        self.command(f"del server {_name(backend)}/{_name(name)}")
+    def set_address(self, backend: str, name: str, address: str, port: int) -> None:
+        """Point a pre-declared server slot at ``address:port`` (``0.0.0.0:1`` frees it).
+
+        Meant for a slot in maintenance: one that is ready would get requests
+        at the new address at once.
+        """
+        where = f"addr {_ip(address)} port {_port(port)}"
+        line = f"set server {_name(backend)}/{_name(name)} {where}"
+        answer = self.command(line)
+        # HAProxy reports a refused address or port as a warning, not an error
+        if any(word in answer.lower() for word in ("invalid", "problem", "not allowed", "can't")):
+            raise GatewayError(f"HAProxy refused `{line}`: {answer.splitlines()[0]}")
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -184,13 +193,8 @@ def _advice(reason: str) -> str:
         return " (the backend is missing from the running configuration: reload the gateway " \
                "with a configuration that routes to this service)"
     if "no such server" in lowered:
-        return " (the server was never added or is already deleted)"
-    if "maintenance" in lowered:
-        return " (set the server to maint first)"
-    if "connection" in lowered or "in use" in lowered:
-        return " (drain it and wait until its sessions reach 0, then delete it again)"
-    if "already exists" in lowered:
-        return " (delete the existing server first, or use another name)"
+        return " (servers are the backend's pre-declared slots, slot1, slot2...: list the " \
+               "backend's servers to see which exist)"
     return ""
 
 
@@ -249,3 +253,18 @@ def _name(name: str) -> str:
     if not name or any(c in name for c in " ;/\t\r\n\\"):
         raise GatewayError(f"{name!r} is not a valid HAProxy backend or server name")
     return name
+
+
+def _ip(address: str) -> str:
+    """An IP address as HAProxy reads it in ``set server ... addr`` (IPv6 without brackets)."""
+    try:
+        return str(ipaddress.ip_address(str(address).strip("[]")))
+    except ValueError:
+        raise GatewayError(f"{address!r} is not an IP address (the gateway does not resolve names)") from None
+
+
+def _port(port: int) -> int:
+    """A port in 1-65535 (HAProxy would silently wrap a larger one)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise GatewayError(f"port {port!r} is not a port number in 1-65535")
+    return port

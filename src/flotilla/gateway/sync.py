@@ -1,23 +1,29 @@
-"""Which Runtime API changes bring HAProxy's servers in line with the replicas.
+"""Which Runtime API changes bring HAProxy's server slots in line with the replicas.
 
-Pure: the replicas Flotilla wants behind a backend (with their health) and
-the servers HAProxy has now go in; a list of changes comes out. The rules
-that keep requests from failing live here:
+Each routed backend has a fixed pool of server slots (see config.py for why);
+a slot is free (address 0.0.0.0, in maintenance) or holds one replica, found
+by its address. Pure: the replicas Flotilla wants behind a backend (with
+their health) and the slots HAProxy has now go in; a list of changes comes
+out. The rules that keep requests from failing live here:
 
-* a new replica is added in maintenance and made ready only once healthy;
+* a new replica takes a free slot in maintenance and is made ready only once
+  healthy;
 * a replica whose health is not known yet (the daemon just restarted) keeps
   whatever state HAProxy has for it: a restart of the control plane must not
   take serving replicas out of rotation;
 * an unhealthy replica stops receiving new requests;
 * a replica being drained is left alone: its removal is under way elsewhere;
-* a server whose replica is gone is put in maintenance and deleted.
+* a slot whose replica is gone is put in maintenance and freed.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Literal, Protocol
+
+from flotilla.gateway.config import FREE_ADDRESS, FREE_PORT
 
 READY = "ready"
 MAINT = "maint"
@@ -25,7 +31,7 @@ MAINT = "maint"
 
 @dataclass(frozen=True)
 class DesiredServer:
-    name: str
+    name: str  # the replica's container name, for messages
     address: str
     port: int
     healthy: bool | None  # None: not probed yet
@@ -40,35 +46,50 @@ class CurrentServer(Protocol):
 @dataclass(frozen=True)
 class ServerChange:
     backend: str
-    server: str
-    op: Literal["add", "ready", "maint", "delete"]
+    slot: str
+    op: Literal["assign", "ready", "maint", "release"]
     reason: str
     address: str = ""
     port: int = 0
 
 
+class NoFreeSlot(Exception):
+    pass
+
+
+def is_free(server: CurrentServer) -> bool:
+    return server.address == FREE_ADDRESS
+
+
+def slot_of(slots: Mapping[str, CurrentServer], address: str, port: int) -> str | None:
+    """The slot holding the replica at ``address:port``, if any."""
+    return next((n for n, s in slots.items() if (s.address, s.port) == (address, port)), None)
+
+
 def server_changes(
     backend: str,
     desired: Sequence[DesiredServer],
-    current: Mapping[str, CurrentServer],
+    slots: Mapping[str, CurrentServer],
     *,
     draining: Set[str] = frozenset(),
 ) -> list[ServerChange]:
+    """``draining`` holds the addresses of replicas being drained."""
     changes: list[ServerChange] = []
-    wanted = {d.name: d for d in desired}
+    free = sorted((n for n, s in slots.items() if is_free(s)), key=_slot_number)
     for server in desired:
-        if server.name in draining:
+        if server.address in draining:
             continue
-        now = current.get(server.name)
-        if now is None or (now.address, now.port) != (server.address, server.port):
-            changes += _replace(backend, server, exists=now is not None)
+        slot = slot_of(slots, server.address, server.port)
+        if slot is None:
+            if not free:
+                raise NoFreeSlot(f"{backend}: no free server slot for {server.name}")
+            changes += _assign(backend, free.pop(0), server)
         else:
-            changes += _state_change(backend, server, now.admin)
-    for name in sorted(set(current) - set(wanted) - set(draining)):
-        changes += [
-            ServerChange(backend, name, "maint", "its replica is gone"),
-            ServerChange(backend, name, "delete", "its replica is gone"),
-        ]
+            changes += _state_change(backend, slot, server, slots[slot].admin)
+    wanted = {(d.address, d.port) for d in desired}
+    for slot, now in sorted(slots.items(), key=lambda item: _slot_number(item[0])):
+        if not is_free(now) and (now.address, now.port) not in wanted and now.address not in draining:
+            changes += _release(backend, slot, now.admin, "its replica is gone")
     return changes
 
 
@@ -79,22 +100,26 @@ def enabled_for_config(server: DesiredServer, current: CurrentServer | None) -> 
     return server.healthy
 
 
-def _replace(backend: str, server: DesiredServer, *, exists: bool) -> list[ServerChange]:
-    changes = []
-    if exists:
-        changes += [
-            ServerChange(backend, server.name, "maint", "its address changed"),
-            ServerChange(backend, server.name, "delete", "its address changed"),
-        ]
-    changes.append(ServerChange(backend, server.name, "add", "new replica", server.address, server.port))
+def _assign(backend: str, slot: str, server: DesiredServer) -> list[ServerChange]:
+    changes = [ServerChange(backend, slot, "assign", f"new replica {server.name}", server.address, server.port)]
     if server.healthy:
-        changes.append(ServerChange(backend, server.name, "ready", "healthy"))
+        changes.append(ServerChange(backend, slot, "ready", f"{server.name} is healthy"))
     return changes
 
 
-def _state_change(backend: str, server: DesiredServer, admin: str) -> list[ServerChange]:
+def _release(backend: str, slot: str, admin: str, reason: str) -> list[ServerChange]:
+    changes = [] if admin == MAINT else [ServerChange(backend, slot, "maint", reason)]
+    return changes + [ServerChange(backend, slot, "release", reason, FREE_ADDRESS, FREE_PORT)]
+
+
+def _state_change(backend: str, slot: str, server: DesiredServer, admin: str) -> list[ServerChange]:
     if server.healthy is True and admin != READY:
-        return [ServerChange(backend, server.name, "ready", "healthy")]
+        return [ServerChange(backend, slot, "ready", f"{server.name} is healthy")]
     if server.healthy is False and admin == READY:
-        return [ServerChange(backend, server.name, "maint", "unhealthy")]
+        return [ServerChange(backend, slot, "maint", f"{server.name} is unhealthy")]
     return []
+
+
+def _slot_number(slot: str) -> int:
+    found = re.search(r"(\d+)$", slot)
+    return int(found.group(1)) if found else 0
