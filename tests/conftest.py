@@ -57,10 +57,13 @@ class Flotilla:
         self.env = {**os.environ, "FLOTILLA_HOME": str(home), "PYTHONPATH": str(REPO / "src")}
         self.apps: set[str] = set()
 
+    def command_prefix(self) -> list[str]:
+        return [sys.executable, "-m", "flotilla"]
+
     def run(self, *args: str, check: bool = True, timeout: float = 180, env: dict | None = None,
             input_text: str | None = None) -> subprocess.CompletedProcess:
         proc = subprocess.run(
-            [sys.executable, "-m", "flotilla", *args],
+            [*self.command_prefix(), *args],
             env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
@@ -102,6 +105,14 @@ class Flotilla:
             os.kill(pid, signal.SIGKILL)
             _wait_gone(pid)
 
+    def remove_secrets_runtime(self) -> None:
+        """The RAM directory of this home's secrets (emptied by ``down``, removed here)."""
+        import shutil
+
+        from flotilla.secrets.injection import SecretsRuntime
+
+        shutil.rmtree(SecretsRuntime(home=self.home).root, ignore_errors=True)
+
     def write_spec(self, tmp_path: Path, text: str, name: str = "flotilla.yaml") -> Path:
         path = tmp_path / name
         path.write_text(text)
@@ -138,6 +149,7 @@ def flotilla(tmp_path_factory, docker_client):
     fl.kill_daemon(signal.SIGTERM)
     fl.kill_daemon(signal.SIGKILL)
     fl.kill_gateway()
+    fl.remove_secrets_runtime()
 
 
 def remove_labelled(client, app: str) -> None:

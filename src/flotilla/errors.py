@@ -14,7 +14,10 @@ caller above an engine ever sees a docker or sqlite exception.
     ├── DaemonError               exit 6  the Flotilla daemon failed or cannot be reached
     │   └── DaemonUnavailableError
     ├── TimeoutError_             exit 7  a wait ran out (for example ``up --timeout``)
-    └── GatewayError              exit 8  the gateway (HAProxy) failed, refused a change or cannot start
+    ├── GatewayError              exit 8  the gateway (HAProxy) failed, refused a change or cannot start
+    └── SecretsError              exit 9  the vault or the master key cannot do what was asked
+        ├── WrongKeyError                 the master key is not the one the vault was written with
+        └── TamperedError                 a stored secret failed its integrity check
 """
 
 from __future__ import annotations
@@ -117,6 +120,25 @@ class GatewayError(FlotillaError):
     code = "gateway_error"
 
 
+class SecretsError(FlotillaError):
+    """The vault or the master key cannot do what was asked; the message says why."""
+
+    exit_code = 9
+    code = "secrets_error"
+
+
+class WrongKeyError(SecretsError):
+    """The master key is not the one the vault was written with."""
+
+    code = "wrong_master_key"
+
+
+class TamperedError(SecretsError):
+    """A stored secret failed its integrity check: the vault file was modified or damaged."""
+
+    code = "vault_tampered"
+
+
 _BY_CODE = {
     cls.code: cls
     for cls in (
@@ -129,6 +151,9 @@ _BY_CODE = {
         DaemonUnavailableError,
         TimeoutError_,
         GatewayError,
+        SecretsError,
+        WrongKeyError,
+        TamperedError,
     )
 }
 

@@ -8,6 +8,8 @@ exit code; ``--json`` prints the API's data for scripts.
 
 from __future__ import annotations
 
+import base64
+import getpass
 import logging
 from pathlib import Path
 import sys
@@ -24,7 +26,7 @@ from flotilla.spec import load_spec, spec_to_dict
 
 DEFAULT_SPEC = "flotilla.yaml"
 # Spec keys that validate today but whose capability has not landed yet.
-NOT_YET_ACTED_ON = ("secrets", "autoscale", "caches")
+NOT_YET_ACTED_ON = ("autoscale", "caches")
 spec_option = click.option(
     "-f", "--file", "spec_file", default=DEFAULT_SPEC, show_default=True,
     type=click.Path(dir_okay=False), help="The app spec.",
@@ -319,10 +321,138 @@ def events(ctx: click.Context, app: str, since: int, limit: int, as_json: bool) 
         click.echo(render.event_line(event))
 
 
+@cli.group()
+def secrets() -> None:
+    """Keep passwords, access keys and encryption keys in Flotilla's encrypted vault.
+
+    Values are encrypted with AES-256-GCM under the master key
+    (FLOTILLA_MASTER_KEY, or $FLOTILLA_HOME/master.key made on first use) and
+    reach containers as environment variables or files without ever being
+    written to disk in plaintext. Map them in the spec:
+
+    \b
+      services:
+        web:
+          secrets:
+            DB_PASSWORD: db-password          # env var <- secret
+            /run/secrets/tls.key: tls-key     # file <- secret
+    """
+
+
+@secrets.command("set")
+@click.argument("app")
+@click.argument("name")
+@click.option("--from-file", type=click.File("rb"), help="Read the value from this file instead of standard input.")
+@json_option
+@click.pass_context
+def secrets_set(ctx: click.Context, app: str, name: str, from_file, as_json: bool) -> None:
+    """Store a new version of secret NAME for APP, read from standard input (or --from-file).
+
+    Never on the command line, where `ps` would show it. Services using the
+    secret are replaced one replica at a time to pick up the new value.
+
+    \b
+    Example:
+      printf %s "$DB_PASSWORD" | flotilla secrets set shop db-password
+      flotilla secrets set shop tls-key --from-file key.pem
+    """
+    value = from_file.read() if from_file else _read_stdin_secret(name)
+    body = {"value_b64": base64.b64encode(value).decode()}
+    result = _client(ctx).request("PUT", app_path(app, "secrets", name), body=body)
+    if as_json:
+        render.echo_json(result)
+        return
+    rolling = f"; rolling {', '.join(result['rolling'])}" if result["rolling"] else ""
+    click.echo(f"{app}: secret {name} is at version {result['version']}{rolling}")
+
+
+def _read_stdin_secret(name: str) -> bytes:
+    stdin = click.get_text_stream("stdin")
+    if stdin.isatty():
+        return getpass.getpass(f"value of {name} (not echoed): ").encode()
+    return click.get_binary_stream("stdin").read()
+
+
+@secrets.command("ls")
+@click.argument("app")
+@json_option
+@click.pass_context
+def secrets_ls(ctx: click.Context, app: str, as_json: bool) -> None:
+    """List APP's secrets: names, versions and dates, never values.
+
+    \b
+    Example:
+      flotilla secrets ls shop
+    """
+    rows = _client(ctx).request("GET", app_path(app, "secrets"))["secrets"]
+    if as_json:
+        render.echo_json(rows)
+    else:
+        click.echo(render.secrets_table(rows) if rows else f"{app} has no secrets")
+
+
+@secrets.command("get")
+@click.argument("app")
+@click.argument("name")
+@click.option("--reveal", is_flag=True, help="Required: print the value.")
+@click.pass_context
+def secrets_get(ctx: click.Context, app: str, name: str, reveal: bool) -> None:
+    """Print the current value of secret NAME (only with --reveal).
+
+    \b
+    Example:
+      flotilla secrets get shop db-password --reveal
+    """
+    if not reveal:
+        raise click.UsageError("this prints a secret's value: add --reveal to confirm")
+    found = _client(ctx).request("GET", app_path(app, "secrets", name), query={"reveal": 1})
+    out = click.get_binary_stream("stdout")
+    out.write(base64.b64decode(found["value_b64"]))
+    out.flush()
+
+
+@secrets.command("rm")
+@click.argument("app")
+@click.argument("name")
+@click.pass_context
+def secrets_rm(ctx: click.Context, app: str, name: str) -> None:
+    """Remove secret NAME of APP (refused while a service of APP uses it).
+
+    \b
+    Example:
+      flotilla secrets rm shop old-token
+    """
+    _client(ctx).request("DELETE", app_path(app, "secrets", name))
+    click.echo(f"{app}: secret {name} removed")
+
+
+@secrets.command("rekey")
+@json_option
+@click.pass_context
+def secrets_rekey(ctx: click.Context, as_json: bool) -> None:
+    """Re-encrypt every secret under a new master key, in one transaction.
+
+    With a key file ($FLOTILLA_HOME/master.key) the file is replaced. With
+    FLOTILLA_MASTER_KEY the new key is written to $FLOTILLA_HOME/master.key.new
+    (0600): put it in FLOTILLA_MASTER_KEY before the daemon next starts.
+
+    \b
+    Example:
+      flotilla secrets rekey
+    """
+    result = _client(ctx).request("POST", "/v1/secrets/rekey")
+    render.echo_json(result) if as_json else click.echo(result["message"])
+
+
 @cli.command()
 @click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
+@click.option(
+    "--api-listen", envvar="FLOTILLA_API_LISTEN", metavar="HOST:PORT",
+    help="Also serve the API over TCP; every request then needs `Authorization: Bearer TOKEN` "
+    "(FLOTILLA_API_TOKEN, or the token in $FLOTILLA_HOME/api.token, made on first use).",
+)
 @click.pass_context
-def daemon(ctx: click.Context, log_level: str) -> None:
+def daemon(ctx: click.Context, log_level: str, api_listen: str | None) -> None:
     """Run the controller in the foreground (other commands start it when needed).
 
     It serves its API on $FLOTILLA_HOME/flotilla.sock (mode 0600), keeps its
@@ -336,7 +466,7 @@ def daemon(ctx: click.Context, log_level: str) -> None:
     from flotilla.daemon.server import run_daemon  # imports the Docker SDK: only here
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_daemon(ctx.obj)
+    run_daemon(ctx.obj, api_listen=api_listen)
 
 
 def main() -> None:

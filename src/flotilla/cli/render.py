@@ -70,6 +70,14 @@ def metrics_table(rows: Sequence[dict]) -> str:
     return table(rows, METRIC_COLUMNS) if rows else "no traffic figures yet (only routed services have them)"
 
 
+SECRET_COLUMNS = (("NAME", "name"), ("VERSION", "version"), ("UPDATED", "updated"), ("VERSIONS KEPT", "versions"))
+
+
+def secrets_table(rows: Sequence[dict]) -> str:
+    shown = [{**r, "updated": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created"]))} for r in rows]
+    return table(shown, SECRET_COLUMNS)
+
+
 def plan_text(plan: dict) -> str:
     changes = [a for a in plan["actions"] if a["kind"] != "hold"]
     holds = [a for a in plan["actions"] if a["kind"] == "hold"]

@@ -8,6 +8,8 @@ shows the same sentence the daemon wrote.
 
 from __future__ import annotations
 
+import base64
+import hmac
 import json
 import logging
 import queue
@@ -15,7 +17,7 @@ import re
 import socketserver
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from flotilla import __version__
@@ -77,6 +79,11 @@ class Api:
             ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/routes"), self.routes),
             ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/metrics"), self.metrics),
             ("GET", re.compile(r"/metrics"), self.prometheus),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/secrets"), self.list_secrets),
+            ("PUT", re.compile(r"/v1/apps/(?P<app>[^/]+)/secrets/(?P<name>[^/]+)"), self.set_secret),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/secrets/(?P<name>[^/]+)"), self.reveal_secret),
+            ("DELETE", re.compile(r"/v1/apps/(?P<app>[^/]+)/secrets/(?P<name>[^/]+)"), self.remove_secret),
+            ("POST", re.compile(r"/v1/secrets/rekey"), self.rekey),
             (
                 "GET",
                 re.compile(r"/v1/apps/(?P<app>[^/]+)/services/(?P<service>[^/]+)/endpoints"),
@@ -141,6 +148,26 @@ class Api:
         text = status.prometheus(self.controller)
         req.handler.send_text(200, text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
+    def list_secrets(self, req: Request):
+        infos = operations._vault(self.controller).list(req.params["app"])
+        return 200, {"secrets": [_secret_info(i) for i in infos]}
+
+    def set_secret(self, req: Request):
+        value = _decode_value(req.json().get("value_b64"))
+        return 200, operations.set_secret(self.controller, req.params["app"], req.params["name"], value)
+
+    def reveal_secret(self, req: Request):
+        if not req.flag("reveal"):
+            raise ConflictError("secret values are only sent with ?reveal=1 (`flotilla secrets get --reveal`)")
+        value = operations._vault(self.controller).get(req.params["app"], req.params["name"])
+        return 200, {"name": req.params["name"], "value_b64": base64.b64encode(value).decode()}
+
+    def remove_secret(self, req: Request):
+        return 200, operations.remove_secret(self.controller, req.params["app"], req.params["name"])
+
+    def rekey(self, req: Request):
+        return 200, operations.rekey(self.controller)
+
     def logs(self, req: Request):
         spec = status.load_app(self.controller, req.params["app"])
         service = req.query.get("service")
@@ -155,6 +182,17 @@ class Api:
             follow=req.flag("follow"),
             tail=req.query.get("tail", "all"),
         )
+
+
+def _secret_info(info) -> dict:
+    return {"name": info.name, "version": info.version, "created": info.created, "versions": info.versions}
+
+
+def _decode_value(encoded) -> bytes:
+    try:
+        return base64.b64decode(encoded or "", validate=True)
+    except (ValueError, TypeError) as exc:
+        raise ConflictError("value_b64 must be the secret's value in base64") from exc
 
 
 def stream_logs(handler: BaseHTTPRequestHandler, engine, replicas, *, follow: bool, tail: str) -> None:
@@ -206,6 +244,7 @@ def _read_logs(engine, replica, lines: queue.Queue, done: threading.Event, follo
 class ApiHandler(BaseHTTPRequestHandler):
     server_version = f"flotilla/{__version__}"
     api: Api  # set on the subclass the server makes
+    token: str | None = None  # the TCP listener's bearer token; None on the UNIX socket
 
     def address_string(self) -> str:  # UNIX sockets have no peer address
         return "local"
@@ -222,7 +261,20 @@ class ApiHandler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:  # noqa: N802
         self._handle("DELETE")
 
+    def do_PUT(self) -> None:  # noqa: N802
+        self._handle("PUT")
+
+    def _authorized(self) -> bool:
+        if self.token is None:
+            return True  # the UNIX socket: its 0600 mode is the access control
+        scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token.encode())
+
     def _handle(self, method: str) -> None:
+        if not self._authorized():
+            self._send(401, {"error": "unauthorized", "message": "send Authorization: Bearer <token>; "
+                             "the token is in $FLOTILLA_HOME/api.token"})
+            return
         path = urlsplit(self.path).path.rstrip("/") or "/"
         handler, params, known = self.api.dispatch(method, path)
         if handler is None:
@@ -266,3 +318,13 @@ class UnixApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def __init__(self, path: str, api: Api) -> None:
         handler = type("BoundApiHandler", (ApiHandler,), {"api": api})
         super().__init__(path, handler)
+
+
+class TcpApiServer(ThreadingHTTPServer):
+    """The optional TCP listener: every request needs the bearer token."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], api: Api, *, token: str) -> None:
+        handler = type("TokenApiHandler", (ApiHandler,), {"api": api, "token": token})
+        super().__init__(address, handler)

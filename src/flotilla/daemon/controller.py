@@ -16,9 +16,11 @@ from dataclasses import replace
 
 from flotilla.daemon.events import EventLog
 from flotilla.daemon.health import HealthProber, ProbeTarget
+from flotilla.daemon.injection import SecretInjector
 from flotilla.daemon.store import DELETING, Store
 from flotilla.daemon.traffic import Traffic
 from flotilla.engines.docker import DockerEngine
+from flotilla.engines.docker.containers import Overrides
 from flotilla.errors import FlotillaError, NotFoundError
 from flotilla.plan import (
     CrashRecord,
@@ -44,14 +46,14 @@ WATCHED_EVENTS = ("die", "start", "destroy", "oom")
 EVENT_RECHECKS = (0.05, 0.25)
 
 
-def desired_state(spec: AppSpec) -> Desired:
+def desired_state(spec: AppSpec, *, hash_of: Callable[[AppSpec, str], str] = config_hash) -> Desired:
     return Desired(
         app=spec.app,
         services=tuple(
             DesiredService(
                 name=name,
                 replicas=svc.replicas,
-                config_hash=config_hash(spec, name),
+                config_hash=hash_of(spec, name),
                 egress=svc.egress,
             )
             for name, svc in spec.services.items()
@@ -69,11 +71,13 @@ class Controller:
         store: Store,
         clock: Callable[[], float],
         traffic: Traffic | None = None,
+        injector: SecretInjector | None = None,
         resync_interval: float = RESYNC_INTERVAL,
     ) -> None:
         self.engine = engine
         self.store = store
         self.traffic = traffic
+        self.injector = injector
         self.events = EventLog(store)
         self._clock = clock
         self._resync = resync_interval
@@ -154,10 +158,12 @@ class Controller:
                 return None
             spec = spec_from_dict(stored.spec)
             observed = self.observe(spec)
+            if self.injector:
+                self.injector.collect_garbage(app, observed)
             self.sync_gateway()
             self._record_crashes(app, observed)
             the_plan = plan(
-                desired_state(spec), observed, now=self._clock(), crashes=self._crashes_of(app)
+                self.desired(spec), observed, now=self._clock(), crashes=self._crashes_of(app)
             )
             self._schedule_holds(the_plan)
             self.apply(spec, the_plan)
@@ -199,7 +205,14 @@ class Controller:
     def preview(self, spec: AppSpec) -> Plan:
         """The plan ``up`` would carry out for ``spec``, changing nothing."""
         observed = self.observe(spec)
-        return plan(desired_state(spec), observed, now=self._clock(), crashes=self._crashes_of(spec.app))
+        return plan(self.desired(spec), observed, now=self._clock(), crashes=self._crashes_of(spec.app))
+
+    def desired(self, spec: AppSpec) -> Desired:
+        """The desired state; config hashes include the versions of the secrets used."""
+        if self.injector is None:
+            return desired_state(spec)
+        versions = self.injector.vault.versions(spec.app)
+        return desired_state(spec, hash_of=lambda s, name: self.injector.config_hash(s, name, versions))
 
     # -- apply -----------------------------------------------------------------
 
@@ -218,14 +231,26 @@ class Controller:
 
     def _create(self, spec: AppSpec, action: CreateReplica) -> None:
         try:
+            overrides = self._overrides(spec, action)
             created = self.engine.create_replica(
-                spec=spec, service=action.service, index=action.index, config_hash=action.config_hash
+                spec=spec,
+                service=action.service,
+                index=action.index,
+                config_hash=action.config_hash,
+                overrides=overrides,
             )
         except FlotillaError as exc:
             self.events.record(spec.app, "error", action.replica, f"could not start: {exc.message}")
             return
         self._prober.add_target(_probe_target(spec, created))  # probe now, not after the whole plan
         self.events.record(spec.app, "create", action.replica, f"started ({action.reason})")
+
+    def _overrides(self, spec: AppSpec, action: CreateReplica) -> Overrides:
+        if self.injector is None:
+            return Overrides()
+        return self.injector.prepare(
+            spec, service=action.service, index=action.index, config_hash=action.config_hash
+        )
 
     def _remove(self, app: str, action: RemoveReplica) -> None:
         try:
@@ -236,6 +261,8 @@ class Controller:
         except FlotillaError as exc:
             self.events.record(app, "error", action.replica, f"could not remove {action.name}: {exc.message}")
             return
+        if self.injector:
+            self.injector.forget(app, action.name)
         self.events.record(app, "remove", action.replica, f"removed {action.name} ({action.reason})")
 
     # -- crashes and holds -----------------------------------------------------
@@ -293,6 +320,8 @@ class Controller:
         removal = plan_removal(observed)
         self._run_all([(self._remove, app, a) for a in removal.of_kind(RemoveReplica)])
         networks = self.engine.remove_networks(app)
+        if self.injector:
+            self.injector.runtime.remove_app(app)
         self._prober.set_targets(app, [])
         with self._snapshot_lock:
             self._snapshots.pop(app, None)

@@ -31,6 +31,8 @@ def submit(controller: Controller, spec_data: dict, *, dry_run: bool) -> dict:
     spec = spec_from_dict(spec_data)
     _check_images(controller, spec)
     check_gateway(controller, spec)
+    if controller.injector:
+        controller.injector.check(spec)
     the_plan = controller.preview(spec)
     if not dry_run:
         controller.store.put_app(spec.app, spec_to_dict(spec))
@@ -133,3 +135,52 @@ def _apply_summary(the_plan: Plan) -> str:
     for action in changes:
         kinds[action.kind] = kinds.get(action.kind, 0) + 1
     return "spec applied; " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(kinds.items()))
+
+
+# -- secrets -----------------------------------------------------------------
+
+
+def set_secret(controller: Controller, app: str, name: str, value: bytes) -> dict:
+    """Store a new version; services that use it roll, one replica at a time."""
+    vault = _vault(controller)
+    version = vault.set(app, name, value)
+    users = _secret_users(controller, app, name)
+    controller.events.record(app, "secret", name, f"secret {name} set to version {version}" + (
+        f"; rolling {', '.join(users)}" if users else ""))
+    if users:
+        controller.trigger(app)
+    return {"app": app, "name": name, "version": version, "rolling": users}
+
+
+def remove_secret(controller: Controller, app: str, name: str) -> dict:
+    users = _secret_users(controller, app, name)
+    if users:
+        raise ConflictError(
+            f"secret {name} is used by {', '.join(users)} of app {app}; remove it from the spec "
+            f"and run `flotilla up` first"
+        )
+    if not _vault(controller).remove(app, name):
+        raise NotFoundError(f"app {app} has no secret {name!r}; `flotilla secrets ls {app}` lists them")
+    controller.events.record(app, "secret", name, f"secret {name} removed")
+    return {"app": app, "name": name, "removed": True}
+
+
+def rekey(controller: Controller) -> dict:
+    """Re-encrypt every secret under a new master key (see daemon/injection.py)."""
+    if controller.injector is None:
+        raise ConflictError("this daemon runs without a secrets vault")
+    return controller.injector.rekey()
+
+
+def _vault(controller: Controller):
+    if controller.injector is None:
+        raise ConflictError("this daemon runs without a secrets vault")
+    return controller.injector.vault
+
+
+def _secret_users(controller: Controller, app: str, name: str) -> list[str]:
+    stored = controller.store.get_app(app)
+    if stored is None or stored.status == DELETING:
+        return []
+    spec = spec_from_dict(stored.spec)
+    return [svc for svc, s in spec.services.items() if name in s.secrets.values()]

@@ -10,36 +10,42 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import secrets
 import signal
 import threading
 import time
 
-from flotilla.daemon.api import Api, UnixApiServer
+from flotilla.daemon.api import Api, TcpApiServer, UnixApiServer
 from flotilla.daemon.controller import Controller
+from flotilla.daemon.injection import SecretInjector, open_vault
 from flotilla.daemon.paths import Home
 from flotilla.daemon.store import Store
 from flotilla.daemon.traffic import Traffic
 from flotilla.gateway.manager import GatewayManager
 from flotilla.gateway.process import GatewayFiles
+from flotilla.secrets.injection import SecretsRuntime
 from flotilla.engines.docker import DockerEngine
 from flotilla.errors import DaemonError
 
 log = logging.getLogger(__name__)
 
 
-def run_daemon(home: Home, *, docker_url: str | None = None) -> None:
+def run_daemon(home: Home, *, docker_url: str | None = None, api_listen: str | None = None) -> None:
     """Serve until SIGTERM or SIGINT; returns after a clean shutdown."""
     home.ensure()
     lock = _take_lock(home)
     try:
         home.pid_file.write_text(f"{os.getpid()}\n")
         store = Store(home.store, clock=time.time)
+        engine = DockerEngine(base_url=docker_url)
+        vault, keys = open_vault(home=home.root, store=home.store, environ=os.environ, clock=time.time)
+        injector = SecretInjector(vault=vault, runtime=SecretsRuntime(home=home.root), engine=engine, keys=keys)
         traffic = Traffic(gateway=GatewayManager(files=GatewayFiles(home.root / "gateway")), clock=time.monotonic)
-        controller = Controller(
-            engine=DockerEngine(base_url=docker_url), store=store, clock=time.time, traffic=traffic
-        )
-        server = _bind(home, Api(controller))
-        _stop_on_signals(server, controller)
+        controller = Controller(engine=engine, store=store, clock=time.time, traffic=traffic, injector=injector)
+        api = Api(controller)
+        server = _bind(home, api)
+        tcp = _listen_tcp(home, api, api_listen) if api_listen else None
+        _stop_on_signals(server, controller, tcp)
         controller.start()
         log.info("flotilla daemon %d serving on %s", os.getpid(), home.socket)
         server.serve_forever(poll_interval=0.2)
@@ -74,11 +80,37 @@ def _bind(home: Home, api: Api) -> UnixApiServer:
     return server
 
 
-def _stop_on_signals(server: UnixApiServer, controller: Controller) -> None:
+def _listen_tcp(home: Home, api: Api, listen: str) -> TcpApiServer:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise DaemonError(f"--api-listen {listen!r}: write HOST:PORT, for example 127.0.0.1:7070")
+    token = os.environ.get("FLOTILLA_API_TOKEN") or _token_file(home)
+    try:
+        server = TcpApiServer((host.strip("[]"), int(port)), api, token=token)
+    except OSError as exc:
+        raise DaemonError(f"cannot listen on {listen}: {exc.strerror}; choose another --api-listen") from exc
+    threading.Thread(target=server.serve_forever, name="api-tcp", daemon=True).start()
+    log.info("API also on http://%s (bearer token required)", listen)
+    return server
+
+
+def _token_file(home: Home) -> str:
+    """The TCP listener's token: $FLOTILLA_HOME/api.token, made (0600) on first use."""
+    path = home.root / "api.token"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
+def _stop_on_signals(server: UnixApiServer, controller: Controller, tcp: TcpApiServer | None) -> None:
     def stop(signum, frame):  # noqa: ARG001 - signal handler signature
         log.info("signal %d: stopping", signum)
         controller.stop()
         threading.Thread(target=server.shutdown, daemon=True).start()
+        if tcp:
+            threading.Thread(target=tcp.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -7,7 +7,7 @@ replica of the current config, nothing extra left).
 
 from __future__ import annotations
 
-from flotilla.daemon.controller import Controller, desired_state
+from flotilla.daemon.controller import Controller
 from flotilla.errors import NotFoundError
 from flotilla.gateway.metrics import prometheus_text
 from flotilla.plan import Desired, DesiredService, Observed, ObservedReplica
@@ -24,7 +24,7 @@ def load_app(controller: Controller, app: str) -> AppSpec:
 def app_status(controller: Controller, app: str) -> dict:
     spec = load_app(controller, app)
     observed = controller.snapshot(spec)
-    desired = desired_state(spec)
+    desired = controller.desired(spec)
     services = [_service_summary(s, observed) for s in desired.services]
     return {
         "app": app,

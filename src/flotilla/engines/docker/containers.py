@@ -30,6 +30,8 @@ class ReplicaContainerConfig:
     network: str
     aliases: tuple[str, ...]
     extra_networks: tuple[str, ...]
+    binds: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] | None = None
 
     def create_kwargs(self, api) -> dict:
         host_config = api.create_host_config(
@@ -39,9 +41,11 @@ class ReplicaContainerConfig:
             network_mode=self.network,
             log_config={"type": "json-file", "config": {"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILES}},
             restart_policy={"Name": "no"},
+            binds=list(self.binds) or None,
         )
         return {
             "image": self.image,
+            "entrypoint": list(self.entrypoint) if self.entrypoint is not None else None,
             "command": list(self.command) if self.command else None,
             "name": self.name,
             "hostname": self.hostname,
@@ -56,8 +60,17 @@ class ReplicaContainerConfig:
         )
 
 
+@dataclass(frozen=True)
+class Overrides:
+    """What the daemon adds to a replica beyond its spec: mounts, a wrapped command."""
+
+    binds: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] | None = None
+    command: tuple[str, ...] | None = None
+
+
 def replica_container_config(
-    *, spec: AppSpec, service: str, index: int, config_hash: str
+    *, spec: AppSpec, service: str, index: int, config_hash: str, overrides: Overrides = Overrides()
 ) -> ReplicaContainerConfig:
     svc = spec.services[service]
     replica = replica_name(service, index)
@@ -71,7 +84,9 @@ def replica_container_config(
         name=container_name(app=spec.app, service=service, index=index, config_hash=config_hash),
         hostname=replica,
         image=svc.image,
-        command=svc.command,
+        command=overrides.command or svc.command,
+        entrypoint=overrides.entrypoint,
+        binds=overrides.binds,
         environment=environment,
         labels={
             **labels.owned(spec.app, role="replica"),

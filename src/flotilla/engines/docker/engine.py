@@ -19,7 +19,7 @@ import docker.errors
 import requests.exceptions
 
 from flotilla import labels
-from flotilla.engines.docker.containers import replica_container_config
+from flotilla.engines.docker.containers import Overrides, replica_container_config
 from flotilla.naming import internal_network
 from flotilla.errors import EngineError, EngineUnavailableError, NotFoundError
 from flotilla.plan.model import Observed, ObservedReplica
@@ -63,6 +63,7 @@ class DockerEngine:
         self._timeout = timeout
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
+        self._shells: dict[str, bool] = {}
 
     @property
     def _api(self) -> docker.APIClient:
@@ -107,6 +108,32 @@ class DockerEngine:
                 missing.append(image)
         return missing
 
+    def image_command(self, image: str) -> tuple[list[str], list[str]]:
+        """The image's own (entrypoint, cmd), to run them behind a wrapper."""
+        with translated(f"inspecting image {image}"):
+            config = self._api.inspect_image(image).get("Config") or {}
+        return list(config.get("Entrypoint") or []), list(config.get("Cmd") or [])
+
+    def image_has_shell(self, image: str) -> bool:
+        """Whether ``image`` has /bin/sh (looked at in a created, never started, container)."""
+        with self._lock:
+            cached = self._shells.get(image)
+        if cached is not None:
+            return cached
+        api = self._api
+        with translated(f"looking for /bin/sh in image {image}"):
+            probe = api.create_container(image, command=["/bin/sh"], labels={labels.MANAGED_BY: "flotilla"})
+            try:
+                api.get_archive(probe["Id"], "/bin/sh")
+                found = True
+            except docker.errors.NotFound:
+                found = False
+            finally:
+                api.remove_container(probe["Id"], force=True)
+        with self._lock:
+            self._shells[image] = found
+        return found
+
     # -- change ------------------------------------------------------------
 
     def ensure_network(self, *, app: str, name: str, internal: bool) -> None:
@@ -128,14 +155,16 @@ class DockerEngine:
                 check_duplicate=True,
             )
 
-    def create_replica(self, *, spec: AppSpec, service: str, index: int, config_hash: str) -> ObservedReplica:
+    def create_replica(
+        self, *, spec: AppSpec, service: str, index: int, config_hash: str, overrides: Overrides = Overrides()
+    ) -> ObservedReplica:
         """Create and start one replica; returns it as observed right after its start.
 
         Creating a replica that already exists (same slot and config) returns
         the existing one, so a plan applied twice does no harm.
         """
         config = replica_container_config(
-            spec=spec, service=service, index=index, config_hash=config_hash
+            spec=spec, service=service, index=index, config_hash=config_hash, overrides=overrides
         )
         api = self._api
         with translated(f"creating replica {service}-{index} of {spec.app}"):

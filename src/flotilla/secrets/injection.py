@@ -1,0 +1,146 @@
+"""Secrets into a container's environment without plaintext on disk.
+
+Docker writes a container's environment into its configuration on disk, so
+secret values never go there. Instead each replica gets a directory on a
+RAM-backed filesystem (a tmpfs Flotilla mounts, without swap where the kernel
+allows), bind-mounted read-only into the container at ``/run/flotilla``:
+
+* ``env/NAME`` holds the value of each environment-variable secret, and a
+  small POSIX shell shim exports them and then executes the image's own
+  entrypoint and command, so the process sees ``DB_PASSWORD`` in its
+  environment while ``docker inspect`` shows only the shim;
+* file secrets are bind-mounted, read-only, one file each, at the path the
+  spec names.
+
+The directory is removed with its replica. Its parents are private to root,
+so other users of the host cannot reach it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from flotilla.errors import SecretsError
+
+CONTAINER_DIR = "/run/flotilla"
+SHIM_NAME = "flotilla-shim.sh"
+SHIM = """#!/bin/sh
+# Written by Flotilla: export secrets kept in RAM, then run the image's command.
+for f in /run/flotilla/env/*; do
+    [ -f "$f" ] || continue
+    v=$(cat "$f"; printf x)
+    export "${f##*/}=${v%x}"
+done
+exec "$@"
+"""
+SHARED_ROOT = Path("/run/flotilla-secrets")
+RAM_FILESYSTEMS = ("tmpfs", "ramfs")
+
+
+@dataclass(frozen=True)
+class SecretMounts:
+    """What one replica's container needs to see its secrets."""
+
+    host_dir: str
+    env_names: tuple[str, ...]
+    files: tuple[tuple[str, str], ...]  # (host path, path in the container)
+
+    def binds(self) -> list[str]:
+        binds = [f"{self.host_dir}:{CONTAINER_DIR}:ro"] if self.env_names else []
+        return binds + [f"{host}:{target}:ro" for host, target in self.files]
+
+    def wrap(self, command: list[str]) -> tuple[list[str] | None, list[str]]:
+        """(entrypoint, command) that run ``command`` through the shim when needed."""
+        if not self.env_names:
+            return None, command
+        return ["/bin/sh", f"{CONTAINER_DIR}/{SHIM_NAME}"], command
+
+
+class SecretsRuntime:
+    """The RAM-backed directory tree of one daemon (one ``$FLOTILLA_HOME``)."""
+
+    def __init__(self, *, home: Path) -> None:
+        self.root = SHARED_ROOT / hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
+
+    def materialize(
+        self, *, app: str, replica: str, env: Mapping[str, bytes], files: Mapping[str, bytes]
+    ) -> SecretMounts:
+        """Write one replica's secrets to RAM; returns how to mount them."""
+        base = self._replica_dir(app, replica)
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(base)
+        (base / "env").mkdir(parents=True, mode=0o755)
+        os.chmod(base, 0o755)
+        _write(base / SHIM_NAME, SHIM.encode())
+        for name, value in env.items():
+            _write(base / "env" / name, value)
+        mounted = []
+        for number, (target, value) in enumerate(sorted(files.items())):
+            host = base / f"file-{number}"
+            _write(host, value)
+            mounted.append((str(host), target))
+        return SecretMounts(host_dir=str(base), env_names=tuple(sorted(env)), files=tuple(mounted))
+
+    def remove(self, app: str, replica: str) -> None:
+        shutil.rmtree(self._replica_dir(app, replica), ignore_errors=True)
+
+    def replicas(self, app: str) -> set[str]:
+        app_dir = self.root / app
+        return {p.name for p in app_dir.iterdir()} if app_dir.is_dir() else set()
+
+    def remove_app(self, app: str) -> None:
+        shutil.rmtree(self.root / app, ignore_errors=True)
+
+    def _replica_dir(self, app: str, replica: str) -> Path:
+        self._ensure_ram()
+        app_dir = self.root / app
+        app_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return app_dir / replica
+
+    def _ensure_ram(self) -> None:
+        if not _on_ram(SHARED_ROOT):
+            _mount_tmpfs(SHARED_ROOT)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def _write(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _on_ram(path: Path) -> bool:
+    """Whether ``path`` is the mount point of a RAM-backed filesystem."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return False
+    return any(
+        len(fields) > 2 and fields[1] == str(path) and fields[2] in RAM_FILESYSTEMS
+        for fields in (line.split() for line in mounts)
+    )
+
+
+def _mount_tmpfs(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o711)
+    for options in ("size=64m,mode=0711,noswap", "size=64m,mode=0711"):
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "flotilla-secrets", str(path)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode == 0:
+            return
+    raise SecretsError(
+        f"cannot mount a tmpfs on {path} for secrets ({result.stderr.strip() or 'mount failed'}); "
+        "secrets are kept in RAM only, which needs root: run the daemon as root"
+    )
