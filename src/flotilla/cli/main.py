@@ -196,10 +196,17 @@ def ps(ctx: click.Context, app: str | None, as_json: bool) -> None:
     """
     client = _client(ctx)
     apps = [app] if app else [a["app"] for a in client.request("GET", "/v1/apps")["apps"]]
-    rows = []
+    rows, scaled = [], []
     for name in apps:
-        rows += [{"app": name, **r} for r in client.request("GET", app_path(name))["replicas"]]
-    render.echo_json(rows) if as_json else click.echo(render.ps_table(rows))
+        status = client.request("GET", app_path(name))
+        rows += [{"app": name, **r} for r in status["replicas"]]
+        scaled += [{"app": name, **s} for s in status["services"] if "autoscale" in s]
+    if as_json:
+        render.echo_json(rows)
+        return
+    click.echo(render.ps_table(rows))
+    for service in scaled:
+        click.echo(render.autoscale_line(service))
 
 
 @cli.command()

@@ -62,6 +62,14 @@ def ps_table(rows: Sequence[dict]) -> str:
     return table(shown, PS_COLUMNS)
 
 
+def autoscale_line(service: dict) -> str:
+    bounds = service["autoscale"]
+    return (
+        f"{service['app']}/{service['name']}: {service['running']} running, desired {service['desired']} "
+        f"(autoscale {bounds['min']}..{bounds['max']}): {bounds['reason'] or 'no decision yet'}"
+    )
+
+
 def routes_table(rows: Sequence[dict]) -> str:
     return table(rows, ROUTE_COLUMNS)
 

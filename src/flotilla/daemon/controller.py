@@ -78,6 +78,7 @@ class Controller:
         self.store = store
         self.traffic = traffic
         self.injector = injector
+        self.autoscaler = None  # set by the daemon (daemon/autoscaler.py); it reads this controller
         self.events = EventLog(store)
         self._clock = clock
         self._resync = resync_interval
@@ -94,6 +95,7 @@ class Controller:
         self._snapshots: dict[str, Observed] = {}
         self._snapshot_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._loops: list[tuple[str, Callable[[threading.Event], None]]] = []
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -103,11 +105,28 @@ class Controller:
             ("docker-events", self._watch_events),
             ("health", lambda: self._prober.run(self._stop)),
             *([("metrics", lambda: self.traffic.run_sampler(self._stop))] if self.traffic else []),
+            *((name, lambda loop=loop: loop(self._stop)) for name, loop in self._loops),
         ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
         self.trigger_all()
+
+    def add_loop(self, name: str, loop: Callable[[threading.Event], None]) -> None:
+        """Run ``loop(stop_event)`` in its own thread from ``start`` on (the autoscaler)."""
+        self._loops.append((name, loop))
+
+    def ready_replica(self, app: str, service: str) -> tuple[str, int] | None:
+        """The address of one healthy replica of ``service``, if there is one."""
+        stored = self.store.get_app(app)
+        if stored is None:
+            return None
+        spec = spec_from_dict(stored.spec)
+        port = spec.services[service].port if service in spec.services else None
+        for replica in self.snapshot(spec).replicas:
+            if replica.service == service and replica.running and replica.healthy and replica.ip and port:
+                return replica.ip, port
+        return None
 
     def stop(self) -> None:
         self._stop.set()

@@ -42,15 +42,22 @@ def submit(controller: Controller, spec_data: dict, *, dry_run: bool) -> dict:
 
 
 def scale(controller: Controller, app: str, counts: dict[str, int]) -> dict:
+    """``flotilla scale``: refused for autoscaled services outside their bounds."""
     spec = load_app(controller, app)
     _check_counts(spec, counts)
+    summary = ", ".join(f"{s} {spec.services[s].replicas} -> {n}" for s, n in counts.items())
+    return store_replicas(controller, app, counts, kind="scale", summary=summary)
+
+
+def store_replicas(controller: Controller, app: str, counts: dict[str, int], *, kind: str, summary: str) -> dict:
+    """Keep new replica counts in the stored spec, say why, and converge."""
+    spec = load_app(controller, app)
     data = copy.deepcopy(spec_to_dict(spec))
     for service, count in counts.items():
         data["services"][service]["replicas"] = count
     scaled = spec_from_dict(data)
     controller.store.put_app(app, spec_to_dict(scaled))
-    summary = ", ".join(f"{s} {spec.services[s].replicas} -> {n}" for s, n in counts.items())
-    controller.events.record(app, "scale", app, summary)
+    controller.events.record(app, kind, ",".join(counts), summary)
     controller.trigger(app)
     return {"app": app, "replicas": {s: scaled.services[s].replicas for s in scaled.services}}
 
@@ -65,6 +72,12 @@ def _check_counts(spec: AppSpec, counts: dict[str, int]) -> None:
             )
         if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_REPLICAS:
             raise ConflictError(f"{service}={count!r}: replicas must be a whole number from 0 to {MAX_REPLICAS}")
+        bounds = spec.services[service].autoscale
+        if bounds and not bounds.min <= count <= bounds.max:
+            raise ConflictError(
+                f"{service} is autoscaled between {bounds.min} and {bounds.max} replicas; {count} is outside. "
+                f"Scale within those bounds, or change autoscale.min/max in the spec and run `flotilla up`"
+            )
 
 
 def _check_images(controller: Controller, spec: AppSpec) -> None:

@@ -16,6 +16,8 @@ import threading
 import time
 
 from flotilla.daemon.api import Api, TcpApiServer, UnixApiServer
+from flotilla.daemon.activator import Activator
+from flotilla.daemon.autoscaler import Autoscaler
 from flotilla.daemon.controller import Controller
 from flotilla.daemon.injection import SecretInjector, open_vault
 from flotilla.daemon.paths import Home
@@ -42,6 +44,12 @@ def run_daemon(home: Home, *, docker_url: str | None = None, api_listen: str | N
         injector = SecretInjector(vault=vault, runtime=SecretsRuntime(home=home.root), engine=engine, keys=keys)
         traffic = Traffic(gateway=GatewayManager(files=GatewayFiles(home.root / "gateway")), clock=time.monotonic)
         controller = Controller(engine=engine, store=store, clock=time.time, traffic=traffic, injector=injector)
+        autoscaler = Autoscaler(controller=controller, clock=time.monotonic)
+        controller.add_loop("autoscaler", autoscaler.run)
+        controller.autoscaler = autoscaler
+        activator = Activator(wake=autoscaler.wake, ready_replica=controller.ready_replica)
+        activator.start()
+        traffic.activator_port = activator.port
         api = Api(controller)
         server = _bind(home, api)
         tcp = _listen_tcp(home, api, api_listen) if api_listen else None

@@ -25,7 +25,7 @@ def app_status(controller: Controller, app: str) -> dict:
     spec = load_app(controller, app)
     observed = controller.snapshot(spec)
     desired = controller.desired(spec)
-    services = [_service_summary(s, observed) for s in desired.services]
+    services = [_with_autoscale(controller, spec, _service_summary(s, observed)) for s in desired.services]
     return {
         "app": app,
         "services": services,
@@ -82,6 +82,14 @@ def _service_summary(service: DesiredService, observed: Observed) -> dict:
         "ready": len(_ready_slots(service, mine)),
         "config_hash": service.config_hash,
     }
+
+
+def _with_autoscale(controller: Controller, spec: AppSpec, summary: dict) -> dict:
+    bounds = spec.services[summary["name"]].autoscale
+    if bounds is None:
+        return summary
+    reason = controller.autoscaler.describe(spec.app, summary["name"]) if controller.autoscaler else None
+    return {**summary, "autoscale": {"min": bounds.min, "max": bounds.max, "reason": reason}}
 
 
 def _ready_slots(service: DesiredService, replicas: list[ObservedReplica]) -> set[int]:

@@ -31,6 +31,7 @@ class Traffic:
         self.metrics = MetricsWindow()
         self._clock = clock
         self._lock = threading.Lock()
+        self.activator_port: int | None = None  # set when scale-from-zero is served
 
     def sync(self, apps: Mapping[str, tuple[AppSpec, Observed]]) -> None:
         """Make the gateway route to the healthy replicas of every routed service."""
@@ -41,8 +42,23 @@ class Traffic:
                 server = _desired_server(spec, replica)
                 if server:
                     desired[(name, replica.service)].append(server)
+            self._hold_at_zero(spec, desired)
         with self._lock:
             self.gateway.apply(specs, desired)
+
+    def _hold_at_zero(self, spec: AppSpec, desired: dict[tuple[str, str], list[DesiredServer]]) -> None:
+        """A routed service that may scale to zero and has no healthy replica is
+        served by the activator, which holds requests while a replica starts."""
+        if self.activator_port is None:
+            return
+        for name, svc in spec.services.items():
+            if not (svc.routes and svc.autoscale and svc.autoscale.min == 0):
+                continue
+            serving = [s for s in desired.get((spec.app, name), []) if s.healthy]
+            if not serving:
+                desired[(spec.app, name)].append(
+                    DesiredServer(name="activator", address="127.0.0.1", port=self.activator_port, healthy=True)
+                )
 
     def drain(self, app: str, replica: ObservedReplica) -> None:
         """Take one replica out of rotation and let its requests finish (bounded)."""

@@ -275,6 +275,8 @@ def _render_backend(backend: Backend) -> str:
         raise ValueError(f"{backend.name}: {len(backend.servers)} servers, more than {SLOTS_PER_BACKEND} slots")
     lines = [
         f"# app {backend.app}, service {backend.service}",
+        "# names the backend for Flotilla's activator, which holds requests while a service scales from zero",
+        f"http-request set-header X-Flotilla-Backend {backend.name}",
         f"# {SLOTS_PER_BACKEND} slots; replicas take a free one at run time (set server ... addr)",
     ]
     lines += [_server_line(slot_name(i), s) for i, s in enumerate(backend.servers, start=1)]

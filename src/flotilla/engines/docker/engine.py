@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from pathlib import Path
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -134,6 +135,20 @@ class DockerEngine:
             self._shells[image] = found
         return found
 
+    def cpu_seconds(self, container_id: str) -> float | None:
+        """CPU time the container has used so far, in seconds (None if unknown).
+
+        Read from the container's cgroup, which costs no Docker API call: the
+        autoscaler asks for every replica every second.
+        """
+        for path in _cpu_accounting_paths(container_id):
+            try:
+                text = Path(path).read_text()
+            except OSError:
+                continue
+            return _parse_cpu_usage(path, text)
+        return None
+
     # -- change ------------------------------------------------------------
 
     def ensure_network(self, *, app: str, name: str, internal: bool) -> None:
@@ -234,6 +249,25 @@ class DockerEngine:
         except NotFoundError:
             return []
         return raw.decode(errors="replace").splitlines()[-lines:]
+
+
+def _cpu_accounting_paths(container_id: str) -> tuple[str, ...]:
+    return (
+        f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage",  # v1, cgroupfs driver
+        f"/sys/fs/cgroup/cpu,cpuacct/docker/{container_id}/cpuacct.usage",
+        f"/sys/fs/cgroup/docker/{container_id}/cpu.stat",  # v2, cgroupfs driver
+        f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/cpu.stat",  # v2, systemd driver
+    )
+
+
+def _parse_cpu_usage(path: str, text: str) -> float | None:
+    if path.endswith("cpuacct.usage"):
+        return int(text.strip()) / 1e9
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "usage_usec":
+            return int(value) / 1e6
+    return None
 
 
 def _close_when(stop: threading.Event, stream) -> None:

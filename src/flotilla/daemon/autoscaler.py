@@ -1,0 +1,135 @@
+"""The autoscaler loop: every second, metrics in, a decision out, per service.
+
+Each tick reads what the gateway saw of every autoscaled service (requests in
+flight and queued, requests per second) and, when the policy targets CPU, the
+replicas' CPU time from their cgroups; the pure policy (autoscale/policy.py)
+turns the window of observations into a replica count and a reason. A change
+is stored like `flotilla scale` would store it, recorded as an event with its
+reason, and the controller converges.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flotilla.autoscale import Observation, PolicyState, decide, initial_state
+from flotilla.daemon import operations
+from flotilla.daemon.controller import Controller
+from flotilla.daemon.store import DELETING
+from flotilla.errors import FlotillaError
+from flotilla.plan import Observed
+from flotilla.spec import AppSpec, ServiceSpec, spec_from_dict
+
+log = logging.getLogger(__name__)
+TICK = 1.0
+WINDOW = 180  # observations kept per service: enough for a scale_down_delay of 3 minutes
+
+
+@dataclass
+class _ServiceState:
+    policy: PolicyState
+    window: deque
+    reason: str = "starting"
+
+
+class Autoscaler:
+    def __init__(self, *, controller: Controller, clock: Callable[[], float]) -> None:
+        self.controller = controller
+        self._clock = clock
+        self._states: dict[tuple[str, str], _ServiceState] = {}
+        self._cpu: dict[str, tuple[float, float]] = {}  # container -> (at, cpu seconds)
+        self._lock = threading.RLock()
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(TICK):
+            try:
+                self.tick()
+            except FlotillaError as exc:
+                log.warning("autoscaler: %s", exc.message)
+            except Exception:  # noqa: BLE001 - the loop must survive a bug
+                log.exception("autoscaler tick failed")
+
+    def tick(self) -> None:
+        now = self._clock()
+        for spec in self._specs():
+            observed = self.controller.snapshot(spec)
+            for name, svc in spec.services.items():
+                if svc.autoscale:
+                    self._decide(spec, name, svc, observed, now=now)
+
+    def wake(self, app: str, service: str) -> None:
+        """A request waits at the gateway for a service at zero: one replica, now."""
+        with self._lock:
+            spec = self._spec(app)
+            if spec is None or service not in spec.services or spec.services[service].replicas > 0:
+                return
+            reason = "a request is waiting at the gateway: 0 → 1 replica"
+            self._apply(spec, service, 1, reason=reason)
+            self._states[(app, service)] = _ServiceState(
+                policy=initial_state(replicas=1, now=self._clock()), window=deque(maxlen=WINDOW), reason=reason
+            )
+
+    def describe(self, app: str, service: str) -> str | None:
+        with self._lock:
+            state = self._states.get((app, service))
+            return state.reason if state else None
+
+    # -- internals ---------------------------------------------------------------
+
+    def _decide(self, spec: AppSpec, name: str, svc: ServiceSpec, observed: Observed, *, now: float) -> None:
+        with self._lock:
+            state = self._state(spec.app, name, svc, now=now)
+            state.window.append(self._observe(spec, name, svc, observed, now=now))
+            decision = decide(window=tuple(state.window), policy=svc.autoscale, state=state.policy, now=now)
+            state.policy = decision.state
+            state.reason = decision.reason
+            if decision.replicas != svc.replicas:
+                self._apply(spec, name, decision.replicas, reason=decision.reason)
+
+    def _state(self, app: str, name: str, svc: ServiceSpec, *, now: float) -> _ServiceState:
+        key = (app, name)
+        state = self._states.get(key)
+        if state is None or state.policy.desired != svc.replicas:  # scaled by hand or by a new spec
+            state = _ServiceState(policy=initial_state(replicas=svc.replicas, now=now), window=deque(maxlen=WINDOW))
+            self._states[key] = state
+        return state
+
+    def _observe(self, spec: AppSpec, name: str, svc: ServiceSpec, observed: Observed, *, now: float) -> Observation:
+        traffic = self.controller.traffic
+        current = traffic.metrics.current(spec.app, name) if traffic else None
+        ready = [r for r in observed.replicas if r.service == name and r.running and r.healthy]
+        cpu = self._cpu_percent(ready, svc, now=now) if svc.autoscale.target.cpu else None
+        return Observation(
+            at=now,
+            in_flight=float(current.in_flight + current.queued) if current else 0.0,
+            rps=current.rps if current else 0.0,
+            cpu_percent=cpu,
+            ready=len(ready),
+        )
+
+    def _cpu_percent(self, replicas, svc: ServiceSpec, *, now: float) -> float | None:
+        percents = []
+        for replica in replicas:
+            used = self.controller.engine.cpu_seconds(replica.container_id)
+            before = self._cpu.get(replica.container_id)
+            if used is not None:
+                self._cpu[replica.container_id] = (now, used)
+            if used is None or before is None or now <= before[0]:
+                continue
+            share = (used - before[1]) / (now - before[0])
+            percents.append(100.0 * share / (svc.resources.cpus or 1.0))
+        return sum(percents) / len(percents) if percents else None
+
+    def _apply(self, spec: AppSpec, service: str, replicas: int, *, reason: str) -> None:
+        operations.store_replicas(self.controller, spec.app, {service: replicas}, kind="autoscale", summary=reason)
+
+    def _specs(self) -> list[AppSpec]:
+        return [spec_from_dict(a.spec) for a in self.controller.store.apps() if a.status != DELETING]
+
+    def _spec(self, app: str) -> AppSpec | None:
+        stored = self.controller.store.get_app(app)
+        return spec_from_dict(stored.spec) if stored and stored.status != DELETING else None
