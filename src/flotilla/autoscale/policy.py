@@ -283,7 +283,7 @@ def _stabilised(current: int, recommended: int, history: tuple[tuple[float, int]
 
 def _reason(tick: _Tick) -> str:
     if tick.assessment.no_traffic and tick.replicas == 0 < tick.current:
-        return f"no traffic for {tick.delay:g}s → 0 replicas"
+        return f"no traffic for {_span(tick.delay)} → 0 replicas"
     if tick.replicas > tick.current:
         outcome = f"{_replicas(tick.replicas)}{_up_note(tick)}"
     elif tick.replicas < tick.current:
@@ -303,7 +303,7 @@ def _down_note(tick: _Tick) -> str:
     low, high = tick.bounds
     if tick.current > high and tick.replicas == high:
         return f" (max {high})"
-    return f" (need lower for {tick.delay:g}s{_bound_note(tick, sep='; ')})"
+    return f" (need lower for {_span(tick.delay)}{_bound_note(tick, sep='; ')})"
 
 
 def _hold_note(tick: _Tick) -> str:
@@ -311,7 +311,7 @@ def _hold_note(tick: _Tick) -> str:
         return f" (burst: no scale-down for another {_secs(tick.panic_until - tick.now)})"
     if tick.recommended < tick.current:
         since = max((t for t, r in tick.history if r >= tick.current), default=tick.now)
-        return f" (scale-down waits {tick.delay:g}s, {_secs(since + tick.delay - tick.now)} left)"
+        return f" (scale-down waits {_span(tick.delay)}, {_secs(since + tick.delay - tick.now)} left)"
     return _bound_note(tick)
 
 
@@ -356,8 +356,9 @@ def _bounds(policy: AutoscaleSpec) -> tuple[int, int]:
 
 
 def _delay(policy: AutoscaleSpec) -> float:
+    """``scale_down_delay`` in seconds; infinite means never, nonsense (negative, NaN) means none."""
     delay = policy.scale_down_delay
-    return float(delay) if _usable(delay) else 0.0
+    return float(delay) if delay is not None and delay >= 0 else 0.0
 
 
 def _clamp(n: int, bounds: tuple[int, int]) -> int:
@@ -389,5 +390,11 @@ def _replicas(n: int) -> str:
     return f"{n} replica" if n == 1 else f"{n} replicas"
 
 
+def _span(seconds: float) -> str:
+    """A configured duration: ``60s``, ``2.5s``, or ``forever``."""
+    return f"{seconds:g}s" if seconds < _HUGE else "forever"
+
+
 def _secs(seconds: float) -> str:
-    return f"{max(0, math.ceil(seconds - _EPSILON))}s"
+    """Time left, in whole seconds rounded up."""
+    return f"{max(0, math.ceil(seconds - _EPSILON))}s" if seconds < _HUGE else "forever"
