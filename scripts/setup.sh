@@ -19,7 +19,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # wrk and nginx serve benchmarks/gateway.py (a load tool, and the peer proxy
 # it measures the gateway against); the benchmark starts its own nginx.
-APT_PACKAGES=(docker.io debootstrap iproute2 haproxy wrk nginx)
+APT_PACKAGES=(docker.io debootstrap iproute2 haproxy wrk nginx redis-tools)
 POLICY_RC_D=/usr/sbin/policy-rc.d
 POLICY_RC_D_SAVED=/usr/sbin/policy-rc.d.flotilla-saved
 POLICY_RC_D_MARK="# written by flotilla scripts/setup.sh: no service starts during apt-get install"
@@ -136,12 +136,35 @@ setup_venv() {
     echo "$want" >"$VENV_STAMP"
 }
 
+CHECKOV_VENV="$FLOTILLA_ROOT/.venv-checkov"
+CHECKOV_VERSION=3.3.30
+
+setup_checkov() {
+    # checkov pins versions that clash with ours, so it gets a venv of its own;
+    # the Kubernetes tests find it there (tests/integration/test_kubernetes_checkov.py).
+    if [[ -x "$CHECKOV_VENV/bin/checkov" && -f "$CHECKOV_VENV/.version" \
+          && "$(cat "$CHECKOV_VENV/.version")" == "$CHECKOV_VERSION" ]]; then
+        log "checkov $CHECKOV_VERSION present in .venv-checkov"
+        return
+    fi
+    log "installing checkov $CHECKOV_VERSION into .venv-checkov (a minute or two)..."
+    python3 -m venv "$CHECKOV_VENV"
+    local logfile="$CHECKOV_VENV/pip-install.log"
+    if ! "$CHECKOV_VENV/bin/python" -m pip install --disable-pip-version-check "checkov==$CHECKOV_VERSION" \
+            >"$logfile" 2>&1; then
+        tail -n 30 "$logfile" >&2
+        die "pip install checkov failed (last lines of $logfile above)"
+    fi
+    echo "$CHECKOV_VERSION" >"$CHECKOV_VENV/.version"
+}
+
 main() {
     local started
     started=$(now)
     install_packages
     start_dockerd
     setup_venv
+    setup_checkov
     if [[ "${FLOTILLA_SKIP_IMAGES:-}" == 1 ]]; then
         log "skipping images (FLOTILLA_SKIP_IMAGES=1)"
     else

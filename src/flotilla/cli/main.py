@@ -17,7 +17,7 @@ import sys
 import click
 
 from flotilla import __version__
-from flotilla.cli import render
+from flotilla.cli import kube, render
 from flotilla.cli.wait import last_event_id, wait_converged
 from flotilla.daemon.client import DaemonClient, app_path
 from flotilla.daemon.paths import Home, default_home
@@ -474,6 +474,9 @@ def daemon(ctx: click.Context, log_level: str, api_listen: str | None) -> None:
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_daemon(ctx.obj, api_listen=api_listen)
+
+
+kube.register(cli)
 
 
 def main() -> None:

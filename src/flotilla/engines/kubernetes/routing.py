@@ -1,0 +1,125 @@
+"""Routes as Ingress objects or Gateway API HTTPRoutes, routing exactly as the one-host gateway does.
+
+The gateway's rules (gateway/config.py) are: a path prefix matches at segment
+boundaries (``/api`` matches ``/api`` and ``/api/x``, never ``/apix``), the
+longest prefix wins, exact hosts win over wildcards, and ``strip_prefix``
+removes the prefix before forwarding (``/api/x`` -> ``/x``).
+
+* Ingress (``pathType: Prefix``) matches the same way. Stripping is not part
+  of the Ingress API: Flotilla uses ingress-nginx's ``rewrite-target`` with a
+  regular-expression path (``/api(/|$)(.*)`` -> ``/$2``). ingress-nginx then
+  treats every path of that host as a regular expression, so the other routes
+  of such a host are written as ``/path(/|$)`` too, which keeps their
+  segment-boundary meaning. Other controllers ignore these annotations: use
+  Gateway API for portable stripping.
+* HTTPRoute (``PathPrefix``) matches the same way and strips portably with a
+  ``URLRewrite`` filter (``ReplacePrefixMatch: /``). One HTTPRoute per service
+  and host, because an HTTPRoute's hostnames apply to all its rules.
+"""
+
+from __future__ import annotations
+
+import re
+
+from flotilla.engines.kubernetes import meta
+from flotilla.engines.kubernetes.options import RenderOptions
+from flotilla.spec.models import AppSpec, RouteSpec
+
+NGINX = "nginx.ingress.kubernetes.io/"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+
+
+def route_objects(spec: AppSpec, *, options: RenderOptions) -> list[dict]:
+    """Every routed service's Ingress objects or HTTPRoutes."""
+    if options.ingress_mode == "gateway-api":
+        return [r for name in sorted(spec.services) for r in http_routes(spec, name, options=options)]
+    regex_hosts = _hosts_with_strip(spec)
+    return [i for name in sorted(spec.services) for i in ingresses(spec, name, options=options,
+                                                                  regex_hosts=regex_hosts)]
+
+
+def normalize(path: str) -> str:
+    """``/api/`` -> ``/api`` (the gateway's normalization); ``/`` stays."""
+    return path.rstrip("/") or "/"
+
+
+def strips(route: RouteSpec) -> bool:
+    """Stripping ``/`` changes nothing, so such a route is an ordinary one."""
+    return route.strip_prefix and normalize(route.path) != "/"
+
+
+def _hosts_with_strip(spec: AppSpec) -> set[str]:
+    return {r.host for svc in spec.services.values() for r in svc.routes if strips(r)}
+
+
+def ingresses(spec: AppSpec, name: str, *, options: RenderOptions, regex_hosts: set[str]) -> list[dict]:
+    """Up to three Ingress objects: plain prefixes, regex paths, and stripped regex paths."""
+    svc = spec.services[name]
+    groups: dict[str, list[RouteSpec]] = {"plain": [], "regex": [], "strip": []}
+    for route in svc.routes:
+        kind = "strip" if strips(route) else "regex" if route.host in regex_hosts else "plain"
+        groups[kind].append(route)
+    suffix = {"plain": "", "regex": "-regex", "strip": "-strip"}
+    return [_ingress(spec, name, ingress_name=name + suffix[kind], routes=routes, kind=kind, options=options)
+            for kind, routes in groups.items() if routes]
+
+
+def _ingress(spec: AppSpec, service: str, *, ingress_name: str, routes: list[RouteSpec], kind: str,
+             options: RenderOptions) -> dict:
+    port = spec.services[service].port
+    obj = meta.header("networking.k8s.io/v1", "Ingress", name=ingress_name, namespace=meta.namespace_of(spec.app),
+                      labels=meta.service_labels(spec.app, service))
+    if kind != "plain":
+        obj["metadata"]["annotations"] = {NGINX + "use-regex": "true"}
+    if kind == "strip":
+        obj["metadata"]["annotations"][NGINX + "rewrite-target"] = "/$2"
+    backend = {"service": {"name": service, "port": {"number": port}}}
+    rules = []
+    for host in sorted({r.host for r in routes}):
+        paths = sorted({normalize(r.path) for r in routes if r.host == host}, key=lambda p: (-len(p), p))
+        rules.append({"host": host, "http": {"paths": [_ingress_path(p, kind=kind, backend=backend) for p in paths]}})
+    obj["spec"] = {"ingressClassName": options.ingress_class, "rules": rules}
+    return obj
+
+
+def _ingress_path(path: str, *, kind: str, backend: dict) -> dict:
+    if kind == "plain":
+        return {"path": path, "pathType": "Prefix", "backend": backend}
+    prefix = "" if path == "/" else re.escape(path)
+    pattern = f"{prefix}(/|$)(.*)" if kind == "strip" else f"{prefix}(/|$)"
+    return {"path": pattern if path != "/" else "/", "pathType": "ImplementationSpecific", "backend": backend}
+
+
+def http_routes(spec: AppSpec, name: str, *, options: RenderOptions) -> list[dict]:
+    """One HTTPRoute per host of the service, attached to the configured Gateway."""
+    svc = spec.services[name]
+    return [_http_route(spec, name, host=host, routes=[r for r in svc.routes if r.host == host], options=options)
+            for host in sorted({r.host for r in svc.routes})]
+
+
+def _http_route(spec: AppSpec, service: str, *, host: str, routes: list[RouteSpec],
+                options: RenderOptions) -> dict:
+    label = meta.dns_label(f"{service}-{host.replace('*', 'wildcard')}")
+    obj = meta.header(f"{GATEWAY_GROUP}/v1", "HTTPRoute", name=label, namespace=meta.namespace_of(spec.app),
+                      labels=meta.service_labels(spec.app, service))
+    port = spec.services[service].port
+    rules = []
+    for route in sorted(routes, key=lambda r: (-len(normalize(r.path)), normalize(r.path))):
+        rule: dict = {"matches": [{"path": {"type": "PathPrefix", "value": normalize(route.path)}}]}
+        if strips(route):
+            rule["filters"] = [{"type": "URLRewrite", "urlRewrite": {
+                "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}]
+        rule["backendRefs"] = [{"name": service, "port": port}]
+        rules.append(rule)
+    obj["spec"] = {"parentRefs": [_parent_ref(options)], "hostnames": [host], "rules": rules}
+    return obj
+
+
+def _parent_ref(options: RenderOptions) -> dict:
+    ref = options.gateway_ref
+    parent = {"group": GATEWAY_GROUP, "kind": "Gateway", "name": ref.name}
+    if ref.namespace:
+        parent["namespace"] = ref.namespace
+    if ref.section_name:
+        parent["sectionName"] = ref.section_name
+    return parent

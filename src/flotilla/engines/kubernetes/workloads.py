@@ -1,0 +1,193 @@
+"""A service as a Deployment and a ClusterIP Service: containers, probes, env, limits, security.
+
+The translation keeps the one-host behaviour where Kubernetes has an
+equivalent: a service answers to its own name on its own port (``http://
+catalog:8000`` works unchanged inside the namespace), replicas roll one at a
+time with the new one ready before the old one goes, readiness is the
+spec's health check, and ``FLOTILLA_APP`` / ``FLOTILLA_SERVICE`` /
+``FLOTILLA_REPLICA`` are in every container's environment. What Kubernetes
+adds is made restrictive by default: no service-account token, a non-root
+UID, no privilege escalation, no capabilities, a read-only root filesystem
+with a writable ``/tmp``, and the runtime's default seccomp profile.
+"""
+
+from __future__ import annotations
+
+import math
+
+from flotilla import labels
+from flotilla.engines.kubernetes import meta, secrets
+from flotilla.engines.kubernetes.options import RenderOptions
+from flotilla.spec.hashing import config_hash
+from flotilla.spec.models import AppSpec, ServiceSpec
+
+REDIS_PORT = 6379
+TMP_VOLUME = "tmp"
+TMP_SIZE = "64Mi"
+
+
+def service_objects(spec: AppSpec, name: str, *, options: RenderOptions) -> list[dict]:
+    """The Deployment of a service, and its ClusterIP Service when it has a port."""
+    svc = spec.services[name]
+    objects = [deployment(spec, name, options=options)]
+    if svc.port is not None:
+        objects.append(cluster_service(spec.app, name, svc))
+    return objects
+
+
+def deployment(spec: AppSpec, name: str, *, options: RenderOptions) -> dict:
+    svc = spec.services[name]
+    obj = meta.header("apps/v1", "Deployment", name=name, namespace=meta.namespace_of(spec.app),
+                      labels=meta.service_labels(spec.app, name))
+    obj["spec"] = {
+        "selector": {"matchLabels": meta.service_selector(spec.app, name)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "template": pod_template(spec, name, options=options),
+    }
+    if svc.autoscale is None:  # an autoscaler owns the count otherwise; re-applying would fight it
+        obj["spec"] = {"replicas": svc.replicas, **obj["spec"]}
+    return obj
+
+
+def pod_template(spec: AppSpec, name: str, *, options: RenderOptions) -> dict:
+    svc = spec.services[name]
+    annotations = {labels.CONFIG_HASH: config_hash(spec, name, extra=_versions(svc, options))}
+    annotations.update(secrets.versions_annotation(svc, options.secret_versions))
+    return {
+        "metadata": {"labels": meta.service_labels(spec.app, name, role="replica"), "annotations": annotations},
+        "spec": {
+            **pod_security(options),
+            "containers": [container(spec, name, options=options)],
+            "volumes": [tmp_volume(), *secrets.file_volume(svc)],
+        },
+    }
+
+
+def _versions(svc: ServiceSpec, options: RenderOptions) -> dict[str, str]:
+    return {f"secret:{n}": str(options.secret_versions[n]) for n in sorted(set(svc.secrets.values()))
+            if n in options.secret_versions}
+
+
+def pod_security(options: RenderOptions) -> dict:
+    """Pod-level settings shared by every workload Flotilla renders."""
+    uid = options.run_as_user
+    return {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": uid,
+            "runAsGroup": uid,
+            "fsGroup": uid,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
+def container_security(options: RenderOptions) -> dict:
+    uid = options.run_as_user
+    return {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def tmp_volume() -> dict:
+    return {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE}}
+
+
+def tmp_mount() -> dict:
+    return {"name": TMP_VOLUME, "mountPath": "/tmp"}
+
+
+def container(spec: AppSpec, name: str, *, options: RenderOptions) -> dict:
+    svc = spec.services[name]
+    body: dict = {"name": name, "image": svc.image, "imagePullPolicy": options.image_pull_policy}
+    if svc.command is not None:  # the spec's command replaces the image's CMD and keeps its ENTRYPOINT
+        body["args"] = [meta.literal(arg) for arg in svc.command]
+    if svc.port is not None:
+        body["ports"] = [{"containerPort": svc.port, "protocol": "TCP"}]
+    body["env"] = container_env(spec, name, options=options)
+    body["resources"] = resources(svc)
+    body.update(probes(svc))
+    body["securityContext"] = container_security(options)
+    body["volumeMounts"] = [tmp_mount(), *secrets.file_mounts(svc)]
+    return body
+
+
+def container_env(spec: AppSpec, name: str, *, options: RenderOptions) -> list[dict]:
+    """Flotilla's own variables, the spec's env, secret references, then cache wiring."""
+    svc = spec.services[name]
+    env = [
+        {"name": "FLOTILLA_APP", "value": spec.app},
+        {"name": "FLOTILLA_SERVICE", "value": name},
+        {"name": "FLOTILLA_REPLICA", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+    env += [{"name": k, "value": meta.literal(v)} for k, v in sorted(svc.env.items())]
+    env += secrets.env_refs(svc)
+    for cache in svc.caches:
+        env += cache_env(spec, cache, options=options)
+    return env
+
+
+def cache_env(spec: AppSpec, cache: str, *, options: RenderOptions) -> list[dict]:
+    """``<NAME>_REDIS_NODES`` (every node by DNS name) and ``<NAME>_REDIS_PASSWORD`` (a secret reference)."""
+    prefix = meta.env_prefix(cache)
+    nodes = ",".join(f"{host}:{REDIS_PORT}" for host in cache_hosts(spec, cache, options=options))
+    password = {"secretKeyRef": {"name": secrets.cache_secret_name(cache), "key": "password"}}
+    return [
+        {"name": f"{prefix}_REDIS_NODES", "value": nodes},
+        {"name": f"{prefix}_REDIS_PASSWORD", "valueFrom": password},
+    ]
+
+
+def cache_hosts(spec: AppSpec, cache: str, *, options: RenderOptions) -> list[str]:
+    """The stable DNS names of a Redis Cluster's pods, through its headless Service."""
+    spec_cache = spec.caches[cache]
+    count = spec_cache.shards * (1 + spec_cache.replicas)
+    domain = f"{cache}.{meta.namespace_of(spec.app)}.svc.{options.cluster_domain}"
+    return [f"{cache}-{i}.{domain}" for i in range(count)]
+
+
+def resources(svc: ServiceSpec) -> dict:
+    """The spec's limits, requested in full: the scheduler reserves what the service may use."""
+    amounts = {}
+    if svc.resources.cpus is not None:
+        amounts["cpu"] = meta.cpu_quantity(svc.resources.cpus)
+    if svc.resources.memory is not None:
+        amounts["memory"] = meta.memory_quantity(svc.resources.memory)
+    return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
+
+
+def probes(svc: ServiceSpec) -> dict:
+    """Readiness from ``health`` (as often as on one host); liveness from the same check, patiently."""
+    if svc.probe == "none":
+        return {}
+    check = {"httpGet": {"path": svc.health.path, "port": svc.port}} if svc.probe == "http" \
+        else {"tcpSocket": {"port": svc.port}}
+    period = max(1, math.ceil(svc.health.interval))
+    timeout = max(1, math.ceil(svc.health.timeout))
+    return {
+        "readinessProbe": {**check, "periodSeconds": period, "timeoutSeconds": timeout,
+                           "failureThreshold": 2, "successThreshold": 1},
+        "livenessProbe": {**check, "periodSeconds": max(10, period), "timeoutSeconds": timeout,
+                          "failureThreshold": 6, "successThreshold": 1},
+    }
+
+
+def cluster_service(app: str, name: str, svc: ServiceSpec) -> dict:
+    """``NAME:PORT`` inside the namespace, load-balanced over ready replicas; never exposed by itself."""
+    obj = meta.header("v1", "Service", name=name, namespace=meta.namespace_of(app),
+                      labels=meta.service_labels(app, name))
+    obj["spec"] = {
+        "type": "ClusterIP",
+        "selector": meta.service_selector(app, name),
+        "ports": [{"name": "main", "port": svc.port, "targetPort": svc.port, "protocol": "TCP"}],
+    }
+    return obj

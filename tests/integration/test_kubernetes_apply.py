@@ -1,0 +1,254 @@
+"""``apply`` against a stand-in API server on 127.0.0.1, and against a real cluster when one is given.
+
+The stand-in (tests/kubernetes/fake_apiserver.py) records every request the
+official client sends, so these tests check the wire: server-side apply
+patches with field manager ``flotilla``, Secret values in the bodies of
+Secret requests and nowhere else, pruning of exactly the objects that left
+the spec (and of nothing Flotilla did not apply), dry runs that store
+nothing, and clear errors. The live test runs only with
+``FLOTILLA_TEST_KUBECONFIG`` (a kubeconfig of a disposable cluster).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("kubernetes", reason="the kubernetes client is not installed (pip install kubernetes)")
+
+from flotilla.engines.kubernetes import RenderOptions, kinds, render  # noqa: E402
+from flotilla.engines.kubernetes import apply as kube  # noqa: E402
+from flotilla.errors import EngineError, EngineUnavailableError  # noqa: E402
+from flotilla.spec import load_spec, parse_spec  # noqa: E402
+from tests.kubernetes.fake_apiserver import FakeApiServer  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+EVERY = REPO / "tests" / "kubernetes" / "every-feature.yaml"
+SHOP = REPO / "examples" / "shop" / "flotilla.yaml"
+
+
+def secret_value(name: str) -> bytes:
+    return f"TOPSECRET-{name}-7f3a9c".encode()
+
+
+def passwords():
+    counter = iter(range(100))
+    return lambda: f"REDISPW-{next(counter)}-b41d"
+
+
+def kubeconfig(path: Path, server: str) -> Path:
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": server}}],
+        "users": [{"name": "fake", "user": {"token": "not-a-real-token"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+    }))
+    return path
+
+
+@pytest.fixture
+def api():
+    server = FakeApiServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def run(api, tmp_path):
+    config = kubeconfig(tmp_path / "kubeconfig", api.start())
+
+    def apply_spec(spec, *, dry_run=False, new_password=None, options=None):
+        client = kube.connect(kubeconfig=str(config), context="fake")
+        return kube.apply(spec, options=options or RenderOptions(), secret_value=secret_value, api_client=client,
+                          dry_run=dry_run, discovery_cache=str(tmp_path / "discovery.json"),
+                          new_password=new_password or passwords())
+
+    return apply_spec
+
+
+def patches(api):
+    return [r for r in api.requests if r.method == "PATCH"]
+
+
+def test_every_object_is_a_server_side_apply_patch(api, run):
+    spec = load_spec(EVERY)
+    result = run(spec)
+    sent = patches(api)
+    assert {r.method for r in api.requests} <= {"GET", "PATCH"}
+    for req in sent:
+        assert req.content_type == "application/apply-patch+yaml", req.path
+        assert req.query["fieldManager"] == ["flotilla"] and req.query["force"] == ["true"], req.path
+        assert "dryRun" not in req.query
+    expected = {kinds.key(o) for o in render(spec, options=RenderOptions())}
+    expected |= {("v1", "Secret", n) for n in ("flotilla-secrets", "sessions-redis", "events-redis")}
+    stored = {(av, k, n) for (av, k, _ns, n) in api.objects}
+    assert stored == expected
+    assert len(sent) == len(expected) == len(result.applied)
+    assert result.applied[0] == "Namespace market"
+    namespace_patch = sent[0]
+    assert namespace_patch.path == "/api/v1/namespaces/market"
+
+
+def test_secret_values_go_only_to_the_secrets_endpoint(api, run):
+    run(load_spec(EVERY))
+    needles = [secret_value(n) for n in ("db-password", "tls-key", "api-token")]
+    needles += [b"REDISPW-0-b41d", b"REDISPW-1-b41d"]
+    encoded = [base64.b64encode(n) for n in needles]
+    carriers = {r.path for r in api.requests if any(n in r.body for n in needles + encoded)}
+    assert carriers == {"/api/v1/namespaces/market/secrets/flotilla-secrets",
+                        "/api/v1/namespaces/market/secrets/sessions-redis",
+                        "/api/v1/namespaces/market/secrets/events-redis"}
+    app_secret = api.objects[("v1", "Secret", "market", "flotilla-secrets")]
+    assert base64.b64decode(app_secret["data"]["db-password"]) == secret_value("db-password")
+    for req in api.requests:
+        if b"flotilla-secrets" in req.body and "/secrets/" not in req.path:
+            assert b"TOPSECRET" not in req.body
+
+
+def test_cache_passwords_are_made_once_and_kept(api, run):
+    spec = load_spec(EVERY)
+    run(spec)
+    first = api.objects[("v1", "Secret", "market", "sessions-redis")]["data"]["password"]
+    api.requests.clear()
+    result = run(spec, new_password=lambda: pytest.fail("a second password was generated"))
+    assert api.objects[("v1", "Secret", "market", "sessions-redis")]["data"]["password"] == first
+    assert not [r for r in patches(api) if r.path.endswith("/secrets/sessions-redis")]
+    assert "Secret market/sessions-redis" in result.kept
+
+
+def _without_search_and_events(spec):
+    services = {n: s for n, s in spec.services.items() if n != "search"}
+    services["worker"] = services["worker"].model_copy(update={"caches": ("sessions",)})
+    return spec.model_copy(update={"services": services,
+                                   "caches": {n: c for n, c in spec.caches.items() if n != "events"}})
+
+
+def test_pruning_deletes_exactly_what_left_the_spec(api, run):
+    spec = load_spec(EVERY)
+    run(spec)
+    # Labelled for the app but not applied by Flotilla: KEDA's HPA (copies the labels) and a user's Secret.
+    api.seed({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+              "metadata": {"name": "keda-hpa-web", "namespace": "market", "labels": {"io.flotilla.app": "market"},
+                           "ownerReferences": [{"kind": "ScaledObject", "name": "web"}]}}, manager="keda")
+    api.seed({"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": "hand-made", "namespace": "market", "labels": {"io.flotilla.app": "market"}}},
+             manager="kubectl-create")
+    smaller = _without_search_and_events(spec)
+    before = {(av, k, n) for (av, k, _ns, n) in api.objects}
+    api.requests.clear()
+    result = run(smaller)
+    after_render = {kinds.key(o) for o in render(smaller, options=RenderOptions())}
+    deleted = {r.path for r in api.requests if r.method == "DELETE"}
+    gone = before - {(av, k, n) for (av, k, _ns, n) in api.objects}
+    expected_gone = before - after_render - {("v1", "Secret", "flotilla-secrets"), ("v1", "Secret", "sessions-redis"),
+                                             ("autoscaling/v2", "HorizontalPodAutoscaler", "keda-hpa-web"),
+                                             ("v1", "Secret", "hand-made")}
+    assert gone == expected_gone
+    assert len(deleted) == len(expected_gone) == len(result.pruned)
+    assert {("apps/v1", "Deployment", "search"), ("apps/v1", "StatefulSet", "events"),
+            ("v1", "Secret", "events-redis"), ("keda.sh/v1alpha1", "ScaledObject", "search")} <= gone
+    for req in api.requests:
+        if req.method == "DELETE":
+            assert req.query.get("propagationPolicy") == ["Background"]
+    api.requests.clear()
+    assert run(smaller).pruned == ()  # converged: nothing more to prune
+
+
+def test_dry_run_stores_nothing(api, run):
+    spec = load_spec(EVERY)
+    result = run(spec, dry_run=True)
+    assert not api.objects
+    assert all(r.query.get("dryRun") == ["All"] for r in patches(api))
+    assert result.dry_run and result.applied == ("Namespace market",) and len(result.unchecked) > 30
+    run(spec)
+    api.requests.clear()
+    result = run(_without_search_and_events(spec), dry_run=True)
+    assert all(r.query.get("dryRun") == ["All"] for r in api.requests if r.method in ("PATCH", "DELETE"))
+    assert ("apps/v1", "Deployment", "market", "search") in api.objects
+    assert "Deployment market/search" in result.pruned and not result.unchecked
+
+
+def test_a_missing_crd_is_a_clear_error(tmp_path):
+    api = FakeApiServer(without=("ScaledObject",))
+    config = kubeconfig(tmp_path / "kubeconfig", api.start())
+    try:
+        client = kube.connect(kubeconfig=str(config))
+        with pytest.raises(EngineError, match="no ScaledObject.*install KEDA"):
+            kube.apply(load_spec(EVERY), options=RenderOptions(), secret_value=secret_value, api_client=client,
+                       discovery_cache=str(tmp_path / "d.json"))
+    finally:
+        api.stop()
+
+
+def test_a_refusal_keeps_the_servers_message(api, run):
+    api.refusals[("PATCH", "Deployment")] = (403, 'deployments.apps "web" is forbidden: User "dev" cannot patch')
+    with pytest.raises(EngineError, match="forbidden: User \"dev\".*RBAC") as caught:
+        run(load_spec(SHOP))
+    assert not isinstance(caught.value, EngineUnavailableError)
+
+
+def test_an_unreachable_cluster_is_engine_unavailable(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again below: nothing listens there
+    config = kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{port}")
+    client = kube.connect(kubeconfig=str(config))
+    client.configuration.retries = 0
+    with pytest.raises(EngineUnavailableError, match="cannot reach the Kubernetes API"):
+        kube.apply(load_spec(SHOP), options=RenderOptions(), secret_value=secret_value, api_client=client,
+                   discovery_cache=str(tmp_path / "d.json"))
+
+
+def test_a_bad_kubeconfig_is_engine_unavailable(tmp_path):
+    (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\n")
+    with pytest.raises(EngineUnavailableError, match="no usable Kubernetes configuration"):
+        kube.connect(kubeconfig=str(tmp_path / "kubeconfig"), context="nope")
+
+
+def test_cli_apply_and_its_output(api, tmp_path):
+    config = kubeconfig(tmp_path / "kubeconfig", api.start())
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "FLOTILLA_HOME": str(tmp_path / "home"),
+           "TMPDIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "kubernetes" / "cli.py"), "apply", "-f", str(SHOP),
+                           "--target", "kubernetes", "--kubeconfig", str(config), "--context", "fake", "--json"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["app"] == "shop" and "Deployment shop/web" in report["applied"] and report["pruned"] == []
+    assert not (tmp_path / "home").exists()  # no secrets in the spec: the daemon was not needed
+
+
+@pytest.mark.skipif(not os.environ.get("FLOTILLA_TEST_KUBECONFIG"),
+                    reason="set FLOTILLA_TEST_KUBECONFIG to the kubeconfig of a disposable cluster to run this")
+def test_live_cluster_apply_and_prune():
+    config = os.environ["FLOTILLA_TEST_KUBECONFIG"]
+    app = f"fltest-{uuid.uuid4().hex[:6]}"
+    text = f"""
+app: {app}
+services:
+  web: {{image: "nginx:1.27", port: 8080, replicas: 1, routes: [{{host: {app}.example}}]}}
+  extra: {{image: "nginx:1.27", port: 8080}}
+"""
+    spec = parse_spec(text, filename="live.yaml", environ={})
+    client = kube.connect(kubeconfig=config, context=os.environ.get("FLOTILLA_TEST_CONTEXT"))
+    options = RenderOptions(image_pull_policy="IfNotPresent")
+    try:
+        kube.apply(spec, options=options, secret_value=secret_value, api_client=client, dry_run=True)
+        first = kube.apply(spec, options=options, secret_value=secret_value, api_client=client)
+        assert "Deployment " + app + "/extra" in first.applied
+        smaller = spec.model_copy(update={"services": {"web": spec.services["web"]}})
+        second = kube.apply(smaller, options=options, secret_value=secret_value, api_client=client)
+        assert set(second.pruned) == {f"Deployment {app}/extra", f"Service {app}/extra",
+                                      f"NetworkPolicy {app}/extra-from-app", f"NetworkPolicy {app}/extra-egress"}
+    finally:
+        from kubernetes import client as k8s
+
+        k8s.CoreV1Api(client).delete_namespace(app)

@@ -1,0 +1,26 @@
+"""The Kubernetes commands in a `flotilla`-like group, for tests that run them as a user would.
+
+cli/main.py registers them in the real `flotilla` command; until then (and
+independently of it) this entry point runs `render` and `apply` with the same
+`--home` handling.
+"""
+
+from pathlib import Path
+
+import click
+
+from flotilla.cli.kube import register
+from flotilla.daemon.paths import Home, default_home
+
+
+@click.group()
+@click.option("--home", envvar="FLOTILLA_HOME", type=click.Path(file_okay=False))
+@click.pass_context
+def cli(ctx: click.Context, home: str | None) -> None:
+    ctx.obj = Home(Path(home).resolve()) if home else default_home()
+
+
+register(cli)
+
+if __name__ == "__main__":
+    cli()

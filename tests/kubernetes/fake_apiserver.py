@@ -1,0 +1,187 @@
+"""A stand-in for the Kubernetes API server on 127.0.0.1, for testing ``apply`` without a cluster.
+
+It answers just enough for the official client: version and discovery
+(``/version``, ``/api``, ``/apis``, one resource list per group version, built
+from the kinds Flotilla renders), server-side apply PATCH, GET of one object,
+LIST with an equality label selector, and DELETE. Every request is recorded
+(method, path, query, content type, body) so tests can assert what the client
+sent. Stored objects get ``managedFields`` naming the field manager, as a real
+server does, so pruning can tell Flotilla's objects from others'.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from flotilla.engines.kubernetes.kinds import KINDS
+
+PLURALS = {"NetworkPolicy": "networkpolicies", "Ingress": "ingresses", "PodDisruptionBudget": "poddisruptionbudgets",
+           "HorizontalPodAutoscaler": "horizontalpodautoscalers"}
+
+
+def plural(kind: str) -> str:
+    return PLURALS.get(kind, kind.lower() + "s")
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict
+    content_type: str
+    body: bytes
+
+
+@dataclass
+class FakeApiServer:
+    """Objects by (apiVersion, kind, namespace, name); requests in order."""
+
+    without: tuple[str, ...] = ()  # kinds this "cluster" does not serve (no CRD installed)
+    refusals: dict = field(default_factory=dict)  # (method, kind) -> (status, message)
+    objects: dict = field(default_factory=dict)
+    requests: list = field(default_factory=list)
+    version: int = 0
+
+    def start(self) -> str:
+        handler = type("Handler", (_Handler,), {"api": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def kinds(self):
+        return [k for k in KINDS if k.kind not in self.without]
+
+    def seed(self, obj: dict, *, manager: str = "someone-else", operation: str = "Update") -> None:
+        obj = json.loads(json.dumps(obj))
+        obj["metadata"]["managedFields"] = [{"manager": manager, "operation": operation}]
+        meta = obj["metadata"]
+        self.objects[(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])] = obj
+
+    def names(self, kind: str) -> set[str]:
+        return {k[3] for k in self.objects if k[1] == kind}
+
+    # -- routing ----------------------------------------------------------------------
+
+    def route(self, path: str):
+        """(kind, namespace, name) for an object path, or a discovery document."""
+        parts = path.strip("/").split("/")
+        if parts[0] == "api":
+            group_version, rest = "v1", parts[2:]
+        else:
+            group_version, rest = "/".join(parts[1:3]), parts[3:]
+        namespace = None
+        if len(rest) >= 2 and rest[0] == "namespaces" and len(rest) > 2:
+            namespace, rest = rest[1], rest[2:]
+        for kind in self.kinds():
+            if kind.api_version == group_version and rest and rest[0] == plural(kind.kind):
+                return kind, namespace, rest[1] if len(rest) > 1 else None
+        return None, namespace, None
+
+    def discovery(self, path: str):
+        if path == "/version":
+            return {"major": "1", "minor": "33", "gitVersion": "v1.33.0"}
+        if path == "/api":
+            return {"kind": "APIVersions", "versions": ["v1"]}
+        if path == "/apis":
+            groups = sorted({k.api_version for k in self.kinds() if "/" in k.api_version})
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                {"name": gv.split("/")[0], "versions": [{"groupVersion": gv, "version": gv.split("/")[1]}],
+                 "preferredVersion": {"groupVersion": gv, "version": gv.split("/")[1]}} for gv in groups]}
+        group_version = "v1" if path == "/api/v1" else path.removeprefix("/apis/")
+        resources = [{"name": plural(k.kind), "singularName": k.kind.lower(), "namespaced": k.namespaced,
+                      "kind": k.kind, "verbs": ["create", "delete", "get", "list", "patch", "update"]}
+                     for k in self.kinds() if k.api_version == group_version]
+        if not resources:
+            return None
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}
+
+
+def _selector_matches(selector: str, labels: dict) -> bool:
+    for term in filter(None, selector.split(",")):
+        key, _, value = term.partition("=")
+        if labels.get(key) != value:
+            return False
+    return True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    api: FakeApiServer
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _status(self, code: int, message: str) -> None:
+        self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
+                          "code": code})
+
+    def _record(self) -> Request:
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        req = Request(self.command, url.path, parse_qs(url.query), self.headers.get("Content-Type", ""),
+                      self.rfile.read(length) if length else b"")
+        self.api.requests.append(req)
+        return req
+
+    def do_GET(self) -> None:  # noqa: N802
+        req = self._record()
+        kind, namespace, name = self.api.route(req.path)
+        if kind is None:
+            doc = self.api.discovery(req.path)
+            return self._send(200, doc) if doc else self._status(404, f"the server could not find {req.path}")
+        if name is None:
+            selector = req.query.get("labelSelector", [""])[0]
+            items = [o for (av, k, ns, _), o in sorted(self.api.objects.items(), key=lambda e: e[0][3])
+                     if (av, k) == (kind.api_version, kind.kind) and ns == namespace
+                     and _selector_matches(selector, o["metadata"].get("labels", {}))]
+            return self._send(200, {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "items": items,
+                                    "metadata": {"resourceVersion": str(self.api.version)}})
+        obj = self.api.objects.get((kind.api_version, kind.kind, namespace, name))
+        return self._send(200, obj) if obj else self._status(404, f'{plural(kind.kind)} "{name}" not found')
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        req = self._record()
+        kind, namespace, name = self.api.route(req.path)
+        if kind is None or name is None:
+            return self._status(404, "no such resource")
+        if ("PATCH", kind.kind) in self.api.refusals:
+            return self._status(*self.api.refusals[("PATCH", kind.kind)])
+        if kind.namespaced and (None, "Namespace", None, namespace) not in {
+                (None, k[1], None, k[3]) for k in self.api.objects} and not req.query.get("dryRun"):
+            return self._status(404, f'namespaces "{namespace}" not found')
+        obj = json.loads(req.body)
+        key = (kind.api_version, kind.kind, namespace, name)
+        created = key not in self.api.objects
+        if not req.query.get("dryRun"):
+            self.api.version += 1
+            obj["metadata"]["resourceVersion"] = str(self.api.version)
+            obj["metadata"]["managedFields"] = [
+                {"manager": req.query.get("fieldManager", ["?"])[0], "operation": "Apply"}]
+            self.api.objects[key] = obj
+        self._send(201 if created else 200, obj)
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        req = self._record()
+        kind, namespace, name = self.api.route(req.path)
+        key = (kind.api_version, kind.kind, namespace, name) if kind else None
+        if key not in self.api.objects:
+            return self._status(404, "not found")
+        if not req.query.get("dryRun"):
+            del self.api.objects[key]
+        self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
