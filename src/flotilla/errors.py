@@ -50,6 +50,12 @@ class Problem:
     message: str
     hint: str = ""
 
+    @classmethod
+    def at_path(cls, path: str, message: str, *, hint: str = "") -> Problem:
+        """A problem found by the daemon, which knows the dotted path but not the
+        line (the CLI puts its file name in ``file`` before printing)."""
+        return cls(file="<spec>", line=0, column=0, path=path, message=message, hint=hint)
+
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
         text = f"{where}: {self.path or '(top)'}: {self.message}"

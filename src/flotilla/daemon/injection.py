@@ -97,7 +97,7 @@ class SecretInjector:
         problems = []
         for name, svc in spec.services.items():
             problems += _unset(spec.app, name, svc, versions)
-            if _env_secrets(svc) and not self.engine.image_has_shell(svc.image):
+            if svc.secret_env and not self.engine.image_has_shell(svc.image):
                 problems.append(_no_shell(name, svc))
         if problems:
             raise SpecError(problems)
@@ -111,8 +111,8 @@ class SecretInjector:
         mounts = self.runtime.materialize(
             app=spec.app,
             replica=replica,
-            env={var: self.vault.get(spec.app, secret) for var, secret in _env_secrets(svc).items()},
-            files={path: self.vault.get(spec.app, secret) for path, secret in _file_secrets(svc).items()},
+            env={var: self.vault.get(spec.app, secret) for var, secret in svc.secret_env.items()},
+            files={path: self.vault.get(spec.app, secret) for path, secret in svc.secret_files.items()},
         )
         return self._overrides(svc, mounts)
 
@@ -134,22 +134,11 @@ class SecretInjector:
             self.runtime.remove(app, replica)
 
 
-def _env_secrets(svc: ServiceSpec) -> dict[str, str]:
-    return {key: name for key, name in svc.secrets.items() if not key.startswith("/")}
-
-
-def _file_secrets(svc: ServiceSpec) -> dict[str, str]:
-    return {key: name for key, name in svc.secrets.items() if key.startswith("/")}
-
-
 def _unset(app: str, service: str, svc: ServiceSpec, versions: Mapping[str, int]) -> list[Problem]:
     return [
-        Problem(
-            file="<spec>",
-            line=0,
-            column=0,
-            path=f"services.{service}.secrets.{key}",
-            message=f"secret {name!r} is not set for app {app}",
+        Problem.at_path(
+            f"services.{service}.secrets.{key}",
+            f"secret {name!r} is not set for app {app}",
             hint=f"set it with `flotilla secrets set {app} {name}` (the value is read from standard input)",
         )
         for key, name in svc.secrets.items()
@@ -158,12 +147,9 @@ def _unset(app: str, service: str, svc: ServiceSpec, versions: Mapping[str, int]
 
 
 def _no_shell(service: str, svc: ServiceSpec) -> Problem:
-    first = next(iter(_env_secrets(svc)))
-    return Problem(
-        file="<spec>",
-        line=0,
-        column=0,
-        path=f"services.{service}.secrets.{first}",
-        message=f"image {svc.image} has no /bin/sh, so secrets cannot become environment variables",
+    first = next(iter(svc.secret_env))
+    return Problem.at_path(
+        f"services.{service}.secrets.{first}",
+        f"image {svc.image} has no /bin/sh, so secrets cannot become environment variables",
         hint="map the secret to a file instead, e.g. /run/secrets/NAME: SECRET, and read it from there",
     )

@@ -86,12 +86,9 @@ def _check_images(controller: Controller, spec: AppSpec) -> None:
     if missing:
         raise SpecError(
             [
-                Problem(
-                    file="<host>",
-                    line=0,
-                    column=0,
-                    path=f"services.{images[image]}.image",
-                    message=f"image {image!r} is not on this host",
+                Problem.at_path(
+                    f"services.{images[image]}.image",
+                    f"image {image!r} is not on this host",
                     hint=f"build it (scripts/build-images.sh builds the demo's) or `docker pull {image}`",
                 )
                 for image in missing
