@@ -31,6 +31,9 @@ cat <<EOF
 Try it:
   # from inside the app's network, where services find each other by name:
   docker exec $web python3 -c "$FETCH_WEB"
+  # from the host, through the gateway (web is the one public service):
+  curl -H 'Host: shop.localhost' http://127.0.0.1:8080/
+  $FLOTILLA routes $APP
   # scale, watch, read the logs:
   $FLOTILLA scale $APP catalog=4 --wait && $FLOTILLA ps $APP
   $FLOTILLA logs $APP catalog --tail 5
