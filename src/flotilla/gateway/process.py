@@ -57,6 +57,7 @@ class GatewayFiles:
 class HAProxyProcess:
     def __init__(self, files: GatewayFiles) -> None:
         self.files = files
+        self._child: subprocess.Popen | None = None  # when this daemon started it (not adopted)
 
     def master_pid(self) -> int | None:
         """The running master's pid, or None when no gateway runs for this home."""
@@ -103,6 +104,7 @@ class HAProxyProcess:
                 stderr=log,
                 start_new_session=True,
             )
+        self._child = proc
         return self._wait_ready(proc)
 
     def reload(self, text: str) -> None:
@@ -125,6 +127,9 @@ class HAProxyProcess:
             time.sleep(0.05)
         if _is_haproxy(pid):
             os.kill(pid, signal.SIGKILL)
+        if self._child is not None:
+            self._child.poll()  # reap our own child: no zombie left behind
+            self._child = None
         self.files.pid_file.unlink(missing_ok=True)
 
     def _wait_ready(self, proc: subprocess.Popen) -> int:
