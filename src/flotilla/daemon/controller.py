@@ -91,7 +91,7 @@ class Controller:
         self._stop = threading.Event()
         self._crashes: dict[tuple[str, str, int], CrashRecord] = {}
         self._counted_dead: set[str] = set()
-        self._next_wake: float | None = None
+        self._next_wakes: dict[str, float] = {}  # app -> when its earliest back-off hold ends
         self._snapshots: dict[str, Observed] = {}
         self._snapshot_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -155,9 +155,9 @@ class Controller:
                 self._reconcile_safely(app)
 
     def _wait_time(self) -> float:
-        if self._next_wake is None:
-            return self._resync
-        return max(0.0, min(self._resync, self._next_wake - self._clock()))
+        now = self._clock()
+        upcoming = [t - now for t in self._next_wakes.values() if t > now]  # past ones already woke a pass
+        return min([self._resync, *upcoming])
 
     def _reconcile_safely(self, app: str) -> None:
         try:
@@ -318,7 +318,10 @@ class Controller:
 
     def _schedule_holds(self, the_plan: Plan) -> None:
         untils = [h.until for h in the_plan.of_kind(Hold) if h.until is not None]
-        self._next_wake = min(untils) if untils else None
+        if untils:
+            self._next_wakes[the_plan.app] = min(untils)
+        else:
+            self._next_wakes.pop(the_plan.app, None)
         for hold in the_plan.of_kind(Hold):
             self.events.note_hold(the_plan.app, hold.replica, hold.reason)
 
@@ -345,6 +348,7 @@ class Controller:
         with self._snapshot_lock:
             self._snapshots.pop(app, None)
         self.store.delete_app(app)
+        self._next_wakes.pop(app, None)
         self.sync_gateway()
         self._forget_crashes(app)
         self.events.record(app, "down", app, f"removed {len(observed.replicas)} container(s), {len(networks)} network(s)")
