@@ -19,6 +19,7 @@ so other users of the host cannot reach it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -41,6 +42,7 @@ done
 exec "$@"
 """
 SHARED_ROOT = Path("/run/flotilla-secrets")
+LOCK_FILE = "/run/flotilla-secrets.lock"
 RAM_FILESYSTEMS = ("tmpfs", "ramfs")
 
 
@@ -106,8 +108,17 @@ class SecretsRuntime:
 
     def _ensure_ram(self) -> None:
         if not _on_ram(SHARED_ROOT):
-            _mount_tmpfs(SHARED_ROOT)
+            with _host_lock():  # two daemons starting at once must not mount twice
+                if not _on_ram(SHARED_ROOT):
+                    _mount_tmpfs(SHARED_ROOT)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+@contextlib.contextmanager
+def _host_lock():
+    with open(LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _write(path: Path, data: bytes) -> None:
