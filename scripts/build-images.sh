@@ -9,10 +9,15 @@
 # (examples/shop) are built on top of it, each skipped while its label
 # io.flotilla.source-hash still matches its sources, so a rerun is instant.
 #
+# The same recipe makes the Redis image of the redis-cluster cache
+# (redis-server and redis-tools from Debian, Redis 7.0).
+#
 # Settings (environment):
 #   FLOTILLA_PYTHON_IMAGE   base image for the demo app (default flotilla/python:bookworm).
 #                           Anything other than our local tag (python:3.12-slim, say)
 #                           is never built here: it must already exist (docker pull it).
+#   FLOTILLA_REDIS_IMAGE    the caches' Redis image (default flotilla/redis:bookworm); the
+#                           same rule: another tag (redis:7, say) must already exist.
 #   FLOTILLA_CACHE          cache root (default /var/cache/flotilla); tarballs go to images/.
 #   FLOTILLA_DEBIAN_MIRROR  Debian mirror for debootstrap (default http://deb.debian.org/debian).
 set -euo pipefail
@@ -25,6 +30,9 @@ IMAGE_CACHE="${FLOTILLA_CACHE:-/var/cache/flotilla}/images"
 DEBIAN_MIRROR="${FLOTILLA_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 DEBIAN_SUITE="bookworm"
 PYTHON_PACKAGES="python3,python3-redis,ca-certificates"
+LOCAL_REDIS_IMAGE="flotilla/redis:bookworm"
+REDIS_IMAGE="${FLOTILLA_REDIS_IMAGE:-$LOCAL_REDIS_IMAGE}"
+REDIS_PACKAGES="redis-server,redis-tools"
 # Bump when make_rootfs changes what goes into the tarball, to invalidate caches.
 ROOTFS_RECIPE=1
 
@@ -113,15 +121,15 @@ build_base_image() { # TAG INCLUDE CMD_JSON
     flock -u 9
 }
 
-ensure_python_image() {
-    if [[ "$PYTHON_IMAGE" == "$LOCAL_PYTHON_IMAGE" ]]; then
-        build_base_image "$LOCAL_PYTHON_IMAGE" "$PYTHON_PACKAGES" '["python3"]'
-    elif docker image inspect "$PYTHON_IMAGE" >/dev/null 2>&1; then
-        log "using base image $PYTHON_IMAGE (from FLOTILLA_PYTHON_IMAGE)"
+ensure_image() { # IMAGE LOCAL_TAG PACKAGES CMD_JSON SETTING
+    local image=$1 local_tag=$2 packages=$3 cmd=$4 setting=$5
+    if [[ "$image" == "$local_tag" ]]; then
+        build_base_image "$local_tag" "$packages" "$cmd"
+    elif docker image inspect "$image" >/dev/null 2>&1; then
+        log "using image $image (from $setting)"
     else
-        die "FLOTILLA_PYTHON_IMAGE=$PYTHON_IMAGE is not on this Docker host. Pull it first \
-(docker pull $PYTHON_IMAGE), or unset FLOTILLA_PYTHON_IMAGE to build $LOCAL_PYTHON_IMAGE \
-from Debian packages."
+        die "$setting=$image is not on this Docker host. Pull it first \
+(docker pull $image), or unset $setting to build $local_tag from Debian packages."
     fi
 }
 
@@ -169,12 +177,13 @@ main() {
     local started base_id svc
     started=$(now)
     docker_up || die "Docker Engine is not reachable (docker info fails); scripts/setup.sh installs and starts it"
-    ensure_python_image
+    ensure_image "$PYTHON_IMAGE" "$LOCAL_PYTHON_IMAGE" "$PYTHON_PACKAGES" '["python3"]' FLOTILLA_PYTHON_IMAGE
+    ensure_image "$REDIS_IMAGE" "$LOCAL_REDIS_IMAGE" "$REDIS_PACKAGES" '["redis-server"]' FLOTILLA_REDIS_IMAGE
     base_id=$(image_id "$PYTHON_IMAGE")
     for svc in "${SHOP_SERVICES[@]}"; do
         build_shop_image "$svc" "$base_id"
     done
-    log "images ready in $(elapsed_since "$started"): $PYTHON_IMAGE ${SHOP_SERVICES[*]/#/shop-}"
+    log "images ready in $(elapsed_since "$started"): $PYTHON_IMAGE $REDIS_IMAGE ${SHOP_SERVICES[*]/#/shop-}"
 }
 
 main "$@"

@@ -22,6 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHOP_IMAGES = ("shop-web:1", "shop-catalog:1", "shop-cart:1")
+REDIS_IMAGE = os.environ.get("FLOTILLA_REDIS_IMAGE", "flotilla/redis:bookworm")
 BASE_IMAGE = os.environ.get("FLOTILLA_PYTHON_IMAGE", "flotilla/python:bookworm")
 
 
@@ -33,7 +34,7 @@ def _docker_problem() -> str | None:
         client.ping()
     except Exception as exc:  # noqa: BLE001 - any failure means "no Docker here"
         return f"Docker Engine is not reachable ({exc}); run scripts/test.sh, which starts it"
-    missing = [i for i in (*SHOP_IMAGES, BASE_IMAGE) if not client.images.list(name=i)]
+    missing = [i for i in (*SHOP_IMAGES, BASE_IMAGE, REDIS_IMAGE) if not client.images.list(name=i)]
     if missing:
         return f"images {missing} are missing; scripts/build-images.sh builds them"
     return None
@@ -158,6 +159,8 @@ def remove_labelled(client, app: str) -> None:
         container.remove(force=True)
     for network in client.networks.list(filters={"label": f"io.flotilla.app={app}"}):
         network.remove()
+    for volume in client.volumes.list(filters={"label": f"io.flotilla.app={app}"}):
+        volume.remove(force=True)
 
 
 @pytest.fixture

@@ -15,9 +15,10 @@ caller above an engine ever sees a docker or sqlite exception.
     │   └── DaemonUnavailableError
     ├── TimeoutError_             exit 7  a wait ran out (for example ``up --timeout``)
     ├── GatewayError              exit 8  the gateway (HAProxy) failed, refused a change or cannot start
-    └── SecretsError              exit 9  the vault or the master key cannot do what was asked
-        ├── WrongKeyError                 the master key is not the one the vault was written with
-        └── TamperedError                 a stored secret failed its integrity check
+    ├── SecretsError              exit 9  the vault or the master key cannot do what was asked
+    │   ├── WrongKeyError                 the master key is not the one the vault was written with
+    │   └── TamperedError                 a stored secret failed its integrity check
+    └── CacheError                exit 10 a cache node (Redis) refused a command or did not answer
 """
 
 from __future__ import annotations
@@ -145,6 +146,13 @@ class TamperedError(SecretsError):
     code = "vault_tampered"
 
 
+class CacheError(FlotillaError):
+    """A cache node (Redis) refused a command or did not answer; the message names the node."""
+
+    exit_code = 10
+    code = "cache_error"
+
+
 _BY_CODE = {
     cls.code: cls
     for cls in (
@@ -158,6 +166,7 @@ _BY_CODE = {
         TimeoutError_,
         GatewayError,
         SecretsError,
+        CacheError,
         WrongKeyError,
         TamperedError,
     )

@@ -5,6 +5,8 @@ the same container name, so creating a replica twice (say, after the daemon
 was killed mid-plan) meets a name conflict instead of making a duplicate.
 """
 
+import re
+
 
 def internal_network(app: str) -> str:
     """The app's private network: every replica, no route out, no host ports."""
@@ -23,3 +25,29 @@ def replica_name(service: str, index: int) -> str:
 
 def container_name(*, app: str, service: str, index: int, config_hash: str) -> str:
     return f"{app}-{service}-{index}-{config_hash[:6]}"
+
+
+def cache_node(cache: str, *, shard: int, ordinal: int) -> str:
+    """A cache node, also its service and DNS name: ``sessions-0-1`` is shard 0, ordinal 1."""
+    return f"{cache}-{shard}-{ordinal}"
+
+
+def is_cache_node(cache: str, name: str) -> bool:
+    """Whether ``name`` has the shape of a node of ``cache`` (``sessions-3-1``)."""
+    return re.fullmatch(rf"{re.escape(cache)}-\d+-\d+", name) is not None
+
+
+def cache_variables(cache: str) -> tuple[str, str]:
+    """What a service listing ``cache`` receives: ``(SESSIONS_REDIS_NODES, SESSIONS_REDIS_PASSWORD)``."""
+    prefix = cache.upper().replace("-", "_")
+    return f"{prefix}_REDIS_NODES", f"{prefix}_REDIS_PASSWORD"
+
+
+def cache_password_secret(cache: str) -> str:
+    """The vault secret holding a cache's password (generated when absent)."""
+    return f"{cache}-redis-password"
+
+
+def volume_name(*, app: str, service: str, index: int, volume: str) -> str:
+    """A replica slot's own volume; it outlives the slot's containers, not the slot."""
+    return f"flotilla-{app}-{service}-{index}-{volume}"

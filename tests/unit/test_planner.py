@@ -118,6 +118,33 @@ def test_old_replica_stays_until_its_successor_is_healthy():
     assert removes(p) == [old.container_id]
 
 
+def stateful(replicas=1, hash_="new", restart_delay=0.0):
+    return Desired(app="shop", services=(
+        DesiredService("node", replicas, hash_, recreate=True, restart_delay=restart_delay),))
+
+
+def test_stateful_replica_is_stopped_before_its_replacement_starts():
+    old = replica(service="node", index=1, hash_="old")
+    p = plan(stateful(), observed(old), now=0)
+    assert removes(p) == [old.container_id] and creates(p) == []
+    assert "before its replacement starts" in p.of_kind(RemoveReplica)[0].reason
+    assert creates(plan(stateful(), observed(), now=0)) == [("node", 1)]
+
+
+def test_stateful_replicas_are_recreated_one_slot_at_a_time():
+    old = [replica(service="node", index=i, hash_="old") for i in (1, 2)]
+    p = plan(stateful(2), observed(*old), now=0)
+    assert removes(p) == [old[0].container_id] and len(p.of_kind(Hold)) == 1
+
+
+def test_restart_delay_holds_even_a_first_death():
+    crashes = {("node", 1): CrashRecord(count=1, last_failure=100.0)}
+    p = plan(stateful(restart_delay=5.0), observed(), now=102.0, crashes=crashes)
+    assert creates(p) == [] and p.of_kind(Hold)[0].until == 105.0
+    assert "it died, restarting in 3.0s" in p.of_kind(Hold)[0].reason
+    assert creates(plan(stateful(restart_delay=5.0), observed(), now=105.0, crashes=crashes)) == [("node", 1)]
+
+
 def test_removed_service_goes_entirely():
     gone = replica(service="legacy", index=1)
     p = plan(desired(0), observed(gone), now=0)

@@ -404,6 +404,17 @@ def test_every_node_back_with_new_ips_is_met_again():
     assert_ready(sim, shards=3, replicas=1)
 
 
+def test_a_replica_replicating_from_its_masters_old_address_is_pointed_again():
+    from dataclasses import replace
+
+    observed = formed(3, 1).observe()
+    stale = [replace(n, stale_master_address=True, linked=False) if n.name == "sessions-1-1" else n
+             for n in observed]
+    plan = plan_cluster(cache=CACHE, shards=3, replicas=1, observed=stale, now=0)
+    assert plan == [Replicate(node="sessions-1-1", master="sessions-1-0", reason="")]
+    assert "old address of sessions-1-0" in plan[0].reason
+
+
 def test_no_slots_are_assigned_while_a_failover_is_pending():
     sim = formed(3, 1)
     sim.live("sessions-2-0").live = False  # down, its replica not promoted yet

@@ -935,6 +935,32 @@ caches:
         ],
         id='many_problems_at_once',
     ),
+    pytest.param(
+        """\
+app: shop
+caches:
+  sessions: {type: redis-cluster}
+services:
+  sessions-0-1: {image: x}
+  web:
+    image: x
+    env: {SESSIONS_REDIS_NODES: "a:1"}
+    secrets: {SESSIONS_REDIS_PASSWORD: pw}
+    caches: [sessions]
+""",
+        [
+            ("flotilla.yaml:5:3: services.sessions-0-1: service 'sessions-0-1' has the name of a node "
+             "of cache 'sessions'; rename the service: the nodes of sessions are called "
+             "sessions-SHARD-ORDINAL"),
+            ("flotilla.yaml:8:11: services.web.env.SESSIONS_REDIS_NODES: SESSIONS_REDIS_NODES is set by "
+             "cache 'sessions', which this service lists; remove SESSIONS_REDIS_NODES from env: "
+             "Flotilla sets it"),
+            ("flotilla.yaml:9:15: services.web.secrets.SESSIONS_REDIS_PASSWORD: SESSIONS_REDIS_PASSWORD "
+             "is set by cache 'sessions', which this service lists; remove SESSIONS_REDIS_PASSWORD "
+             "from secrets: Flotilla sets it"),
+        ],
+        id='cache_names_taken',
+    ),
 ]
 
 

@@ -26,7 +26,6 @@ from flotilla.spec import load_spec, spec_to_dict
 
 DEFAULT_SPEC = "flotilla.yaml"
 # Spec keys that validate today but whose capability has not landed yet.
-NOT_YET_ACTED_ON = ("caches",)
 spec_option = click.option(
     "-f", "--file", "spec_file", default=DEFAULT_SPEC, show_default=True,
     type=click.Path(dir_okay=False), help="The app spec.",
@@ -35,15 +34,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 
 
 def load_checked(spec_file: str):
-    """Load and validate the spec; warn about keys this version does not act on."""
-    spec = load_spec(spec_file)
-    for name, service in spec.services.items():
-        for key in NOT_YET_ACTED_ON:
-            if getattr(service, key):
-                _say(f"{spec_file}: warning: services.{name}.{key} is valid but not acted on yet in this version")
-    if spec.caches:
-        _say(f"{spec_file}: warning: caches are valid but not acted on yet in this version")
-    return spec
+    """Load and validate the spec (the daemon checks images and secrets again)."""
+    return load_spec(spec_file)
 
 
 def _client(ctx: click.Context) -> DaemonClient:
@@ -148,7 +140,7 @@ def up(ctx: click.Context, spec_file: str, timeout: float, detach: bool, as_json
     if as_json:
         render.echo_json(status)
     else:
-        click.echo(f"{spec.app} is up: {sum(s['desired'] for s in status['services'])} replica(s) healthy")
+        click.echo(render.up_line(status))
 
 
 def _submit(client: DaemonClient, spec_file: str, spec) -> dict:
@@ -177,7 +169,8 @@ def down(ctx: click.Context, app: str, as_json: bool) -> None:
     if as_json:
         render.echo_json(result)
     else:
-        click.echo(f"{app}: removed {len(result['containers'])} container(s), {len(result['networks'])} network(s)")
+        click.echo(f"{app}: removed {len(result['containers'])} container(s), {len(result['networks'])} network(s), "
+                   f"{len(result.get('volumes', []))} volume(s)")
 
 
 @cli.command()
@@ -185,10 +178,12 @@ def down(ctx: click.Context, app: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def ps(ctx: click.Context, app: str | None, as_json: bool) -> None:
-    """List replicas: one row per replica, of APP or of every app.
+    """List replicas: one row per replica, of APP or of every app; then each cache's nodes.
 
     JSON rows carry service, replica, name, state, healthy, ip, config_hash,
-    current (running the current config) and container_id.
+    current (running the current config) and container_id; the row of a
+    cache node also carries cache_node: its cache, role, shard, slot ranges,
+    master and link status (up: reachable and, for a replica, replicating).
 
     \b
     Example:
@@ -196,17 +191,20 @@ def ps(ctx: click.Context, app: str | None, as_json: bool) -> None:
     """
     client = _client(ctx)
     apps = [app] if app else [a["app"] for a in client.request("GET", "/v1/apps")["apps"]]
-    rows, scaled = [], []
+    rows, scaled, caches = [], [], []
     for name in apps:
         status = client.request("GET", app_path(name))
-        rows += [{"app": name, **r} for r in status["replicas"]]
+        rows += [{"app": name, **r} for r in render.with_cache_nodes(status)]
         scaled += [{"app": name, **s} for s in status["services"] if "autoscale" in s]
+        caches += [{"app": name, **c} for c in status.get("caches", [])]
     if as_json:
         render.echo_json(rows)
         return
     click.echo(render.ps_table(rows))
     for service in scaled:
         click.echo(render.autoscale_line(service))
+    for cache in caches:
+        click.echo(render.cache_text(cache))
 
 
 @cli.command()

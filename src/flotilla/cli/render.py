@@ -22,6 +22,16 @@ PS_COLUMNS = (
     ("GATEWAY", "gateway"),
     ("IP", "ip"),
 )
+CACHE_COLUMNS = (
+    ("NODE", "name"),
+    ("SHARD", "shard"),
+    ("ROLE", "role"),
+    ("MASTER", "master"),
+    ("SLOTS", "slots_text"),
+    ("#SLOTS", "slot_count"),
+    ("LINK", "link"),
+    ("IP", "ip"),
+)
 ROUTE_COLUMNS = (
     ("LISTEN", "listen"),
     ("HOST", "host"),
@@ -68,6 +78,35 @@ def autoscale_line(service: dict) -> str:
         f"{service['app']}/{service['name']}: {service['running']} running, desired {service['desired']} "
         f"(autoscale {bounds['min']}..{bounds['max']}): {bounds['reason'] or 'no decision yet'}"
     )
+
+
+def up_line(status: dict) -> str:
+    """``shop is up: 6 replica(s) healthy; cache sessions ready (3 shards x 1 replica)``."""
+    replicas = sum(s["desired"] for s in status["services"] if not s.get("cache"))
+    caches = [f"cache {c['name']} ready ({c['shards']} shards x {c['replicas']} replicas)"
+              for c in status.get("caches", [])]
+    return f"{status['app']} is up: {replicas} replica(s) healthy" + "".join(f"; {c}" for c in caches)
+
+
+def with_cache_nodes(status: dict) -> list[dict]:
+    """The replica rows, a cache node's carrying its role, shard, slots and link."""
+    nodes = {n["name"]: {"cache": c["name"], **n} for c in status.get("caches", []) for n in c["nodes"]}
+    return [{**r, "cache_node": nodes[r["service"]]} if r["service"] in nodes else r for r in status["replicas"]]
+
+
+def cache_text(cache: dict) -> str:
+    """A cache's state line and a table of its nodes."""
+    state = "ready" if cache["ready"] else "not ready"
+    head = (f"{cache['app']}/{cache['name']}: redis-cluster {cache['shards']} shards x {cache['replicas']} "
+            f"replicas, {state}: {cache['reason']}")
+    rows = [{**n, "slots_text": slot_text(n["slots"]), "master": n["master"] or "-"} for n in cache["nodes"]]
+    return head + ("\n" + table(rows, CACHE_COLUMNS) if rows else "")
+
+
+def slot_text(ranges: Sequence[Sequence[int]]) -> str:
+    """``0-5460,16000`` (at most four ranges, then how many more)."""
+    parts = [f"{a}-{b}" if a != b else str(a) for a, b in ranges]
+    return ",".join(parts[:4]) + (f",+{len(parts) - 4} more" if len(parts) > 4 else "") or "-"
 
 
 def routes_table(rows: Sequence[dict]) -> str:

@@ -16,7 +16,7 @@ from flotilla.errors import FlotillaError, TimeoutError_
 
 POLL_INTERVAL = 0.2
 CRASH_LOOP_FAILURES = 3
-SHOWN_EVENTS = ("create", "remove", "crash", "error")
+SHOWN_EVENTS = ("create", "remove", "crash", "error", "cache")
 
 
 def last_event_id(client: DaemonClient, app: str) -> int:
@@ -51,8 +51,14 @@ def wait_converged(
 
 
 def readiness(status: dict) -> str:
-    parts = [f"{s['name']} {s['ready']}/{s['desired']}" for s in status["services"]]
+    parts = [f"{s['name']} {s['ready']}/{s['desired']}" for s in status["services"] if not s.get("cache")]
+    parts += [_cache_readiness(c) for c in status.get("caches", [])]
     return "ready: " + ", ".join(parts)
+
+
+def _cache_readiness(cache: dict) -> str:
+    nodes = [s for s in cache["nodes"] if s["reachable"]]
+    return f"cache {cache['name']} " + ("ready" if cache["ready"] else f"forming ({len(nodes)} nodes up)")
 
 
 def _show_events(client: DaemonClient, app: str, since: int, say: Callable[[str], None]) -> int:
@@ -85,7 +91,8 @@ def _pending(status: dict) -> str:
         f"{r['replica']}: {r['health'] or r['state']}" for r in status["replicas"] if not r["healthy"]
     ]
     stale = [r["replica"] for r in status["replicas"] if not r["current"]]
-    text = ", ".join(waiting) or "old replicas still being replaced"
+    caches = [f"cache {c['name']}: {c['reason']}" for c in status.get("caches", []) if not c["ready"]]
+    text = ", ".join(waiting + caches) or "old replicas still being replaced"
     if unhealthy:
         text += "; not healthy: " + ", ".join(unhealthy)
     if stale:

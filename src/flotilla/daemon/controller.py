@@ -14,6 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
+from flotilla.addons.redis_cluster.nodes import DEFAULT_IMAGE as DEFAULT_CACHE_IMAGE
+from flotilla.addons.redis_cluster.nodes import with_cache_nodes
 from flotilla.daemon.events import EventLog
 from flotilla.daemon.health import HealthProber, ProbeTarget
 from flotilla.daemon.injection import SecretInjector
@@ -22,6 +24,7 @@ from flotilla.daemon.traffic import Traffic
 from flotilla.engines.docker import DockerEngine
 from flotilla.engines.docker.containers import Overrides
 from flotilla.errors import FlotillaError, NotFoundError
+from flotilla.naming import volume_name
 from flotilla.plan import (
     CrashRecord,
     CreateReplica,
@@ -55,6 +58,8 @@ def desired_state(spec: AppSpec, *, hash_of: Callable[[AppSpec, str], str] = con
                 replicas=svc.replicas,
                 config_hash=hash_of(spec, name),
                 egress=svc.egress,
+                recreate=bool(svc.volumes),
+                restart_delay=svc.restart_delay,
             )
             for name, svc in spec.services.items()
         ),
@@ -73,12 +78,15 @@ class Controller:
         traffic: Traffic | None = None,
         injector: SecretInjector | None = None,
         resync_interval: float = RESYNC_INTERVAL,
+        cache_image: str = DEFAULT_CACHE_IMAGE,
     ) -> None:
         self.engine = engine
         self.store = store
         self.traffic = traffic
         self.injector = injector
         self.autoscaler = None  # set by the daemon (daemon/autoscaler.py); it reads this controller
+        self.caches = None  # set by the daemon (daemon/caches.py): which cache nodes must stay
+        self.cache_image = cache_image
         self.events = EventLog(store)
         self._clock = clock
         self._resync = resync_interval
@@ -116,12 +124,27 @@ class Controller:
         """Run ``loop(stop_event)`` in its own thread from ``start`` on (the autoscaler)."""
         self._loops.append((name, loop))
 
+    def active_specs(self) -> list[AppSpec]:
+        """The spec of every app that is not being removed, as its file says it."""
+        return [spec_from_dict(a.spec) for a in self.store.apps() if a.status != DELETING]
+
+    def runtime_spec(self, spec: AppSpec, observed: Observed | None = None) -> AppSpec:
+        """``spec`` with the services Flotilla adds: a cache's nodes (and its consumers' wiring)."""
+        if not spec.caches:
+            return spec
+        keep = {}
+        if self.caches is not None:
+            with self._snapshot_lock:
+                observed = observed or self._snapshots.get(spec.app) or Observed(app=spec.app)
+            keep = self.caches.keep(spec, observed)
+        return with_cache_nodes(spec, image=self.cache_image, keep=keep)
+
     def ready_replica(self, app: str, service: str) -> tuple[str, int] | None:
         """The address of one healthy replica of ``service``, if there is one."""
         stored = self.store.get_app(app)
         if stored is None:
             return None
-        spec = spec_from_dict(stored.spec)
+        spec = self.runtime_spec(spec_from_dict(stored.spec))
         port = spec.services[service].port if service in spec.services else None
         for replica in self.snapshot(spec).replicas:
             if replica.service == service and replica.running and replica.healthy and replica.ip and port:
@@ -175,8 +198,9 @@ class Controller:
             if stored.status == DELETING:
                 self._remove_now(app)
                 return None
-            spec = spec_from_dict(stored.spec)
-            observed = self.observe(spec)
+            raw = self.engine.observe(app)
+            spec = self.runtime_spec(spec_from_dict(stored.spec), raw)
+            observed = self._remember(spec, raw)
             if self.injector:
                 self.injector.collect_garbage(app, observed)
             self.sync_gateway()
@@ -186,13 +210,17 @@ class Controller:
             )
             self._schedule_holds(the_plan)
             self.apply(spec, the_plan)
+            if any(r.service not in spec.services for r in the_plan.of_kind(RemoveReplica)):
+                self._remove_unused_volumes(spec)
             if the_plan.changes:
                 self.trigger(app)  # look again: new replicas need probing
             return the_plan
 
     def observe(self, spec: AppSpec) -> Observed:
         """Ask the engine what runs for ``spec.app``; health filled in, kept as the snapshot."""
-        observed = self.engine.observe(spec.app)
+        return self._remember(spec, self.engine.observe(spec.app))
+
+    def _remember(self, spec: AppSpec, observed: Observed) -> Observed:
         self._prober.set_targets(spec.app, _probe_targets(spec, observed))
         with self._snapshot_lock:
             self._snapshots[spec.app] = observed
@@ -222,7 +250,7 @@ class Controller:
         return replace(observed, replicas=replicas)
 
     def preview(self, spec: AppSpec) -> Plan:
-        """The plan ``up`` would carry out for ``spec``, changing nothing."""
+        """The plan ``up`` would carry out for ``spec`` (a runtime spec), changing nothing."""
         observed = self.observe(spec)
         return plan(self.desired(spec), observed, now=self._clock(), crashes=self._crashes_of(spec.app))
 
@@ -342,6 +370,9 @@ class Controller:
         removal = plan_removal(observed)
         self._run_all([(self._remove, app, a) for a in removal.of_kind(RemoveReplica)])
         networks = self.engine.remove_networks(app)
+        volumes = self.engine.remove_volumes(app)
+        if self.caches is not None:
+            self.caches.forget_app(app)
         if self.injector:
             self.injector.runtime.remove_app(app)
         self._prober.set_targets(app, [])
@@ -351,8 +382,22 @@ class Controller:
         self._next_wakes.pop(app, None)
         self.sync_gateway()
         self._forget_crashes(app)
-        self.events.record(app, "down", app, f"removed {len(observed.replicas)} container(s), {len(networks)} network(s)")
-        return {"containers": [r.name for r in observed.replicas], "networks": networks}
+        self.events.record(
+            app, "down", app,
+            f"removed {len(observed.replicas)} container(s), {len(networks)} network(s), {len(volumes)} volume(s)",
+        )
+        return {"containers": [r.name for r in observed.replicas], "networks": networks, "volumes": volumes}
+
+    def _remove_unused_volumes(self, spec: AppSpec) -> None:
+        """Volumes of slots that are gone (a cache node outside the shape now)."""
+        keep = {
+            volume_name(app=spec.app, service=name, index=index, volume=volume)
+            for name, svc in spec.services.items()
+            for index in range(1, svc.replicas + 1)
+            for volume in svc.volumes
+        }
+        for removed in self.engine.remove_volumes(spec.app, keep=keep):
+            self.events.record(spec.app, "remove", spec.app, f"removed volume {removed}")
 
     def _forget_crashes(self, app: str) -> None:
         for key in [k for k in self._crashes if k[0] == app]:
@@ -365,10 +410,8 @@ class Controller:
         if self.traffic is None:
             return
         apps = {}
-        for stored in self.store.apps():
-            if stored.status != DELETING:
-                spec = spec_from_dict(stored.spec)
-                apps[spec.app] = (spec, self.snapshot(spec))
+        for spec in map(self.runtime_spec, self.active_specs()):
+            apps[spec.app] = (spec, self.snapshot(spec))
         try:
             self.traffic.sync(apps)
         except FlotillaError as exc:

@@ -91,9 +91,9 @@ class SecretInjector:
         extra = {f"secret:{name}": str(versions.get(name, 0)) for name in used}
         return config_hash(spec, service, extra=extra or None)
 
-    def check(self, spec: AppSpec) -> None:
-        """Every named secret is set, and env secrets have a shell to run the shim."""
-        versions = self.vault.versions(spec.app)
+    def check(self, spec: AppSpec, *, generated: set[str] = frozenset()) -> None:
+        """Every named secret is set (or ``generated`` by Flotilla), and env secrets have a shell to run the shim."""
+        versions = {**dict.fromkeys(generated, 0), **self.vault.versions(spec.app)}
         problems = []
         for name, svc in spec.services.items():
             problems += _unset(spec.app, name, svc, versions)

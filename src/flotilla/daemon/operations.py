@@ -17,7 +17,11 @@ from flotilla.daemon.store import DELETING
 from flotilla.gateway.config import normalize_path
 from flotilla.errors import ConflictError, NotFoundError, Problem, SpecError
 from flotilla.plan import Plan
-from flotilla.spec import AppSpec, spec_from_dict, spec_to_dict
+from flotilla.addons.redis_cluster.nodes import DEFAULT_IMAGE as DEFAULT_CACHE_IMAGE
+from flotilla.addons.redis_cluster.nodes import cache_of
+from flotilla.daemon.caches import generate_passwords
+from flotilla.naming import cache_password_secret
+from flotilla.spec import AppSpec, ServiceSpec, spec_from_dict, spec_to_dict
 
 MAX_REPLICAS = 100
 
@@ -29,12 +33,15 @@ def plan_to_dict(the_plan: Plan) -> dict:
 def submit(controller: Controller, spec_data: dict, *, dry_run: bool) -> dict:
     """``up`` (or ``plan`` with ``dry_run``): validate, store, converge."""
     spec = spec_from_dict(spec_data)
-    _check_images(controller, spec)
+    runtime = controller.runtime_spec(spec)
+    _check_images(controller, runtime)
     check_gateway(controller, spec)
     if controller.injector:
-        controller.injector.check(spec)
-    the_plan = controller.preview(spec)
+        controller.injector.check(runtime, generated={cache_password_secret(c) for c in spec.caches})
+    the_plan = controller.preview(runtime)
     if not dry_run:
+        if controller.injector:
+            generate_passwords(controller.injector.vault, spec)
         controller.store.put_app(spec.app, spec_to_dict(spec))
         controller.events.record(spec.app, "apply", spec.app, _apply_summary(the_plan))
         controller.trigger(spec.app)
@@ -81,19 +88,23 @@ def _check_counts(spec: AppSpec, counts: dict[str, int]) -> None:
 
 
 def _check_images(controller: Controller, spec: AppSpec) -> None:
-    images = {svc.image: name for name, svc in spec.services.items()}
+    images = {svc.image: _image_path(name, svc) for name, svc in reversed(spec.services.items())}
     missing = controller.engine.missing_images(set(images))
     if missing:
-        raise SpecError(
-            [
-                Problem.at_path(
-                    f"services.{images[image]}.image",
-                    f"image {image!r} is not on this host",
-                    hint=f"build it (scripts/build-images.sh builds the demo's) or `docker pull {image}`",
-                )
-                for image in missing
-            ]
-        )
+        raise SpecError([Problem.at_path(images[image], f"image {image!r} is not on this host",
+                                         hint=_image_hint(image)) for image in missing])
+
+
+def _image_path(name: str, svc: ServiceSpec) -> str:
+    cache = cache_of(svc)
+    return f"caches.{cache}.image" if cache else f"services.{name}.image"
+
+
+def _image_hint(image: str) -> str:
+    if image == DEFAULT_CACHE_IMAGE:
+        return (f"scripts/build-images.sh builds {image} from Debian packages; with a registry, "
+                f"set caches.NAME.image or FLOTILLA_REDIS_IMAGE to redis:7 and `docker pull redis:7`")
+    return f"build it (scripts/build-images.sh builds the demo's) or `docker pull {image}`"
 
 
 def check_gateway(controller: Controller, spec: AppSpec) -> None:
@@ -103,7 +114,7 @@ def check_gateway(controller: Controller, spec: AppSpec) -> None:
     if not routes:
         return
     listen = spec.gateway.listen
-    on_address = [s for s in _active_specs(controller) if s.gateway.listen == listen and _route_keys(s)]
+    on_address = [s for s in controller.active_specs() if s.gateway.listen == listen and _route_keys(s)]
     for other in on_address:
         clash = sorted(routes & _route_keys(other)) if other.app != spec.app else []
         if clash:
@@ -118,10 +129,6 @@ def check_gateway(controller: Controller, spec: AppSpec) -> None:
 
 def _route_keys(spec: AppSpec) -> set[tuple[str, str]]:
     return {(r.host.lower(), normalize_path(r.path)) for svc in spec.services.values() for r in svc.routes}
-
-
-def _active_specs(controller: Controller) -> list[AppSpec]:
-    return [spec_from_dict(a.spec) for a in controller.store.apps() if a.status != DELETING]
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -192,5 +199,5 @@ def _secret_users(controller: Controller, app: str, name: str) -> list[str]:
     stored = controller.store.get_app(app)
     if stored is None or stored.status == DELETING:
         return []
-    spec = spec_from_dict(stored.spec)
+    spec = controller.runtime_spec(spec_from_dict(stored.spec))
     return [svc for svc, s in spec.services.items() if name in s.secrets.values()]

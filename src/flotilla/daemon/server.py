@@ -17,7 +17,11 @@ import time
 
 from flotilla.daemon.api import Api, TcpApiServer, UnixApiServer
 from flotilla.daemon.activator import Activator
+from flotilla.addons.redis_cluster.client import ClusterClient
+from flotilla.addons.redis_cluster.nodes import DEFAULT_IMAGE as DEFAULT_CACHE_IMAGE
+from flotilla.addons.redis_cluster.nodes import IMAGE_SETTING as CACHE_IMAGE_SETTING
 from flotilla.daemon.autoscaler import Autoscaler
+from flotilla.daemon.caches import CacheKeeper
 from flotilla.daemon.controller import Controller
 from flotilla.daemon.injection import SecretInjector, open_vault
 from flotilla.daemon.paths import Home
@@ -43,7 +47,11 @@ def run_daemon(home: Home, *, docker_url: str | None = None, api_listen: str | N
         vault, keys = open_vault(home=home.root, store=home.store, environ=os.environ, clock=time.time)
         injector = SecretInjector(vault=vault, runtime=SecretsRuntime(home=home.root), engine=engine, keys=keys)
         traffic = Traffic(gateway=GatewayManager(files=GatewayFiles(home.root / "gateway")), clock=time.monotonic)
-        controller = Controller(engine=engine, store=store, clock=time.time, traffic=traffic, injector=injector)
+        controller = Controller(engine=engine, store=store, clock=time.time, traffic=traffic, injector=injector,
+                                cache_image=os.environ.get(CACHE_IMAGE_SETTING) or DEFAULT_CACHE_IMAGE)
+        caches = CacheKeeper(controller=controller, client=ClusterClient(), vault=vault, clock=time.monotonic)
+        controller.add_loop("caches", caches.run)
+        controller.caches = caches
         autoscaler = Autoscaler(controller=controller, clock=time.monotonic)
         controller.add_loop("autoscaler", autoscaler.run)
         controller.autoscaler = autoscaler

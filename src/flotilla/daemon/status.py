@@ -7,6 +7,7 @@ replica of the current config, nothing extra left).
 
 from __future__ import annotations
 
+from flotilla.addons.redis_cluster.nodes import cache_of
 from flotilla.daemon.controller import Controller
 from flotilla.errors import NotFoundError
 from flotilla.gateway.metrics import prometheus_text
@@ -22,23 +23,64 @@ def load_app(controller: Controller, app: str) -> AppSpec:
 
 
 def app_status(controller: Controller, app: str) -> dict:
-    spec = load_app(controller, app)
+    spec = controller.runtime_spec(load_app(controller, app))
     observed = controller.snapshot(spec)
     desired = controller.desired(spec)
-    services = [_with_autoscale(controller, spec, _service_summary(s, observed)) for s in desired.services]
+    services = [_with_autoscale(controller, spec, _service_summary(s, observed, spec)) for s in desired.services]
+    caches = [cache_status(controller, spec, name, observed) for name in spec.caches]
     return {
         "app": app,
         "services": services,
+        "caches": caches,
         "replicas": [replica_row(controller, r, desired) for r in _sorted(observed.replicas)],
-        "converged": _converged(desired, observed),
+        "converged": _converged(desired, observed) and all(c["ready"] for c in caches),
         "failing": [
             {"replica": name, "failures": rec.count} for name, rec in controller.crash_loops(app).items()
         ],
     }
 
 
+def cache_status(controller: Controller, spec: AppSpec, cache: str, observed: Observed) -> dict:
+    """One cache for ``ps``: ready or why not, and every node's role, shard, slots and links."""
+    cache_spec = spec.caches[cache]
+    state = controller.caches.state(spec.app, cache) if controller.caches else None
+    containers = {r.service: r for r in observed.replicas}
+    by_id = {n.node_id: n.name for n in state.nodes} if state else {}
+    nodes = []
+    for node in sorted(state.nodes if state else (), key=lambda n: (not n.reachable, n.name)):
+        container = containers.get(node.name)
+        nodes.append({
+            "name": node.name,
+            "node_id": node.node_id,
+            "shard": _shard_of(node.name),
+            "role": node.role,
+            "master": by_id.get(node.master_id or "", node.master_id),
+            "slots": [list(r) for r in node.slots],
+            "slot_count": node.slot_count,
+            "link": "up" if node.reachable and node.linked else "down",
+            "reachable": node.reachable,
+            "container": container.name if container else None,
+            "ip": container.ip if container else None,
+        })
+    return {
+        "name": cache,
+        "type": cache_spec.type,
+        "shards": cache_spec.shards,
+        "replicas": cache_spec.replicas,
+        "ready": bool(state and state.ready),
+        "reason": state.reason if state else "the daemon does not tend caches",
+        "pending": list(state.pending) if state else [],
+        "nodes": nodes,
+    }
+
+
+def _shard_of(node: str) -> int | None:
+    shard = node.rsplit("-", 2)[-2] if node.count("-") >= 2 else ""
+    return int(shard) if shard.isdigit() else None
+
+
 def endpoints(controller: Controller, app: str, service: str) -> list[dict]:
-    spec = load_app(controller, app)
+    spec = controller.runtime_spec(load_app(controller, app))
     if service not in spec.services:
         raise NotFoundError(f"app {app} has no service {service!r}; it has: {', '.join(spec.services)}")
     observed = controller.snapshot(spec)
@@ -73,10 +115,11 @@ def _gateway_state(controller: Controller, app: str, replica: ObservedReplica) -
     return controller.traffic.gateway_state(app, replica)
 
 
-def _service_summary(service: DesiredService, observed: Observed) -> dict:
+def _service_summary(service: DesiredService, observed: Observed, spec: AppSpec) -> dict:
     mine = [r for r in observed.replicas if r.service == service.name]
     return {
         "name": service.name,
+        "cache": cache_of(spec.services[service.name]),
         "desired": service.replicas,
         "running": sum(1 for r in mine if r.running),
         "ready": len(_ready_slots(service, mine)),

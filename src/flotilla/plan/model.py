@@ -63,6 +63,9 @@ class DesiredService:
     replicas: int
     config_hash: str
     egress: bool = False
+    # Stateful (own volumes): an old replica stops before its successor starts.
+    recreate: bool = False
+    restart_delay: float = 0.0  # at least this long between a death and the replacement
 
 
 @dataclass(frozen=True)

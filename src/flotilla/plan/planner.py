@@ -10,6 +10,9 @@ Replicas live in numbered slots (``web-1`` .. ``web-N``). A slot holds at most
 one replica of the current config; a replica of an older config in the same
 slot is removed only once its successor is healthy, and only one slot per
 service is being replaced at a time (a rolling update with a surge of one).
+A service with its own volumes (``recreate``) cannot run two replicas on one
+volume, so there the old replica is stopped first and its successor started
+on the next pass.
 """
 
 from __future__ import annotations
@@ -138,7 +141,7 @@ def _slot_actions(
         if stale and current[0].healthy:
             actions += [_remove(r, f"replaced by {current[0].name}, now healthy") for r in stale]
         return actions
-    hold = _backoff_hold(service.name, index, now=now, crashes=crashes)
+    hold = _backoff_hold(service, index, now=now, crashes=crashes)
     if hold:
         return [hold]
     if not stale:
@@ -146,24 +149,22 @@ def _slot_actions(
     if rolling - {index}:
         return [Hold(service.name, index, "waiting for the replica being replaced before it")]
     rolling.add(index)
+    if service.recreate:
+        return [_remove(r, "config changed: stopping it before its replacement starts") for r in stale]
     return [CreateReplica(service.name, index, service.config_hash, "config changed: starting the replacement")]
 
 
 def _backoff_hold(
-    service: str, index: int, *, now: float, crashes: Mapping[tuple[str, int], CrashRecord]
+    service: DesiredService, index: int, *, now: float, crashes: Mapping[tuple[str, int], CrashRecord]
 ) -> Hold | None:
-    record = crashes.get((service, index))
+    record = crashes.get((service.name, index))
     if record is None:
         return None
-    until = record.last_failure + restart_delay(record.count)
+    until = record.last_failure + max(restart_delay(record.count), service.restart_delay)
     if now >= until:
         return None
-    return Hold(
-        service,
-        index,
-        f"crash loop: failed {record.count} times, restarting in {until - now:.1f}s",
-        until=until,
-    )
+    why = f"crash loop: failed {record.count} times" if record.count > 1 else "it died"
+    return Hold(service.name, index, f"{why}, restarting in {until - now:.1f}s", until=until)
 
 
 def _create_reason(

@@ -35,6 +35,7 @@ def config_hash(spec: AppSpec, service: str, *, extra: Mapping[str, str] | None 
         "egress": svc.egress,
         "secrets": dict(svc.secrets),
         "caches": list(svc.caches),
+        **({"volumes": dict(svc.volumes)} if svc.volumes else {}),
         "extra": dict(extra or {}),
     }
     canonical = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=True)

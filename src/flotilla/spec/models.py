@@ -94,6 +94,11 @@ class ServiceSpec(_Frozen):
     secrets: dict[str, str] = Field(default_factory=dict)  # env name or file path -> secret
     autoscale: AutoscaleSpec | None = None
     caches: tuple[str, ...] = ()
+    # Set only by add-ons for the services they make (a cache's nodes), never
+    # by a spec file: the validator knows no such keys.
+    volumes: dict[str, str] = Field(default_factory=dict)  # volume name -> mount path, one per slot
+    restart_delay: float = 0.0  # a dead replica is replaced no sooner than this
+    addon: str | None = None  # what made the service, e.g. "cache:sessions"
 
     @property
     def probe(self) -> Probe:

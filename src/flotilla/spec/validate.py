@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from flotilla.naming import cache_variables, is_cache_node
 from flotilla.spec import checks as c
 from flotilla.spec import units
 from flotilla.spec.locate import Path, Reporter, dotted
@@ -39,6 +40,7 @@ def validate(rep: Reporter, data: object) -> AppSpec | None:
     ctx = ServiceContext(cache_names=tuple(cache_bodies or ()))
     services = _services(rep, top["services"], ctx=ctx) if "services" in top else None
     _check_names_unique(rep, services=top.get("services"), caches=cache_bodies or {})
+    _check_cache_wiring(rep, services or {}, caches)
     _check_routes_unique(rep, ctx.routes)
     if rep.count():
         return None
@@ -149,6 +151,22 @@ def _check_names_unique(rep: Reporter, *, services: object, caches: dict) -> Non
             rep.add(("caches", name), f"cache {name!r} has the same name as a service",
                     "rename the cache or the service: both are reached by name on the "
                     "app's network", key=True)
+
+
+def _check_cache_wiring(rep: Reporter, services: dict[str, ServiceSpec], caches: dict[str, CacheSpec]) -> None:
+    """A cache's node names and the variables it gives its consumers are taken."""
+    for name, service in services.items():
+        clash = next((cache for cache in caches if is_cache_node(cache, name)), None)
+        if clash:
+            rep.add(("services", name), f"service {name!r} has the name of a node of cache {clash!r}",
+                    f"rename the service: the nodes of {clash} are called {clash}-SHARD-ORDINAL", key=True)
+        for cache in service.caches:
+            for variable in cache_variables(cache):
+                where = "env" if variable in service.env else "secrets" if variable in service.secrets else None
+                if where:
+                    rep.add(("services", name, where, variable),
+                            f"{variable} is set by cache {cache!r}, which this service lists",
+                            f"remove {variable} from {where}: Flotilla sets it", key=True)
 
 
 def _check_routes_unique(rep: Reporter, routes: list[tuple[tuple[str, str], Path]]) -> None:

@@ -26,6 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from flotilla.naming import cache_node
+
 SLOTS = 16384
 Ranges = tuple[tuple[int, int], ...]
 
@@ -42,8 +44,7 @@ class NodeName:
     ordinal: int
 
 
-def node_name(cache: str, *, shard: int, ordinal: int) -> str:
-    return f"{cache}-{shard}-{ordinal}"
+node_name = cache_node
 
 
 def node_names(cache: str, *, shards: int, replicas: int) -> list[NodeName]:
@@ -136,6 +137,9 @@ class ObservedNode:
     linked: bool = True
     reachable: bool = True
     peers: frozenset[str] = frozenset()
+    # A replica still replicating from its master's old address (Redis 7.0 moves
+    # the cluster link to a master's new IP but not the replication link).
+    stale_master_address: bool = False
 
     @property
     def slot_count(self) -> int:
@@ -457,12 +461,14 @@ def _replications(view: _View) -> list[ClusterAction]:
         for n in view.shard_nodes(shard):
             if n is master or not n.reachable or not view.wanted(n) or n.holds_slots:
                 continue
-            if n.role != "replica" or n.master_id != master.node_id:
+            if n.role != "replica" or n.master_id != master.node_id or n.stale_master_address:
                 actions.append(Replicate(node=n.name, master=master.name, reason=_why_replicate(n, master, view)))
     return actions
 
 
 def _why_replicate(node: ObservedNode, master: ObservedNode, view: _View) -> str:
+    if node.role == "replica" and node.master_id == master.node_id:
+        return f"{node.name} replicates from an old address of {master.name}"
     if node.role == "master":
         return f"{node.name} is an empty master; shard {view.place[master.name][0]} is served by {master.name}"
     return f"{node.name} replicates another node, not its shard's master {master.name}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flotilla import labels
-from flotilla.naming import container_name, egress_network, internal_network, replica_name
+from flotilla.naming import container_name, egress_network, internal_network, replica_name, volume_name
 from flotilla.spec import AppSpec
 
 LOG_MAX_SIZE = "10m"
@@ -32,6 +32,7 @@ class ReplicaContainerConfig:
     extra_networks: tuple[str, ...]
     binds: tuple[str, ...] = ()
     entrypoint: tuple[str, ...] | None = None
+    volumes: tuple[str, ...] = ()  # the slot's own named volumes, mounted by binds
 
     def create_kwargs(self, api) -> dict:
         host_config = api.create_host_config(
@@ -80,13 +81,18 @@ def replica_container_config(
         "FLOTILLA_SERVICE": service,
         "FLOTILLA_REPLICA": replica,
     }
+    volumes = {
+        volume_name(app=spec.app, service=service, index=index, volume=volume): path
+        for volume, path in svc.volumes.items()
+    }
     return ReplicaContainerConfig(
         name=container_name(app=spec.app, service=service, index=index, config_hash=config_hash),
         hostname=replica,
         image=svc.image,
         command=overrides.command or svc.command,
         entrypoint=overrides.entrypoint,
-        binds=overrides.binds,
+        binds=(*overrides.binds, *(f"{name}:{path}:rw" for name, path in volumes.items())),
+        volumes=tuple(volumes),
         environment=environment,
         labels={
             **labels.owned(spec.app, role="replica"),

@@ -97,7 +97,8 @@ class DockerEngine:
         with translated("listing Flotilla's objects"):
             containers = self._api.containers(all=True, filters={"label": labels.APP})
             networks = self._api.networks(filters={"label": labels.APP})
-        return {o["Labels"][labels.APP] for o in [*containers, *networks]}
+            volumes = self._api.volumes(filters={"label": labels.APP}).get("Volumes") or []
+        return {o["Labels"][labels.APP] for o in [*containers, *networks, *volumes]}
 
     def missing_images(self, images: set[str]) -> list[str]:
         missing = []
@@ -183,6 +184,8 @@ class DockerEngine:
         )
         api = self._api
         with translated(f"creating replica {service}-{index} of {spec.app}"):
+            for volume in config.volumes:
+                api.create_volume(volume, labels={**labels.owned(spec.app, role="volume"), labels.SERVICE: service})
             try:
                 created = api.create_container(
                     **config.create_kwargs(api), networking_config=config.networking(api)
@@ -215,6 +218,24 @@ class DockerEngine:
                 with contextlib.suppress(docker.errors.NotFound):
                     self._api.remove_network(net["Id"])
         return [n["Name"] for n in networks]
+
+    def remove_volumes(self, app: str, *, keep: set[str] = frozenset()) -> list[str]:
+        """Remove the app's volumes but ``keep``; one a container still uses stays too."""
+        removed = []
+        with translated(f"removing the volumes of {app}"):
+            found = self._api.volumes(filters={"label": f"{labels.APP}={app}"}).get("Volumes") or []
+            for volume in found:
+                if volume["Name"] in keep:
+                    continue
+                try:
+                    self._api.remove_volume(volume["Name"])
+                    removed.append(volume["Name"])
+                except docker.errors.NotFound:
+                    continue
+                except docker.errors.APIError as exc:
+                    if exc.status_code != 409:  # 409: in use
+                        raise
+        return removed
 
     # -- streams -----------------------------------------------------------
 

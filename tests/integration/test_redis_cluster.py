@@ -1,0 +1,248 @@
+"""The redis-cluster cache end to end: real Docker, real Redis 7, the daemon keeping it.
+
+Formation (3x1, 3x2, checked by ``redis-cli --cluster check``), a master
+killed under a session workload, every node restarted at new IPs, shards
+3 -> 4 -> 3 under a workload, and no Redis port reachable from outside.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import pytest
+
+from tests.conftest import BASE_IMAGE
+from tests.support.sessions import SessionClient, Workload, docker_resolver, missing, write_sessions
+
+pytestmark = pytest.mark.docker
+
+FAILOVER_AIM = 3.0  # seconds until writes succeed again after a master dies
+RECOVERY_AIM = 30.0  # seconds until cluster_state:ok after every node restarted
+
+
+def cache_spec(app: str, *, shards: int = 3, replicas: int = 1, persistence: str = "aof") -> str:
+    return f"""\
+app: {app}
+caches:
+  sessions: {{type: redis-cluster, shards: {shards}, replicas: {replicas}, memory: 48M, persistence: {persistence}}}
+services:
+  cart:
+    image: shop-catalog:1
+    port: 8000
+    health: {{path: /healthz, interval: 1s, timeout: 500ms}}
+    caches: [sessions]
+"""
+
+
+def up(flotilla, tmp_path, text: str, timeout: float = 120) -> str:
+    spec = flotilla.write_spec(tmp_path, text)
+    return flotilla.run("up", "-f", str(spec), "--timeout", str(timeout), timeout=timeout + 30).stdout
+
+
+def cache(flotilla, app: str) -> dict:
+    status = flotilla.client().request("GET", f"/v1/apps/{app}")
+    return next(c for c in status["caches"] if c["name"] == "sessions")
+
+
+def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def password(flotilla, app: str) -> str:
+    return flotilla.run("secrets", "get", app, "sessions-redis-password", "--reveal").stdout.strip()
+
+
+def session_client(flotilla, app: str, docker_client, **kwargs) -> SessionClient:
+    return SessionClient(seeds=["sessions-0-0", "sessions-1-0", "sessions-2-0"], password=password(flotilla, app),
+                         resolve=docker_resolver(docker_client, app), **kwargs)
+
+
+def node_container(docker_client, app: str, node: str):
+    found = docker_client.containers.list(
+        filters={"label": [f"io.flotilla.app={app}", f"io.flotilla.service={node}"], "status": "running"})
+    assert len(found) == 1, f"{node}: {len(found)} running containers"
+    return found[0]
+
+
+def cluster_check(flotilla, app: str, docker_client) -> str:
+    node = node_container(docker_client, app, "sessions-0-0")
+    result = node.exec_run(["redis-cli", "--cluster", "check", "sessions-0-0:6379"],
+                           environment={"REDISCLI_AUTH": password(flotilla, app)})
+    output = result.output.decode()
+    assert result.exit_code == 0 and "[ERR]" not in output and "[WARNING]" not in output, output
+    assert "[OK] All 16384 slots covered." in output, output
+    return output
+
+
+def masters(state: dict) -> dict[int, dict]:
+    return {n["shard"]: n for n in state["nodes"] if n["role"] == "master" and n["slot_count"]}
+
+
+@pytest.mark.parametrize(("shards", "replicas"), [(3, 1), (3, 2)])
+def test_formation_is_checked_by_redis_cli_and_idempotent(flotilla, app_name, tmp_path, docker_client,
+                                                          shards, replicas):
+    up(flotilla, tmp_path, cache_spec(app_name, shards=shards, replicas=replicas))
+    state = cache(flotilla, app_name)
+    assert state["ready"], state["reason"]
+    output = cluster_check(flotilla, app_name, docker_client)
+    assert output.count("M: ") == shards and output.count("S: ") == shards * replicas
+    by_shard = masters(state)
+    assert sorted(by_shard) == list(range(shards))
+    assert sorted(n["slot_count"] for n in by_shard.values()) == [5461, 5461, 5462]
+    for shard, master in by_shard.items():
+        followers = [n for n in state["nodes"] if n["master"] == master["name"] and n["link"] == "up"]
+        assert len(followers) == replicas and all(n["shard"] == shard for n in followers)
+    # the consumer is wired to every node by name, the password only as a secret
+    env = node_container_env(docker_client, app_name, "cart")
+    assert env["SESSIONS_REDIS_NODES"].count(":6379") == shards * (1 + replicas)
+    assert "SESSIONS_REDIS_PASSWORD" not in env  # injected at start, never in the container's config
+    # running `up` again changes nothing
+    before = last_event(flotilla, app_name)
+    assert "up to date, nothing to change" in up_stderr(flotilla, tmp_path, cache_spec(
+        app_name, shards=shards, replicas=replicas))
+    time.sleep(2)
+    assert not [e for e in events_since(flotilla, app_name, before) if e["kind"] in ("cache", "create", "remove")]
+
+
+def node_container_env(docker_client, app: str, service: str) -> dict[str, str]:
+    container = docker_client.containers.list(
+        filters={"label": [f"io.flotilla.app={app}", f"io.flotilla.service={service}"]})[0]
+    return dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
+
+
+def up_stderr(flotilla, tmp_path, text: str) -> str:
+    spec = flotilla.write_spec(tmp_path, text)
+    return flotilla.run("up", "-f", str(spec), "--timeout", "60").stderr
+
+
+def last_event(flotilla, app: str) -> int:
+    found = flotilla.json("events", app, "--limit", "1")
+    return found[-1]["id"] if found else 0
+
+
+def events_since(flotilla, app: str, since: int) -> list[dict]:
+    return flotilla.json("events", app, "--since", str(since))
+
+
+def test_killed_master_fails_over_without_losing_acknowledged_sessions(flotilla, app_name, tmp_path, docker_client):
+    up(flotilla, tmp_path, cache_spec(app_name))
+    client = session_client(flotilla, app_name, docker_client)
+    sessions = write_sessions(client, 10_000)
+    victim = masters(cache(flotilla, app_name))[0]
+    assert victim["name"] == "sessions-0-0"
+    workload = Workload(session_client(flotilla, app_name, docker_client, retry_window=5.0)).start()
+    time.sleep(1.0)
+    killed_at = time.monotonic()
+    node_container(docker_client, app_name, victim["name"]).kill()
+
+    def promoted() -> bool:
+        state = cache(flotilla, app_name)
+        shard0 = masters(state).get(0)
+        old = next((n for n in state["nodes"] if n["name"] == victim["name"] and n["reachable"]), None)
+        return bool(shard0 and shard0["name"] == "sessions-0-1" and old and old["role"] == "replica"
+                    and old["link"] == "up" and state["ready"])
+
+    wait_for(promoted, timeout=40, what="the replica promoted and the old master back as its replica")
+    time.sleep(1.0)
+    workload.stop()
+    gap = workload.longest_gap(after=killed_at - 0.5)
+    print(f"writes paused for {gap:.2f}s after the kill")  # shown with -s; the aim is checked below
+    assert gap <= FAILOVER_AIM, f"writes failed for {gap:.2f}s after the master died"
+    assert not workload.failures, workload.failures[:5]
+    assert not workload.wrong_reads, workload.wrong_reads[:5]
+    assert len(workload.acked) > 100
+    assert missing(client, sessions) == []
+    assert missing(client, workload.acked) == []
+    cluster_check(flotilla, app_name, docker_client)
+
+
+def test_every_node_restarted_at_new_ips_recovers_with_its_data(flotilla, app_name, tmp_path, docker_client):
+    up(flotilla, tmp_path, cache_spec(app_name))
+    client = session_client(flotilla, app_name, docker_client)
+    sessions = write_sessions(client, 2_000)
+    nodes = [n["name"] for n in cache(flotilla, app_name)["nodes"]]
+    containers = [node_container(docker_client, app_name, n) for n in nodes]
+    old_ips = {c.attrs["NetworkSettings"]["Networks"][f"flotilla-{app_name}-internal"]["IPAddress"]
+               for c in containers}
+    with concurrent.futures.ThreadPoolExecutor(len(containers)) as pool:
+        list(pool.map(lambda c: c.stop(timeout=5), containers))
+    stopped_at = time.monotonic()
+    # Docker hands freed addresses out again; taking them first makes every node come back elsewhere.
+    squatters = [squat(docker_client, app_name) for _ in old_ips]
+
+    def recovered() -> bool:
+        state = cache(flotilla, app_name)
+        ips = {n["ip"] for n in state["nodes"] if n["reachable"]}
+        return state["ready"] and len(ips) == len(nodes) and not ips & old_ips
+
+    wait_for(recovered, timeout=RECOVERY_AIM, what="cluster_state:ok at new IPs", interval=0.25)
+    took = time.monotonic() - stopped_at
+    print(f"recovered in {took:.1f}s")
+    info = node_container(docker_client, app_name, "sessions-1-0").exec_run(
+        ["redis-cli", "cluster", "info"], environment={"REDISCLI_AUTH": password(flotilla, app_name)})
+    assert "cluster_state:ok" in info.output.decode()
+    client.close()
+    assert missing(client, sessions) == []
+    cluster_check(flotilla, app_name, docker_client)
+    for squatter in squatters:
+        squatter.remove(force=True)
+
+
+def squat(docker_client, app: str):
+    """A container that holds one address on the app's network and does nothing."""
+    return docker_client.containers.run(
+        BASE_IMAGE, ["sleep", "600"], detach=True, network=f"flotilla-{app}-internal",
+        labels={"io.flotilla.app": app, "io.flotilla.role": "test-squatter"})
+
+
+def test_shards_grow_and_shrink_under_a_session_workload(flotilla, app_name, tmp_path, docker_client):
+    up(flotilla, tmp_path, cache_spec(app_name))
+    client = session_client(flotilla, app_name, docker_client)
+    sessions = write_sessions(client, 5_000)
+    workload = Workload(session_client(flotilla, app_name, docker_client, retry_window=5.0)).start()
+    up(flotilla, tmp_path, cache_spec(app_name, shards=4), timeout=180)
+    state = cache(flotilla, app_name)
+    assert sorted(n["slot_count"] for n in masters(state).values()) == [4096] * 4
+    cluster_check(flotilla, app_name, docker_client)
+    assert missing(client, sessions) == []
+
+    up(flotilla, tmp_path, cache_spec(app_name, shards=3), timeout=180)
+    workload.stop()
+    state = cache(flotilla, app_name)
+    assert sorted(n["slot_count"] for n in masters(state).values()) == [5461, 5461, 5462]
+    assert not [n for n in state["nodes"] if n["name"].startswith("sessions-3-")]
+    assert not docker_client.volumes.list(filters={"label": f"io.flotilla.app={app_name}", "name": "sessions-3-"})
+    cluster_check(flotilla, app_name, docker_client)
+    assert not workload.failures, workload.failures[:5]
+    assert not workload.wrong_reads, workload.wrong_reads[:5]
+    assert len(workload.acked) > 100
+    assert missing(client, sessions) == []
+    assert missing(client, workload.acked) == []
+
+
+def test_no_redis_port_answers_from_outside(flotilla, app_name, tmp_path, docker_client):
+    from tests.support.netns import outside_host
+
+    up(flotilla, tmp_path, cache_spec(app_name))
+    state = cache(flotilla, app_name)
+    ips = [n["ip"] for n in state["nodes"]]
+    with outside_host() as outside:
+        subnet = docker_client.networks.get(f"flotilla-{app_name}-internal").attrs["IPAM"]["Config"][0]["Subnet"]
+        outside.add_route(subnet, via=outside.host_ip)
+        for ip in ips:
+            for port in (6379, 16379):
+                assert not outside.tcp_connect(ip, port), f"{ip}:{port} answered from outside"
+        assert not outside.tcp_connect(outside.host_ip, 6379)
+    for node in state["nodes"]:
+        container = node_container(docker_client, app_name, node["name"])
+        assert not any(container.attrs["NetworkSettings"]["Ports"].values() or [None])
+    # the nodes do answer on the app's side, so the checks above are not vacuous
+    client = session_client(flotilla, app_name, docker_client)
+    assert client.write("probe", "1") and client.read("probe") == "1"
