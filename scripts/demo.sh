@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Shows Flotilla working end to end on this machine: the shop demo
-# (examples/shop) brought up from its spec, listed, and answering a request.
+# (examples/shop) brought up from its spec (with its Redis Cluster of user
+# sessions), listed, keeping a cart in the cluster, and answering a request.
 #
 # Why it exists: one command a newcomer can run to see what Flotilla does,
 # and that shows the way to try more by hand.
@@ -12,6 +13,12 @@ SPEC="examples/shop/flotilla.yaml"
 APP="shop"
 FLOTILLA="$FLOTILLA_ROOT/.venv/bin/flotilla"
 FETCH_WEB="import urllib.request;print(urllib.request.urlopen('http://web:8000/').read().decode())"
+GATEWAY="http://127.0.0.1:8080"  # gateway.listen in the spec
+CART_LINE='{"item": "mug", "qty": 2}'
+
+through_gateway() { # PATH [CURL_ARGS...]: a request to the shop, as a browser would make it
+    curl -fsS -H 'Host: shop.localhost' "${@:2}" "$GATEWAY$1"
+}
 
 bash "$FLOTILLA_ROOT/scripts/setup.sh"
 cd "$FLOTILLA_ROOT"
@@ -21,6 +28,12 @@ log "flotilla up -f $SPEC"
 "$FLOTILLA" up -f "$SPEC"
 log "flotilla ps $APP"
 "$FLOTILLA" ps "$APP"
+
+# gateway -> web -> cart -> the sessions cache: the cart lives in Redis, not in a cart replica.
+log "a cart write and read through the gateway: POST, then GET $GATEWAY/api/cart/alice"
+command -v curl >/dev/null || die "curl is not installed (apt-get install curl)"
+through_gateway /api/cart/alice -X POST -H 'Content-Type: application/json' -d "$CART_LINE"
+through_gateway /api/cart/alice
 
 web=$(docker ps --format '{{.Names}}' --filter "label=io.flotilla.app=$APP" \
       --filter "label=io.flotilla.service=web" | head -n 1)
@@ -34,6 +47,10 @@ Try it:
   # from the host, through the gateway (web is the one public service):
   curl -H 'Host: shop.localhost' http://127.0.0.1:8080/
   $FLOTILLA routes $APP
+  # carts are sessions in the Redis Cluster (sessions-0-0 ... sessions-2-1): kill
+  # every cart replica, let Flotilla replace them, and alice's cart is still there:
+  docker kill \$(docker ps -q --filter label=io.flotilla.app=$APP --filter label=io.flotilla.service=cart)
+  sleep 3; curl -H 'Host: shop.localhost' http://127.0.0.1:8080/api/cart/alice
   # scale, watch, read the logs:
   $FLOTILLA scale $APP catalog=4 --wait && $FLOTILLA ps $APP
   $FLOTILLA logs $APP catalog --tail 5

@@ -7,6 +7,7 @@ import signal
 import time
 
 import pytest
+import yaml
 
 from tests.conftest import BASE_IMAGE, REPO
 
@@ -14,10 +15,15 @@ pytestmark = pytest.mark.docker
 
 
 def shop_spec(app: str, *, replicas: int = 2, web_env: str = "info") -> str:
-    text = (REPO / "examples/shop/flotilla.yaml").read_text()
-    text = text.replace("app: shop", f"app: {app}", 1)
-    text = text.replace("replicas: 2", f"replicas: {replicas}")
-    return text.replace("LOG_LEVEL: info", f"LOG_LEVEL: {web_env}")
+    """The demo's spec as ``app``, without its sessions cache: these tests need no Redis and stay fast."""
+    spec = yaml.safe_load((REPO / "examples/shop/flotilla.yaml").read_text())
+    spec["app"] = app
+    spec.pop("caches", None)
+    for service in spec["services"].values():
+        service.pop("caches", None)
+        service["replicas"] = replicas
+    spec["services"]["web"]["env"]["LOG_LEVEL"] = web_env
+    return yaml.safe_dump(spec, sort_keys=False)
 
 
 def catalog_only(app: str, replicas: int = 1, extra: str = "") -> str:
@@ -78,6 +84,24 @@ import urllib.request
 print(urllib.request.urlopen("http://web:8000/?user=ann", timeout=5).read().decode())
 """)
     assert "catalog" in page.lower()
+
+
+def test_an_unknown_name_fails_fast_inside_the_app(flotilla, app_name, tmp_path, docker_client):
+    """Docker's DNS never answers for an unknown name on an internal network; the
+    resolver must give up in about a second, not 10 (a client looking up a
+    replica that is being replaced would stall that long)."""
+    flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, catalog_only(app_name))))
+    replica = ps(flotilla, app_name)[0]
+    took = float(in_container(docker_client, replica["container_id"], """
+import socket, time
+started = time.monotonic()
+try:
+    socket.getaddrinfo("no-such-service", 8000)
+except socket.gaierror:
+    pass
+print(time.monotonic() - started)
+"""))
+    assert took < 2.5, f"an unknown name took {took:.1f}s to fail"
 
 
 def test_replicas_know_who_they_are_and_publish_no_port(flotilla, app_name, tmp_path, docker_client):

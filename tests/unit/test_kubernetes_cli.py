@@ -24,8 +24,8 @@ def test_render_to_stdout_is_multi_document_yaml():
     result = invoke("render", "kubernetes", "-f", SHOP)
     assert result.exit_code == 0, result.output
     docs = list(yaml.safe_load_all(result.stdout))
-    assert docs[0]["kind"] == "Namespace" and len(docs) == 16
-    assert {d["kind"] for d in docs} >= {"Deployment", "Service", "Ingress", "NetworkPolicy"}
+    assert docs[0]["kind"] == "Namespace" and len(docs) == 23
+    assert {d["kind"] for d in docs} >= {"Deployment", "Service", "Ingress", "NetworkPolicy", "StatefulSet"}
 
 
 def test_render_to_a_directory_replaces_only_its_own_files(tmp_path):
