@@ -33,11 +33,6 @@ spec_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 
-def load_checked(spec_file: str):
-    """Load and validate the spec (the daemon checks images and secrets again)."""
-    return load_spec(spec_file)
-
-
 def _client(ctx: click.Context) -> DaemonClient:
     return DaemonClient.connect(ctx.obj)
 
@@ -58,7 +53,7 @@ def cli(ctx: click.Context, home: str | None) -> None:
 
     \b
     Quick start:
-      flotilla validate -f flotilla.yaml   # check the spec, change nothing
+      flotilla validate flotilla.yaml      # check the spec, change nothing
       flotilla up -f flotilla.yaml         # create or update the app, wait until healthy
       flotilla ps shop                     # one row per replica
       flotilla scale shop web=5            # horizontal scaling
@@ -81,16 +76,18 @@ def validate(spec_file: str, as_json: bool) -> None:
       flotilla validate examples/shop/flotilla.yaml
     """
     try:
-        spec = load_checked(spec_file)
+        spec = load_spec(spec_file)
     except SpecError as exc:
         if as_json:
             render.echo_json({"valid": False, "problems": [p.to_dict() for p in exc.problems]})
             sys.exit(exc.exit_code)
         raise
     if as_json:
-        render.echo_json({"valid": True, "app": spec.app, "services": sorted(spec.services)})
+        render.echo_json({"valid": True, "app": spec.app, "services": sorted(spec.services),
+                          "caches": sorted(spec.caches)})
     else:
-        click.echo(f"{spec_file}: valid ({spec.app}: {len(spec.services)} service(s))")
+        caches = f", {len(spec.caches)} cache(s)" if spec.caches else ""
+        click.echo(f"{spec_file}: valid ({spec.app}: {len(spec.services)} service(s){caches})")
 
 
 @cli.command()
@@ -104,7 +101,7 @@ def plan(ctx: click.Context, spec_file: str, as_json: bool) -> None:
     Example:
       flotilla plan -f examples/shop/flotilla.yaml
     """
-    spec = load_checked(spec_file)
+    spec = load_spec(spec_file)
     result = _client(ctx).request("POST", "/v1/apps", body={"spec": spec_to_dict(spec)}, query={"dry_run": 1})
     render.echo_json(result) if as_json else click.echo(render.plan_text(result))
 
@@ -127,7 +124,7 @@ def up(ctx: click.Context, spec_file: str, timeout: float, detach: bool, as_json
     Example:
       flotilla up -f examples/shop/flotilla.yaml --timeout 60
     """
-    spec = load_checked(spec_file)
+    spec = load_spec(spec_file)
     client = _client(ctx)
     since = last_event_id(client, spec.app)
     result = _submit(client, spec_file, spec)

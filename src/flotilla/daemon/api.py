@@ -169,7 +169,7 @@ class Api:
         return 200, operations.rekey(self.controller)
 
     def logs(self, req: Request):
-        spec = status.load_app(self.controller, req.params["app"])
+        spec = self.controller.runtime_spec(status.load_app(self.controller, req.params["app"]))
         service = req.query.get("service")
         if service and service not in spec.services:
             raise NotFoundError(f"app {spec.app} has no service {service!r}; it has: {', '.join(spec.services)}")

@@ -15,6 +15,11 @@ from flotilla.spec import AppSpec
 
 LOG_MAX_SIZE = "10m"
 LOG_MAX_FILES = "3"
+# On an internal network Docker's DNS has nowhere to forward a name it does not
+# know and never answers, so the resolver waits 2 x 5 s: a client looking up a
+# replica that is being replaced (a Redis node mid-failover) would stall for
+# 10 s. One try of one second bounds that; egress services keep the defaults.
+INTERNAL_DNS_OPTIONS = ("timeout:1", "attempts:1")
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ class ReplicaContainerConfig:
     binds: tuple[str, ...] = ()
     entrypoint: tuple[str, ...] | None = None
     volumes: tuple[str, ...] = ()  # the slot's own named volumes, mounted by binds
+    dns_options: tuple[str, ...] = ()
 
     def create_kwargs(self, api) -> dict:
         host_config = api.create_host_config(
@@ -43,6 +49,7 @@ class ReplicaContainerConfig:
             log_config={"type": "json-file", "config": {"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILES}},
             restart_policy={"Name": "no"},
             binds=list(self.binds) or None,
+            dns_opt=list(self.dns_options) or None,
         )
         return {
             "image": self.image,
@@ -105,4 +112,5 @@ def replica_container_config(
         network=internal_network(spec.app),
         aliases=(service, replica),
         extra_networks=(egress_network(spec.app),) if svc.egress else (),
+        dns_options=() if svc.egress else INTERNAL_DNS_OPTIONS,
     )
