@@ -13,6 +13,7 @@ import time
 import pytest
 
 from tests.conftest import BASE_IMAGE
+from tests.integration.test_foundation import wait_for
 from tests.support.sessions import SessionClient, Workload, docker_resolver, missing, write_sessions
 
 pytestmark = pytest.mark.docker
@@ -43,16 +44,6 @@ def up(flotilla, tmp_path, text: str, timeout: float = 120) -> str:
 def cache(flotilla, app: str) -> dict:
     status = flotilla.client().request("GET", f"/v1/apps/{app}")
     return next(c for c in status["caches"] if c["name"] == "sessions")
-
-
-def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def password(flotilla, app: str) -> str:
