@@ -218,6 +218,52 @@ def test_shards_grow_and_shrink_under_a_session_workload(flotilla, app_name, tmp
     assert missing(client, workload.acked) == []
 
 
+def test_a_node_that_lost_its_volume_comes_back_as_a_replica(flotilla, app_name, tmp_path, docker_client):
+    up(flotilla, tmp_path, cache_spec(app_name))
+    client = session_client(flotilla, app_name, docker_client)
+    sessions = write_sessions(client, 2_000)
+    victim = masters(cache(flotilla, app_name))[1]
+    old_id = victim["node_id"]
+    node_container(docker_client, app_name, victim["name"]).remove(force=True)
+    docker_client.volumes.get(f"flotilla-{app_name}-{victim['name']}-1-data").remove(force=True)
+
+    def rejoined() -> bool:
+        state = cache(flotilla, app_name)
+        node = next((n for n in state["nodes"] if n["name"] == victim["name"] and n["reachable"]), None)
+        return bool(state["ready"] and node and node["node_id"] != old_id and node["role"] == "replica")
+
+    wait_for(rejoined, timeout=40, what=f"{victim['name']} back, empty, as a replica of its shard")
+    state = cache(flotilla, app_name)
+    assert old_id not in {n["node_id"] for n in state["nodes"]}  # the lost id was forgotten
+    assert masters(state)[1]["name"] == "sessions-1-1"
+    assert missing(client, sessions) == []
+    cluster_check(flotilla, app_name, docker_client)
+
+
+def test_a_setting_change_restarts_the_nodes_one_at_a_time(flotilla, app_name, tmp_path, docker_client):
+    up(flotilla, tmp_path, cache_spec(app_name))
+    client = session_client(flotilla, app_name, docker_client)
+    sessions = write_sessions(client, 2_000)
+    before = {n: node_container(docker_client, app_name, n).id for n in (
+        "sessions-0-0", "sessions-0-1", "sessions-1-0", "sessions-1-1", "sessions-2-0", "sessions-2-1")}
+    since = last_event(flotilla, app_name)
+    workload = Workload(session_client(flotilla, app_name, docker_client, retry_window=5.0)).start()
+    up(flotilla, tmp_path, cache_spec(app_name).replace("memory: 48M", "memory: 64M"), timeout=180)
+    workload.stop()
+    after = {n: node_container(docker_client, app_name, n).id for n in before}
+    assert not set(before.values()) & set(after.values())  # every node restarted, with its volume
+    node_events = [e for e in events_since(flotilla, app_name, since)
+                   if e["kind"] in ("create", "remove") and e["subject"].startswith("sessions-")]
+    down_at_once, most = 0, 0
+    for event in node_events:  # never two nodes down at once
+        down_at_once += 1 if event["kind"] == "remove" else -1
+        most = max(most, down_at_once)
+    assert most == 1, [f"{e['kind']} {e['subject']}" for e in node_events]
+    assert not workload.failures, workload.failures[:5]
+    assert missing(client, sessions) == [] and missing(client, workload.acked) == []
+    cluster_check(flotilla, app_name, docker_client)
+
+
 def test_no_redis_port_answers_from_outside(flotilla, app_name, tmp_path, docker_client):
     from tests.support.netns import outside_host
 

@@ -137,6 +137,28 @@ def test_stateful_replicas_are_recreated_one_slot_at_a_time():
     assert removes(p) == [old[0].container_id] and len(p.of_kind(Hold)) == 1
 
 
+def grouped(hash_="new"):
+    return Desired(app="shop", services=tuple(
+        DesiredService(name, 1, hash_, recreate=True, group="cache:sessions") for name in ("node-a", "node-b")))
+
+
+def test_a_group_is_replaced_one_service_at_a_time():
+    a, b = (replica(service=s, hash_="old") for s in ("node-a", "node-b"))
+    p = plan(grouped(), observed(a, b), now=0)
+    assert removes(p) == [a.container_id]
+    assert "waiting for node-a to be replaced first" in p.of_kind(Hold)[0].reason
+    starting = replica(service="node-a", hash_="new", healthy=None)
+    p = plan(grouped(), observed(starting, b), now=0)
+    assert removes(p) == [] and p.of_kind(Hold)[0].service == "node-b"
+    healthy = replica(service="node-a", hash_="new", healthy=True)
+    assert removes(plan(grouped(), observed(healthy, b), now=0)) == [b.container_id]
+
+
+def test_a_group_being_created_is_not_held_back():
+    p = plan(grouped(), observed(), now=0)
+    assert creates(p) == [("node-a", 1), ("node-b", 1)]
+
+
 def test_restart_delay_holds_even_a_first_death():
     crashes = {("node", 1): CrashRecord(count=1, last_failure=100.0)}
     p = plan(stateful(restart_delay=5.0), observed(), now=102.0, crashes=crashes)

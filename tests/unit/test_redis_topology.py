@@ -120,6 +120,9 @@ class Sim:
     def _Replicate(self, a):
         node, master = self.live(a.node), self.live(a.master)
         assert not node.slots and master.role == "master" and node.group == master.group
+        heir_of = self.nodes.get(node.master_id or "")
+        assert not (heir_of and heir_of.slots and not heir_of.live), (
+            f"{a.node} holds the only copy of {heir_of.name}'s slots and would be wiped by {a}")
         node.role, node.master_id = "replica", master.node_id
 
     def _MoveSlots(self, a):
@@ -153,11 +156,13 @@ class Sim:
         pass
 
     # what happens to a cluster without Flotilla
-    def wipe(self, name):
-        """The node loses its volume: it comes back alone with a new id; its replica takes over."""
+    def wipe(self, name, *, promptly=True):
+        """The node loses its volume: it comes back alone with a new id; its replica takes
+        over at once, or (``promptly=False``) only at the next round of the engine."""
         old = self.live(name)
         old.live, old.gone = False, True
-        self._failover(old)
+        if promptly:
+            self._failover(old)
         self._fresh(name)
 
     def _failover(self, old, anywhere=False):
@@ -386,6 +391,22 @@ def test_master_lost_with_its_volume_comes_back_as_replica_of_the_promoted_one()
     assert_ready(sim, shards=3, replicas=1)
 
 
+def test_master_back_without_its_volume_before_its_replica_took_over_waits_for_the_failover():
+    sim = formed(3, 1)
+    old = sim.live("sessions-1-0")
+    old.live, old.gone = False, True
+    sim._fresh("sessions-1-0")  # back (empty, new id) before Redis promoted sessions-1-1
+    plan = plan_for(sim, shards=3, replicas=1)
+    assert plan and all(isinstance(a, Meet) for a in plan)
+    for action in plan:
+        sim.apply(action)
+    assert not any(isinstance(a, (Replicate, AssignSlots, Forget)) for a in plan_for(sim, shards=3, replicas=1))
+    converge(sim, shards=3, replicas=1)  # Redis promotes the replica; the empty node follows it
+    assert sim.live("sessions-1-1").slots == [(5462, 10922)]
+    assert sim.live("sessions-1-0").role == "replica"
+    assert_ready(sim, shards=3, replicas=1)
+
+
 def test_master_lost_without_replicas_gets_its_slots_back():
     sim = formed(3, 0)
     sim.wipe("sessions-1-0")
@@ -489,7 +510,7 @@ def test_a_shard_left_replicating_another_shard_is_reset_to_an_empty_master():
 
 # --- properties -------------------------------------------------------------------------------------
 
-EVENT = st.tuples(st.sampled_from(["wipe", "failover", "new_ips", "outage"]), st.integers(0, 99))
+EVENT = st.tuples(st.sampled_from(["wipe", "late_wipe", "failover", "new_ips", "outage"]), st.integers(0, 99))
 EVENTS = st.lists(EVENT, max_size=3)
 
 
@@ -505,8 +526,11 @@ def test_any_partial_state_converges_to_ready_without_double_assignment(
         live = sorted(n.name for n in sim.nodes.values() if n.live)
         if kind == "new_ips":
             sim.new_ips()
-        elif kind == "wipe":
-            sim.wipe(live[pick % len(live)])
+        elif kind in ("wipe", "late_wipe"):
+            sim.wipe(live[pick % len(live)], promptly=kind == "wipe")
+            if kind == "late_wipe":  # one plan, carried out, before Redis promotes the replica
+                for action in plan_for(sim, shards=new_shards, replicas=replicas):
+                    sim.apply(action)
         elif kind == "outage":
             sim.outage(live[pick % len(live)], shards=new_shards, replicas=replicas)
         else:

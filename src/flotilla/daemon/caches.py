@@ -76,8 +76,10 @@ class CacheKeeper:
     def keep(self, spec: AppSpec, observed: Observed) -> dict[str, frozenset[str]]:
         """Per cache, the nodes outside its shape that must not be removed yet.
 
-        Those still holding slots; before the first observation (a daemon that
-        just started), every such node that has a container, to be safe.
+        Those still holding slots, reachable or not (a draining master that
+        crashed must come back, with its volume, to hand its slots over);
+        before the first observation (a daemon that just started), every such
+        node that has a container, to be safe.
         """
         kept = {}
         for cache, cache_spec in spec.caches.items():
@@ -87,7 +89,7 @@ class CacheKeeper:
             if state is None:
                 extra = {r.service for r in observed.replicas if is_cache_node(cache, r.service)}
             else:
-                extra = {n.name for n in state.nodes if n.holds_slots and n.reachable}
+                extra = {n.name for n in state.nodes if n.holds_slots}
             kept[cache] = frozenset(extra - shape)
         return kept
 

@@ -60,6 +60,7 @@ def desired_state(spec: AppSpec, *, hash_of: Callable[[AppSpec, str], str] = con
                 egress=svc.egress,
                 recreate=bool(svc.volumes),
                 restart_delay=svc.restart_delay,
+                group=svc.addon,
             )
             for name, svc in spec.services.items()
         ),
@@ -99,6 +100,8 @@ class Controller:
         self._stop = threading.Event()
         self._crashes: dict[tuple[str, str, int], CrashRecord] = {}
         self._counted_dead: set[str] = set()
+        self._last_seen: dict[str, dict[str, ObservedReplica]] = {}  # app -> its replicas at the last pass
+        self._removed: set[str] = set()  # containers Flotilla itself is removing
         self._next_wakes: dict[str, float] = {}  # app -> when its earliest back-off hold ends
         self._snapshots: dict[str, Observed] = {}
         self._snapshot_lock = threading.Lock()
@@ -300,6 +303,7 @@ class Controller:
         )
 
     def _remove(self, app: str, action: RemoveReplica) -> None:
+        self._removed.add(action.container_id)
         try:
             replica = self._snapshot_replica(app, action.container_id)
             if self.traffic and action.graceful and replica:
@@ -315,22 +319,33 @@ class Controller:
     # -- crashes and holds -----------------------------------------------------
 
     def _record_crashes(self, app: str, observed: Observed) -> None:
-        now = self._clock()
         for replica in observed.replicas:
             if replica.state not in ("exited", "dead") or replica.container_id in self._counted_dead:
                 continue
             self._counted_dead.add(replica.container_id)
-            key = (app, replica.service, replica.index)
-            record = next_crash_record(self._crashes.get(key), now=now)
-            self._crashes[key] = record
             output = " | ".join(self.engine.last_log_lines(replica.container_id, lines=3))
-            self.events.record(
-                app,
-                "crash",
-                replica.replica,
-                f"{replica.name} exited with code {replica.exit_code} "
-                f"(failure {record.count} in a row)" + (f"; last output: {output}" if output else ""),
-            )
+            self._count_failure(app, replica, f"{replica.name} exited with code {replica.exit_code}",
+                                f"; last output: {output}" if output else "")
+        self._record_vanished(app, observed)
+
+    def _record_vanished(self, app: str, observed: Observed) -> None:
+        """A running replica whose container is gone though Flotilla did not remove it
+        (``docker rm -f``) died too: its slot gets the same back-off and restart delay."""
+        current = {r.container_id: r for r in observed.replicas}
+        for container_id, replica in self._last_seen.pop(app, {}).items():
+            if container_id in current:
+                continue
+            if container_id in self._removed:
+                self._removed.discard(container_id)
+            elif replica.running:
+                self._count_failure(app, replica, f"{replica.name} was removed outside Flotilla", "")
+        self._last_seen[app] = current
+
+    def _count_failure(self, app: str, replica: ObservedReplica, what: str, detail: str) -> None:
+        key = (app, replica.service, replica.index)
+        record = next_crash_record(self._crashes.get(key), now=self._clock())
+        self._crashes[key] = record
+        self.events.record(app, "crash", replica.replica, f"{what} (failure {record.count} in a row){detail}")
 
     def _crashes_of(self, app: str) -> dict[tuple[str, int], CrashRecord]:
         return {(svc, idx): rec for (a, svc, idx), rec in self._crashes.items() if a == app}
@@ -382,6 +397,7 @@ class Controller:
         self._next_wakes.pop(app, None)
         self.sync_gateway()
         self._forget_crashes(app)
+        self._removed -= set(self._last_seen.pop(app, {}))
         self.events.record(
             app, "down", app,
             f"removed {len(observed.replicas)} container(s), {len(networks)} network(s), {len(volumes)} volume(s)",

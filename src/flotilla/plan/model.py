@@ -66,6 +66,8 @@ class DesiredService:
     # Stateful (own volumes): an old replica stops before its successor starts.
     recreate: bool = False
     restart_delay: float = 0.0  # at least this long between a death and the replacement
+    # Services of one group (a cache's nodes) are replaced one service at a time.
+    group: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ slot is removed only once its successor is healthy, and only one slot per
 service is being replaced at a time (a rolling update with a surge of one).
 A service with its own volumes (``recreate``) cannot run two replicas on one
 volume, so there the old replica is stopped first and its successor started
-on the next pass.
+on the next pass. Services of one ``group`` (the nodes of a cache) are
+replaced one service at a time, the next only once the last is healthy.
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ def plan(
     actions: list[Action] = list(_network_actions(desired, observed))
     by_service = _group_by_service(observed.replicas)
     wanted = {s.name for s in desired.services}
+    gates = _group_gates(desired, by_service)
     for service in desired.services:
         actions += _service_actions(
-            service, by_service.get(service.name, []), now=now, crashes=crashes
+            service, by_service.get(service.name, []), now=now, crashes=crashes, waiting_for=gates.get(service.name)
         )
     for name, replicas in sorted(by_service.items()):
         if name not in wanted:
@@ -65,6 +67,35 @@ def plan_removal(observed: Observed) -> Plan:
         app=observed.app,
         actions=tuple(_remove(r, "the app is being removed") for r in observed.replicas),
     )
+
+
+def _group_gates(desired: Desired, by_service: Mapping[str, list[ObservedReplica]]) -> dict[str, str]:
+    """In each group, the one service being replaced (or the first due, by name); the others wait for it."""
+    groups: dict[str, list[DesiredService]] = defaultdict(list)
+    for service in desired.services:
+        if service.group:
+            groups[service.group].append(service)
+    gates: dict[str, str] = {}
+    for members in groups.values():
+        states = {s.name: _rollout_state(s, by_service.get(s.name, [])) for s in sorted(members, key=lambda s: s.name)}
+        busy = [n for n, state in states.items() if state == "replacing"] or [
+            n for n, state in states.items() if state == "stale"]
+        for name, state in states.items():
+            if state == "stale" and busy and busy[0] != name:
+                gates[name] = busy[0]
+    return gates
+
+
+def _rollout_state(service: DesiredService, replicas: list[ObservedReplica]) -> str:
+    """``stale``: only old replicas run; ``replacing``: old and new, or new ones not all healthy yet; ``settled``."""
+    live = [r for r in replicas if r.running]
+    fresh = [r for r in live if r.config_hash == service.config_hash]
+    stale = len(fresh) < len(live)
+    if stale and not fresh:
+        return "stale"
+    if stale or len(fresh) < service.replicas or any(r.healthy is not True for r in fresh):
+        return "replacing"
+    return "settled"
 
 
 def _network_actions(desired: Desired, observed: Observed) -> list[EnsureNetwork]:
@@ -89,6 +120,7 @@ def _service_actions(
     *,
     now: float,
     crashes: Mapping[tuple[str, int], CrashRecord],
+    waiting_for: str | None = None,
 ) -> list[Action]:
     actions: list[Action] = []
     live: list[ObservedReplica] = []
@@ -106,7 +138,7 @@ def _service_actions(
     rolling = _slots_mid_rollout(service, slots)
     for index in range(1, service.replicas + 1):
         actions += _slot_actions(
-            service, index, slots.get(index, []), now=now, crashes=crashes, rolling=rolling
+            service, index, slots.get(index, []), now=now, crashes=crashes, rolling=rolling, waiting_for=waiting_for
         )
     return actions
 
@@ -130,6 +162,7 @@ def _slot_actions(
     now: float,
     crashes: Mapping[tuple[str, int], CrashRecord],
     rolling: set[int],
+    waiting_for: str | None = None,
 ) -> list[Action]:
     current = sorted(
         (r for r in occupants if r.config_hash == service.config_hash),
@@ -146,6 +179,8 @@ def _slot_actions(
         return [hold]
     if not stale:
         return [CreateReplica(service.name, index, service.config_hash, _create_reason(service, index, crashes))]
+    if waiting_for:
+        return [Hold(service.name, index, f"waiting for {waiting_for} to be replaced first (one at a time)")]
     if rolling - {index}:
         return [Hold(service.name, index, "waiting for the replica being replaced before it")]
     rolling.add(index)

@@ -41,7 +41,10 @@ CONNECT_TIMEOUT = 0.5
 COMMAND_TIMEOUT = 2.0
 MIGRATE_TIMEOUT_MS = 5000
 MIGRATE_BATCH = 100
-_TRANSIENT_FLAGS = ("handshake", "noaddr")  # not a node yet, or an address being learnt
+# A node being introduced has a random id until the handshake ends. (A "noaddr"
+# node is kept: it may be a master that still holds slots, at an address now
+# taken by a new node.)
+_TRANSIENT_FLAGS = ("handshake",)
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,7 @@ class ClusterClient:
 
 
 def _settled(text: str) -> str:
-    """``CLUSTER NODES`` without nodes still being introduced (their ids are not final)."""
+    """``CLUSTER NODES`` without nodes still being introduced (their ids are not final yet)."""
     return "\n".join(
         line for line in text.splitlines()
         if line.strip() and not any(flag in line.split()[2].split(",") for flag in _TRANSIENT_FLAGS)

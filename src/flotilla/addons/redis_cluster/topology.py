@@ -321,13 +321,24 @@ class _View:
         return sorted(nodes, key=lambda n: self.place[n.name][1])
 
     def master_of(self, shard: int) -> ObservedNode | None:
-        """The master holding the shard's slots; else its lowest-ordinal wanted, reachable, empty master."""
+        """The master holding the shard's slots; else its lowest-ordinal wanted, reachable, empty master.
+
+        None while the shard's slots are held by a ghost (a master that came
+        back without its volume before its replica took over): the replica
+        holds the only copy of the data, and Redis is about to promote it.
+        """
         nodes = self.shard_nodes(shard)
         holders = [n for n in nodes if n.holds_slots]
         if holders:
             return max(holders, key=lambda n: (n.slot_count, -self.place[n.name][1]))
+        if self.ghost_holds(shard):
+            return None
         empty = [n for n in nodes if n.reachable and n.role == "master" and self.wanted(n)]
         return empty[0] if empty else None
+
+    def ghost_holds(self, shard: int) -> bool:
+        """Whether an old id of one of the shard's nodes still holds slots."""
+        return any(g.holds_slots and self.place[g.name][0] == shard for g in self.ghosts)
 
     def target(self, node: ObservedNode) -> int:
         """How many slots ``node`` should end with: its shard's even share if it is the shard's master."""
@@ -523,7 +534,7 @@ def _forget_extras(view: _View) -> list[ClusterAction]:
         shard, ordinal = view.place[n.name]
         if view.wanted(n) or n.holds_slots:
             continue
-        if shard >= view.shards and any(s.holds_slots for s in view.shard_nodes(shard)):
+        if shard >= view.shards and (any(s.holds_slots for s in view.shard_nodes(shard)) or view.ghost_holds(shard)):
             continue
         if shard < view.shards and view.master_of(shard) == n:
             continue

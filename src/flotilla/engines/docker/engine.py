@@ -9,7 +9,9 @@ translated into Flotilla's error tree with a sentence that says what to do.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
+import time
 from pathlib import Path
 import threading
 from collections.abc import Iterator, Mapping
@@ -26,6 +28,7 @@ from flotilla.errors import EngineError, EngineUnavailableError, NotFoundError
 from flotilla.plan.model import Observed, ObservedReplica
 from flotilla.spec import AppSpec
 
+log = logging.getLogger(__name__)
 UNAVAILABLE_HINT = (
     "Docker Engine is not reachable{where}. Start it (run `scripts/setup.sh`, "
     "`systemctl start docker`, or `dockerd &` as root) and try again."
@@ -219,23 +222,33 @@ class DockerEngine:
                     self._api.remove_network(net["Id"])
         return [n["Name"] for n in networks]
 
-    def remove_volumes(self, app: str, *, keep: set[str] = frozenset()) -> list[str]:
-        """Remove the app's volumes but ``keep``; one a container still uses stays too."""
+    def remove_volumes(self, app: str, *, keep: set[str] = frozenset(), in_use_wait: float = 5.0) -> list[str]:
+        """Remove the app's volumes but ``keep``; one a container still uses stays.
+
+        Docker can report a volume in use for a moment after the container
+        that used it was removed, so "in use" is retried for ``in_use_wait`` s.
+        """
         removed = []
         with translated(f"removing the volumes of {app}"):
             found = self._api.volumes(filters={"label": f"{labels.APP}={app}"}).get("Volumes") or []
             for volume in found:
-                if volume["Name"] in keep:
-                    continue
-                try:
-                    self._api.remove_volume(volume["Name"])
+                if volume["Name"] not in keep and self._remove_volume(volume["Name"], in_use_wait):
                     removed.append(volume["Name"])
-                except docker.errors.NotFound:
-                    continue
-                except docker.errors.APIError as exc:
-                    if exc.status_code != 409:  # 409: in use
-                        raise
         return removed
+
+    def _remove_volume(self, name: str, in_use_wait: float) -> bool:
+        deadline = time.monotonic() + in_use_wait
+        while True:
+            try:
+                self._api.remove_volume(name)
+                return True
+            except docker.errors.NotFound:
+                return False
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409 or time.monotonic() > deadline:  # 409: in use
+                    log.warning("volume %s not removed: %s", name, exc.explanation or exc)
+                    return False
+            time.sleep(0.1)
 
     # -- streams -----------------------------------------------------------
 
