@@ -78,15 +78,15 @@ class CacheKeeper:
 
         Those still holding slots, reachable or not (a draining master that
         crashed must come back, with its volume, to hand its slots over);
-        before the first observation (a daemon that just started), every such
-        node that has a container, to be safe.
+        when nothing could be observed (a daemon that just started, or no node
+        answering), every such node that has a container, to be safe.
         """
         kept = {}
         for cache, cache_spec in spec.caches.items():
             shape = {n.name for n in node_names(cache, shards=cache_spec.shards, replicas=cache_spec.replicas)}
             with self._lock:
                 state = self._states.get((spec.app, cache))
-            if state is None:
+            if state is None or not any(n.reachable for n in state.nodes):
                 extra = {r.service for r in observed.replicas if is_cache_node(cache, r.service)}
             else:
                 extra = {n.name for n in state.nodes if n.holds_slots}
