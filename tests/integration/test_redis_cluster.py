@@ -82,6 +82,7 @@ def test_formation_is_checked_by_redis_cli_and_idempotent(flotilla, app_name, tm
     up(flotilla, tmp_path, cache_spec(app_name, shards=shards, replicas=replicas))
     state = cache(flotilla, app_name)
     assert state["ready"], state["reason"]
+    assert all(n["ready"] and n["link"] == "up" for n in state["nodes"]), state["nodes"]
     output = cluster_check(flotilla, app_name, docker_client)
     assert output.count("M: ") == shards and output.count("S: ") == shards * replicas
     by_shard = masters(state)

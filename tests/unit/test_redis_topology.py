@@ -371,6 +371,19 @@ def test_not_ready_says_what_is_missing():
         False, "sessions-0-0 has 0 linked replicas, 1 wanted")
 
 
+def test_a_node_is_ready_only_when_every_slot_is_served_and_its_link_is_up():
+    from dataclasses import replace
+
+    from flotilla.addons.redis_cluster import node_ready
+
+    observed = formed(3, 1).observe()
+    replica = next(n for n in observed if n.name == "sessions-1-1")
+    assert node_ready(replica, observed)
+    assert not node_ready(replace(replica, linked=False), observed)
+    master_down = [replace(n, reachable=False) if n.name == "sessions-2-0" else n for n in observed]
+    assert not node_ready(replica, master_down)  # slots of shard 2 are not served
+
+
 def test_a_formed_cluster_plans_nothing():
     sim = formed(3, 1)
     assert plan_for(sim, shards=3, replicas=1) == []

@@ -180,7 +180,8 @@ def ps(ctx: click.Context, app: str | None, as_json: bool) -> None:
     JSON rows carry service, replica, name, state, healthy, ip, config_hash,
     current (running the current config) and container_id; the row of a
     cache node also carries cache_node: its cache, role, shard, slot ranges,
-    master and link status (up: reachable and, for a replica, replicating).
+    master, link status (up: reachable and, for a replica, replicating) and
+    ready (link up and every slot of the cluster served).
 
     \b
     Example:

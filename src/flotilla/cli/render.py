@@ -30,6 +30,7 @@ CACHE_COLUMNS = (
     ("SLOTS", "slots_text"),
     ("#SLOTS", "slot_count"),
     ("LINK", "link"),
+    ("READY", "ready_text"),
     ("IP", "ip"),
 )
 ROUTE_COLUMNS = (
@@ -99,7 +100,8 @@ def cache_text(cache: dict) -> str:
     state = "ready" if cache["ready"] else "not ready"
     head = (f"{cache['app']}/{cache['name']}: redis-cluster {cache['shards']} shards x {cache['replicas']} "
             f"replicas, {state}: {cache['reason']}")
-    rows = [{**n, "slots_text": slot_text(n["slots"]), "master": n["master"] or "-"} for n in cache["nodes"]]
+    rows = [{**n, "slots_text": slot_text(n["slots"]), "master": n["master"] or "-",
+             "ready_text": "yes" if n["ready"] else "no"} for n in cache["nodes"]]
     return head + ("\n" + table(rows, CACHE_COLUMNS) if rows else "")
 
 

@@ -7,6 +7,7 @@ replica of the current config, nothing extra left).
 
 from __future__ import annotations
 
+from flotilla.addons.redis_cluster import node_ready
 from flotilla.addons.redis_cluster.nodes import cache_of
 from flotilla.daemon.controller import Controller
 from flotilla.errors import NotFoundError
@@ -58,6 +59,7 @@ def cache_status(controller: Controller, spec: AppSpec, cache: str, observed: Ob
             "slots": [list(r) for r in node.slots],
             "slot_count": node.slot_count,
             "link": "up" if node.reachable and node.linked else "down",
+            "ready": node_ready(node, state.nodes),
             "reachable": node.reachable,
             "container": container.name if container else None,
             "ip": container.ip if container else None,

@@ -546,18 +546,32 @@ def _forget_extras(view: _View) -> list[ClusterAction]:
 # --- readiness ------------------------------------------------------------------------------------
 
 
-def cluster_ready(observed: Sequence[ObservedNode], *, shards: int, replicas: int) -> tuple[bool, str]:
-    """Ready: every slot held once by a reachable master, ``shards`` masters, each with enough linked replicas."""
+def coverage_problem(observed: Sequence[ObservedNode]) -> str | None:
+    """Why not every slot is served by exactly one reachable master; None if it is."""
     masters = [n for n in observed if n.holds_slots]
     double = _overlap(s for n in masters for s in n.slots)
     if double is not None:
-        return False, f"slot {double} is held by two masters"
+        return f"slot {double} is held by two masters"
     down = sorted(n.name for n in masters if not n.reachable)
     if down:
-        return False, f"masters holding slots are unreachable: {', '.join(down)}"
+        return f"masters holding slots are unreachable: {', '.join(down)}"
     missing = SLOTS - _count(s for n in masters for s in n.slots)
     if missing:
-        return False, f"{missing} of {SLOTS} slots have no master"
+        return f"{missing} of {SLOTS} slots have no master"
+    return None
+
+
+def node_ready(node: ObservedNode, observed: Sequence[ObservedNode]) -> bool:
+    """A node is ready when every slot is served and its own links (replication, for a replica) are up."""
+    return node.reachable and node.linked and coverage_problem(observed) is None
+
+
+def cluster_ready(observed: Sequence[ObservedNode], *, shards: int, replicas: int) -> tuple[bool, str]:
+    """Ready: every slot held once by a reachable master, ``shards`` masters, each with enough linked replicas."""
+    problem = coverage_problem(observed)
+    if problem:
+        return False, problem
+    masters = [n for n in observed if n.holds_slots]
     if len(masters) != shards:
         return False, f"{len(masters)} masters hold slots, {shards} wanted"
     for m in sorted(masters, key=lambda n: n.name):
