@@ -32,9 +32,15 @@ def cache_node(cache: str, *, shard: int, ordinal: int) -> str:
     return f"{cache}-{shard}-{ordinal}"
 
 
+def cache_node_place(cache: str, name: str) -> tuple[int, int] | None:
+    """``(shard, ordinal)`` of a node of ``cache`` by its name (``sessions-3-1`` -> (3, 1)); None for other names."""
+    match = re.fullmatch(rf"{re.escape(cache)}-(\d+)-(\d+)", name)
+    return (int(match[1]), int(match[2])) if match else None
+
+
 def is_cache_node(cache: str, name: str) -> bool:
     """Whether ``name`` has the shape of a node of ``cache`` (``sessions-3-1``)."""
-    return re.fullmatch(rf"{re.escape(cache)}-\d+-\d+", name) is not None
+    return cache_node_place(cache, name) is not None
 
 
 def cache_variables(cache: str) -> tuple[str, str]:

@@ -25,7 +25,6 @@ from flotilla.errors import FlotillaError, SpecError
 from flotilla.spec import load_spec, spec_to_dict
 
 DEFAULT_SPEC = "flotilla.yaml"
-# Spec keys that validate today but whose capability has not landed yet.
 spec_option = click.option(
     "-f", "--file", "spec_file", default=DEFAULT_SPEC, show_default=True,
     type=click.Path(dir_okay=False), help="The app spec.",

@@ -102,7 +102,7 @@ class CacheKeeper:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            for spec in self.controller.active_specs():
+            for spec in self.controller.active_specs(with_caches=True):  # twice a second: parse only those
                 for cache in spec.caches:
                     self._tend_safely(spec, cache)
             stop.wait(self._interval)

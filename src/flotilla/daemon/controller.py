@@ -127,9 +127,13 @@ class Controller:
         """Run ``loop(stop_event)`` in its own thread from ``start`` on (the autoscaler)."""
         self._loops.append((name, loop))
 
-    def active_specs(self) -> list[AppSpec]:
-        """The spec of every app that is not being removed, as its file says it."""
-        return [spec_from_dict(a.spec) for a in self.store.apps() if a.status != DELETING]
+    def active_specs(self, *, with_caches: bool = False) -> list[AppSpec]:
+        """The spec of every app that is not being removed (only those with caches, if asked), as its file says it."""
+        return [
+            spec_from_dict(a.spec)
+            for a in self.store.apps()
+            if a.status != DELETING and (a.spec.get("caches") or not with_caches)
+        ]
 
     def runtime_spec(self, spec: AppSpec, observed: Observed | None = None) -> AppSpec:
         """``spec`` with the services Flotilla adds: a cache's nodes (and its consumers' wiring)."""

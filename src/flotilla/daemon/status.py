@@ -10,6 +10,7 @@ from __future__ import annotations
 from flotilla.addons.redis_cluster import node_ready
 from flotilla.addons.redis_cluster.nodes import cache_of
 from flotilla.daemon.controller import Controller
+from flotilla.naming import cache_node_place
 from flotilla.errors import NotFoundError
 from flotilla.gateway.metrics import prometheus_text
 from flotilla.plan import Desired, DesiredService, Observed, ObservedReplica
@@ -53,7 +54,7 @@ def cache_status(controller: Controller, spec: AppSpec, cache: str, observed: Ob
         nodes.append({
             "name": node.name,
             "node_id": node.node_id,
-            "shard": _shard_of(node.name),
+            "shard": _shard_of(cache, node.name),
             "role": node.role,
             "master": by_id.get(node.master_id or "", node.master_id),
             "slots": [list(r) for r in node.slots],
@@ -76,9 +77,9 @@ def cache_status(controller: Controller, spec: AppSpec, cache: str, observed: Ob
     }
 
 
-def _shard_of(node: str) -> int | None:
-    shard = node.rsplit("-", 2)[-2] if node.count("-") >= 2 else ""
-    return int(shard) if shard.isdigit() else None
+def _shard_of(cache: str, node: str) -> int | None:
+    place = cache_node_place(cache, node)
+    return place[0] if place else None
 
 
 def endpoints(controller: Controller, app: str, service: str) -> list[dict]:

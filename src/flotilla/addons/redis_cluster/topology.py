@@ -21,12 +21,11 @@ lingers, unreachable, as a *ghost* that is forgotten.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from flotilla.naming import cache_node
+from flotilla.naming import cache_node, cache_node_place
 
 SLOTS = 16384
 Ranges = tuple[tuple[int, int], ...]
@@ -302,11 +301,10 @@ class _View:
 
     def __init__(self, *, cache: str, shards: int, replicas: int, observed: Sequence[ObservedNode]):
         self.shards, self.replicas = shards, replicas
-        pattern = re.compile(rf"{re.escape(cache)}-(\d+)-(\d+)")
         self.place: dict[str, tuple[int, int]] = {}
         for n in observed:
-            if m := pattern.fullmatch(n.name):
-                self.place[n.name] = (int(m[1]), int(m[2]))
+            if place := cache_node_place(cache, n.name):
+                self.place[n.name] = place
         self.nodes, self.ghosts = _current(n for n in observed if n.name in self.place)
         self.by_id = {n.node_id: n for n in [*self.nodes.values(), *self.ghosts]}
         shape = node_names(cache, shards=shards, replicas=replicas)

@@ -93,11 +93,6 @@ def literal(text: str) -> str:
     return text.replace("$", "$$")
 
 
-def env_prefix(cache: str) -> str:
-    """``sessions`` -> ``SESSIONS``, ``user-data`` -> ``USER_DATA`` (as on one host)."""
-    return cache.upper().replace("-", "_")
-
-
 def dns_label(text: str, *, limit: int = 63) -> str:
     """A DNS label made from free text; a short hash keeps shortened or altered names distinct."""
     slug = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "x"

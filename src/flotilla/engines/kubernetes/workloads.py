@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 from flotilla import labels
+from flotilla.naming import cache_variables
 from flotilla.engines.kubernetes import meta, secrets
 from flotilla.engines.kubernetes.options import RenderOptions
 from flotilla.spec.hashing import config_hash
@@ -138,12 +139,12 @@ def container_env(spec: AppSpec, name: str, *, options: RenderOptions) -> list[d
 
 def cache_env(spec: AppSpec, cache: str, *, options: RenderOptions) -> list[dict]:
     """``<NAME>_REDIS_NODES`` (every node by DNS name) and ``<NAME>_REDIS_PASSWORD`` (a secret reference)."""
-    prefix = meta.env_prefix(cache)
+    nodes_variable, password_variable = cache_variables(cache)
     nodes = ",".join(f"{host}:{REDIS_PORT}" for host in cache_hosts(spec, cache, options=options))
     password = {"secretKeyRef": {"name": secrets.cache_secret_name(cache), "key": "password"}}
     return [
-        {"name": f"{prefix}_REDIS_NODES", "value": nodes},
-        {"name": f"{prefix}_REDIS_PASSWORD", "valueFrom": password},
+        {"name": nodes_variable, "value": nodes},
+        {"name": password_variable, "valueFrom": password},
     ]
 
 
