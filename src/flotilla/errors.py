@@ -3,18 +3,22 @@
 Every error a user can see is a FlotillaError: it carries a message that says
 what is wrong and what to do, and an exit code for the CLI. SDK and OS errors
 are translated at the boundary that meets them (``raise ... from exc``), so no
-caller above an engine ever sees a docker or sqlite exception.
+caller above an engine ever sees a docker or sqlite exception. The daemon's
+API answers each class with the HTTP status on its right (500 for the rest).
 
     FlotillaError                 exit 1
-    ├── SpecError                 exit 2  the spec has problems (all of them, at once)
-    ├── NotFoundError             exit 3  no such app, service or replica
-    ├── ConflictError             exit 4  the request clashes with the current state
+    ├── SpecError                 exit 2  the spec has problems (all of them, at once)      HTTP 400
+    ├── BadRequestError           exit 2  a malformed request: not JSON, a bad count...    HTTP 400
+    ├── NotFoundError             exit 3  no such app, service or replica                  HTTP 404
+    │   └── SecretNotFoundError           no such secret (or version of it) for the app
+    ├── ConflictError             exit 4  the request clashes with the current state       HTTP 409
     ├── EngineError               exit 5  the container engine refused or failed
-    │   └── EngineUnavailableError        Docker Engine cannot be reached
+    │   └── EngineUnavailableError        Docker Engine cannot be reached                  HTTP 503
     ├── DaemonError               exit 6  the Flotilla daemon failed or cannot be reached
     │   └── DaemonUnavailableError
-    ├── TimeoutError_             exit 7  a wait ran out (for example ``up --timeout``)
+    ├── WaitTimeoutError          exit 7  a wait ran out (for example ``up --timeout``)
     ├── GatewayError              exit 8  the gateway (HAProxy) failed, refused a change or cannot start
+    │   └── NoFreeSlotError               a backend has no free server slot for another replica
     ├── SecretsError              exit 9  the vault or the master key cannot do what was asked
     │   ├── WrongKeyError                 the master key is not the one the vault was written with
     │   └── TamperedError                 a stored secret failed its integrity check
@@ -87,9 +91,22 @@ class SpecError(FlotillaError):
         return {**super().to_dict(), "problems": [p.to_dict() for p in self.problems]}
 
 
+class BadRequestError(FlotillaError):
+    """A request the daemon cannot read: a body that is not JSON, a count that is not a number."""
+
+    exit_code = 2
+    code = "bad_request"
+
+
 class NotFoundError(FlotillaError):
     exit_code = 3
     code = "not_found"
+
+
+class SecretNotFoundError(NotFoundError):
+    """No such secret (or version of it) for the app."""
+
+    code = "secret_not_found"
 
 
 class ConflictError(FlotillaError):
@@ -115,7 +132,9 @@ class DaemonUnavailableError(DaemonError):
     code = "daemon_unavailable"
 
 
-class TimeoutError_(FlotillaError):  # noqa: N801 - avoid shadowing the builtin
+class WaitTimeoutError(FlotillaError):
+    """A wait ran out before what it waited for happened; the message says what is still pending."""
+
     exit_code = 7
     code = "timeout"
 
@@ -125,6 +144,12 @@ class GatewayError(FlotillaError):
 
     exit_code = 8
     code = "gateway_error"
+
+
+class NoFreeSlotError(GatewayError):
+    """A backend has no free server slot for another replica (its slots are pre-declared)."""
+
+    code = "no_free_slot"
 
 
 class SecretsError(FlotillaError):
@@ -157,14 +182,17 @@ _BY_CODE = {
     cls.code: cls
     for cls in (
         FlotillaError,
+        BadRequestError,
         NotFoundError,
+        SecretNotFoundError,
         ConflictError,
         EngineError,
         EngineUnavailableError,
         DaemonError,
         DaemonUnavailableError,
-        TimeoutError_,
+        WaitTimeoutError,
         GatewayError,
+        NoFreeSlotError,
         SecretsError,
         CacheError,
         WrongKeyError,

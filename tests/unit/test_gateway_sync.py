@@ -67,11 +67,11 @@ def test_draining_replicas_are_left_alone():
 def test_no_free_slot_is_an_error_not_a_silent_drop():
     import pytest
 
-    from flotilla.gateway.sync import NoFreeSlot
+    from flotilla.errors import NoFreeSlotError
 
     full = {f"slot{i}": Now(f"10.0.0.{i}", 8000, "ready") for i in range(1, 3)}
     wanted = [DesiredServer(f"w{i}", f"10.0.0.{i}", 8000, True) for i in range(1, 4)]
-    with pytest.raises(NoFreeSlot):
+    with pytest.raises(NoFreeSlotError):
         server_changes("be", wanted, full)
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from flotilla.daemon.client import DaemonClient, app_path
-from flotilla.errors import FlotillaError, TimeoutError_
+from flotilla.errors import FlotillaError, WaitTimeoutError
 
 POLL_INTERVAL = 0.2
 CRASH_LOOP_FAILURES = 3
@@ -46,7 +46,7 @@ def wait_converged(
             return status
         _fail_on_crash_loop(client, app, status)
         if time.monotonic() >= deadline:
-            raise TimeoutError_(f"timed out after {timeout:g}s waiting for {app}: {_pending(status)}")
+            raise WaitTimeoutError(f"timed out after {timeout:g}s waiting for {app}: {_pending(status)}")
         time.sleep(POLL_INTERVAL)
 
 

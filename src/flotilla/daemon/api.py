@@ -21,9 +21,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from flotilla import __version__
-from flotilla.daemon import operations, status
-from flotilla.daemon.controller import Controller
+from flotilla.daemon.apps import AppRepository
+from flotilla.daemon.operations import Operations
+from flotilla.daemon.ports import ReplicaEngine
+from flotilla.daemon.status import StatusViews
+from flotilla.daemon.store import Store
 from flotilla.errors import (
+    BadRequestError,
     ConflictError,
     EngineUnavailableError,
     FlotillaError,
@@ -34,6 +38,7 @@ from flotilla.errors import (
 log = logging.getLogger(__name__)
 HTTP_STATUS = {
     SpecError: 400,
+    BadRequestError: 400,
     ConflictError: 409,
     NotFoundError: 404,
     EngineUnavailableError: 503,
@@ -48,25 +53,47 @@ class Request:
         self.query = {k: v[-1] for k, v in parse_qs(urlsplit(handler.path).query).items()}
 
     def json(self) -> dict:
-        length = int(self.handler.headers.get("Content-Length") or 0)
+        declared = self.handler.headers.get("Content-Length") or "0"
+        if not declared.isdigit():
+            raise BadRequestError(f"Content-Length {declared!r} is not a number of bytes")
+        length = int(declared)
         raw = self.handler.rfile.read(length) if length else b"{}"
         try:
             body = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ConflictError(f"request body is not JSON: {exc}") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadRequestError(f"request body is not JSON: {exc}") from exc
         if not isinstance(body, dict):
-            raise ConflictError("request body must be a JSON object")
+            raise BadRequestError("request body must be a JSON object")
         return body
 
     def flag(self, name: str) -> bool:
         return self.query.get(name, "") in ("1", "true", "yes")
 
+    def number(self, name: str, *, default: int) -> int:
+        """A whole-number query parameter (``?since=12``); BadRequestError when it is not one."""
+        raw = self.query.get(name, "") or str(default)
+        if not raw.isdigit():
+            raise BadRequestError(f"?{name}={raw!r}: write a whole number, for example ?{name}={default}")
+        return int(raw)
+
 
 class Api:
-    """Routes requests to the controller; one instance per daemon."""
+    """Routes requests to the daemon's parts; one instance per daemon."""
 
-    def __init__(self, controller: Controller) -> None:
-        self.controller = controller
+    def __init__(
+        self,
+        *,
+        apps: AppRepository,
+        operations: Operations,
+        status: StatusViews,
+        history: Store,
+        engine: ReplicaEngine,
+    ) -> None:
+        self._apps = apps
+        self._operations = operations
+        self._status = status
+        self._history = history
+        self._engine = engine
         self.routes: list[Route] = [
             ("GET", re.compile(r"/v1/health"), self.health),
             ("GET", re.compile(r"/v1/apps"), self.list_apps),
@@ -109,75 +136,75 @@ class Api:
 
     def list_apps(self, req: Request):
         apps = []
-        for stored in self.controller.store.apps():
+        for stored in self._apps.stored():
             apps.append({"app": stored.name, "status": stored.status, "updated": stored.updated})
         return 200, {"apps": apps}
 
     def submit(self, req: Request):
         body = req.json()
-        result = operations.submit(self.controller, body.get("spec") or {}, dry_run=req.flag("dry_run"))
+        result = self._operations.submit(body.get("spec") or {}, dry_run=req.flag("dry_run"))
         return 200, result
 
     def app_status(self, req: Request):
-        return 200, status.app_status(self.controller, req.params["app"])
+        return 200, self._status.app_status(req.params["app"])
 
     def remove(self, req: Request):
-        return 200, self.controller.remove_app(req.params["app"])
+        return 200, self._operations.remove(req.params["app"])
 
     def scale(self, req: Request):
         counts = req.json().get("replicas") or {}
-        return 200, operations.scale(self.controller, req.params["app"], counts)
+        return 200, self._operations.scale(req.params["app"], counts)
 
     def events(self, req: Request):
-        since = int(req.query.get("since", "0") or 0)
-        limit = min(int(req.query.get("limit", "1000") or 1000), 10_000)
-        events = self.controller.store.events(req.params["app"], since=since, limit=limit)
+        since = req.number("since", default=0)
+        limit = min(req.number("limit", default=1000), 10_000)
+        events = self._history.events(req.params["app"], since=since, limit=limit)
         return 200, {"events": [e.to_dict() for e in events]}
 
     def endpoints(self, req: Request):
-        found = status.endpoints(self.controller, req.params["app"], req.params["service"])
+        found = self._status.endpoints(req.params["app"], req.params["service"])
         return 200, {"endpoints": found}
 
     def routes(self, req: Request):
-        return 200, {"routes": status.routes(self.controller, req.params["app"])}
+        return 200, {"routes": self._status.routes(req.params["app"])}
 
     def metrics(self, req: Request):
-        return 200, {"services": status.metrics(self.controller, req.params["app"])}
+        return 200, {"services": self._status.metrics(req.params["app"])}
 
     def prometheus(self, req: Request):
-        text = status.prometheus(self.controller)
+        text = self._status.prometheus()
         req.handler.send_text(200, text, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     def list_secrets(self, req: Request):
-        infos = operations._vault(self.controller).list(req.params["app"])
+        infos = self._operations.vault.list(req.params["app"])
         return 200, {"secrets": [_secret_info(i) for i in infos]}
 
     def set_secret(self, req: Request):
         value = _decode_value(req.json().get("value_b64"))
-        return 200, operations.set_secret(self.controller, req.params["app"], req.params["name"], value)
+        return 200, self._operations.set_secret(req.params["app"], req.params["name"], value)
 
     def reveal_secret(self, req: Request):
         if not req.flag("reveal"):
-            raise ConflictError("secret values are only sent with ?reveal=1 (`flotilla secrets get --reveal`)")
-        value = operations._vault(self.controller).get(req.params["app"], req.params["name"])
+            raise BadRequestError("secret values are only sent with ?reveal=1 (`flotilla secrets get --reveal`)")
+        value = self._operations.vault.get(req.params["app"], req.params["name"])
         return 200, {"name": req.params["name"], "value_b64": base64.b64encode(value).decode()}
 
     def remove_secret(self, req: Request):
-        return 200, operations.remove_secret(self.controller, req.params["app"], req.params["name"])
+        return 200, self._operations.remove_secret(req.params["app"], req.params["name"])
 
     def rekey(self, req: Request):
-        return 200, operations.rekey(self.controller)
+        return 200, self._operations.rekey()
 
     def logs(self, req: Request):
-        spec = self.controller.runtime_spec(status.load_app(self.controller, req.params["app"]))
+        spec = self._status.runtime_spec(req.params["app"])
         service = req.query.get("service")
         if service and service not in spec.services:
             raise NotFoundError(f"app {spec.app} has no service {service!r}; it has: {', '.join(spec.services)}")
-        observed = self.controller.engine.observe(spec.app)
+        observed = self._engine.observe(spec.app)
         replicas = [r for r in observed.replicas if not service or r.service == service]
         stream_logs(
             req.handler,
-            self.controller.engine,
+            self._engine,
             replicas,
             follow=req.flag("follow"),
             tail=req.query.get("tail", "all"),
@@ -192,7 +219,7 @@ def _decode_value(encoded) -> bytes:
     try:
         return base64.b64decode(encoded or "", validate=True)
     except (ValueError, TypeError) as exc:
-        raise ConflictError("value_b64 must be the secret's value in base64") from exc
+        raise BadRequestError("value_b64 must be the secret's value in base64") from exc
 
 
 def stream_logs(handler: BaseHTTPRequestHandler, engine, replicas, *, follow: bool, tail: str) -> None:

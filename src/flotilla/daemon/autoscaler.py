@@ -5,7 +5,7 @@ flight and queued, requests per second) and, when the policy targets CPU, the
 replicas' CPU time from their cgroups; the pure policy (autoscale/policy.py)
 turns the window of observations into a replica count and a reason. A change
 is stored like `flotilla scale` would store it, recorded as an event with its
-reason, and the controller converges.
+reason, and the reconciler converges.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flotilla.autoscale import Observation, PolicyState, decide, initial_state
-from flotilla.daemon import operations
-from flotilla.daemon.controller import Controller
-from flotilla.daemon.store import DELETING
+from flotilla.daemon.apps import AppRepository
+from flotilla.daemon.counts import ReplicaCounts
+from flotilla.daemon.ports import ReplicaEngine
+from flotilla.daemon.snapshots import Snapshots
 from flotilla.errors import FlotillaError
+from flotilla.gateway.metrics import MetricsWindow
 from flotilla.plan import Observed
-from flotilla.spec import AppSpec, ServiceSpec, spec_from_dict
+from flotilla.spec import AppSpec, ServiceSpec
 
 log = logging.getLogger(__name__)
 TICK = 1.0
@@ -37,8 +39,21 @@ class _ServiceState:
 
 
 class Autoscaler:
-    def __init__(self, *, controller: Controller, clock: Callable[[], float]) -> None:
-        self.controller = controller
+    def __init__(
+        self,
+        *,
+        apps: AppRepository,
+        snapshots: Snapshots,
+        metrics: MetricsWindow,
+        engine: ReplicaEngine,
+        counts: ReplicaCounts,
+        clock: Callable[[], float],
+    ) -> None:
+        self._apps = apps
+        self._snapshots = snapshots
+        self._metrics = metrics
+        self._engine = engine
+        self._counts = counts
         self._clock = clock
         self._states: dict[tuple[str, str], _ServiceState] = {}
         self._cpu: dict[str, tuple[float, float]] = {}  # container -> (at, cpu seconds)
@@ -55,8 +70,8 @@ class Autoscaler:
 
     def tick(self) -> None:
         now = self._clock()
-        for spec in self._specs():
-            observed = self.controller.snapshot(spec)
+        for spec in self._apps.active():
+            observed = self._snapshots.latest(spec)
             for name, svc in spec.services.items():
                 if svc.autoscale:
                     self._decide(spec, name, svc, observed, now=now)
@@ -64,7 +79,7 @@ class Autoscaler:
     def wake(self, app: str, service: str) -> None:
         """A request waits at the gateway for a service at zero: one replica, now."""
         with self._lock:
-            spec = self._spec(app)
+            spec = self._apps.get(app)
             if spec is None or service not in spec.services or spec.services[service].replicas > 0:
                 return
             reason = "a request is waiting at the gateway: 0 → 1 replica"
@@ -99,8 +114,7 @@ class Autoscaler:
         return state
 
     def _observe(self, spec: AppSpec, name: str, svc: ServiceSpec, observed: Observed, *, now: float) -> Observation:
-        traffic = self.controller.traffic
-        current = traffic.metrics.current(spec.app, name) if traffic else None
+        current = self._metrics.current(spec.app, name)
         ready = [r for r in observed.replicas if r.service == name and r.running and r.healthy]
         cpu = self._cpu_percent(ready, svc, now=now) if svc.autoscale.target.cpu else None
         return Observation(
@@ -114,7 +128,7 @@ class Autoscaler:
     def _cpu_percent(self, replicas, svc: ServiceSpec, *, now: float) -> float | None:
         percents = []
         for replica in replicas:
-            used = self.controller.engine.cpu_seconds(replica.container_id)
+            used = self._engine.cpu_seconds(replica.container_id)
             before = self._cpu.get(replica.container_id)
             if used is not None:
                 self._cpu[replica.container_id] = (now, used)
@@ -125,11 +139,4 @@ class Autoscaler:
         return sum(percents) / len(percents) if percents else None
 
     def _apply(self, spec: AppSpec, service: str, replicas: int, *, reason: str) -> None:
-        operations.store_replicas(self.controller, spec.app, {service: replicas}, kind="autoscale", summary=reason)
-
-    def _specs(self) -> list[AppSpec]:
-        return [spec_from_dict(a.spec) for a in self.controller.store.apps() if a.status != DELETING]
-
-    def _spec(self, app: str) -> AppSpec | None:
-        stored = self.controller.store.get_app(app)
-        return spec_from_dict(stored.spec) if stored and stored.status != DELETING else None
+        self._counts.store(spec.app, {service: replicas}, kind="autoscale", summary=reason)

@@ -2,26 +2,31 @@
 
 Every operation validates everything first (the spec, the images, the
 service names and counts) and only then writes the store and wakes the
-controller: a bad request changes nothing that is running.
+reconciler: a bad request changes nothing that is running.
 """
 
 from __future__ import annotations
 
-import copy
 import socket
 from dataclasses import asdict
 
-from flotilla.daemon.controller import Controller
-from flotilla.daemon.status import load_app
-from flotilla.daemon.store import DELETING
-from flotilla.gateway.config import normalize_path
-from flotilla.errors import ConflictError, NotFoundError, Problem, SpecError
-from flotilla.plan import Plan
 from flotilla.addons.redis_cluster.nodes import DEFAULT_IMAGE as DEFAULT_CACHE_IMAGE
 from flotilla.addons.redis_cluster.nodes import cache_of
+from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.caches import generate_passwords
+from flotilla.daemon.counts import ReplicaCounts
+from flotilla.daemon.events import EventLog
+from flotilla.daemon.injection import SecretInjector
+from flotilla.daemon.ports import ReplicaEngine
+from flotilla.daemon.reconciler import Reconciler
+from flotilla.daemon.runtime import RuntimeSpecs
+from flotilla.daemon.wakeups import Wakeups
+from flotilla.errors import BadRequestError, ConflictError, NotFoundError, Problem, SpecError
+from flotilla.gateway.config import normalize_path
 from flotilla.naming import cache_password_secret
-from flotilla.spec import AppSpec, ServiceSpec, spec_from_dict, spec_to_dict
+from flotilla.plan import Plan
+from flotilla.secrets import Vault
+from flotilla.spec import AppSpec, ServiceSpec, spec_from_dict
 
 MAX_REPLICAS = 100
 
@@ -30,69 +35,124 @@ def plan_to_dict(the_plan: Plan) -> dict:
     return {"app": the_plan.app, "actions": [asdict(a) for a in the_plan.actions]}
 
 
-def submit(controller: Controller, spec_data: dict, *, dry_run: bool) -> dict:
-    """``up`` (or ``plan`` with ``dry_run``): validate, store, converge."""
-    spec = spec_from_dict(spec_data)
-    runtime = controller.runtime_spec(spec)
-    _check_images(controller, runtime)
-    check_gateway(controller, spec)
-    if controller.injector:
-        controller.injector.check(runtime, generated={cache_password_secret(c) for c in spec.caches})
-    the_plan = controller.preview(runtime)
-    if not dry_run:
-        if controller.injector:
-            generate_passwords(controller.injector.vault, spec)
-        controller.store.put_app(spec.app, spec_to_dict(spec))
-        controller.events.record(spec.app, "apply", spec.app, _apply_summary(the_plan))
-        controller.trigger(spec.app)
-    return plan_to_dict(the_plan)
+class Operations:
+    """``up``, ``plan``, ``scale`` and the secrets commands, each validated before it writes."""
 
+    def __init__(
+        self,
+        *,
+        apps: AppRepository,
+        runtime: RuntimeSpecs,
+        engine: ReplicaEngine,
+        reconciler: Reconciler,
+        counts: ReplicaCounts,
+        events: EventLog,
+        wakeups: Wakeups,
+        injector: SecretInjector | None = None,
+    ) -> None:
+        self._apps = apps
+        self._runtime = runtime
+        self._engine = engine
+        self._reconciler = reconciler
+        self._counts = counts
+        self._events = events
+        self._wakeups = wakeups
+        self._injector = injector
 
-def scale(controller: Controller, app: str, counts: dict[str, int]) -> dict:
-    """``flotilla scale``: refused for autoscaled services outside their bounds."""
-    spec = load_app(controller, app)
-    _check_counts(spec, counts)
-    summary = ", ".join(f"{s} {spec.services[s].replicas} -> {n}" for s, n in counts.items())
-    return store_replicas(controller, app, counts, kind="scale", summary=summary)
+    def submit(self, spec_data: dict, *, dry_run: bool) -> dict:
+        """``up`` (or ``plan`` with ``dry_run``): validate, store, converge."""
+        spec = spec_from_dict(spec_data)
+        runtime = self._runtime.of(spec)
+        self._check_images(runtime)
+        check_gateway(spec, self._apps.active())
+        if self._injector:
+            self._injector.check(runtime, generated={cache_password_secret(c) for c in spec.caches})
+        the_plan = self._reconciler.preview(runtime)
+        if not dry_run:
+            if self._injector:
+                generate_passwords(self._injector.vault, spec)
+            self._apps.put(spec)
+            self._events.record(spec.app, "apply", spec.app, _apply_summary(the_plan))
+            self._wakeups.trigger(spec.app)
+        return plan_to_dict(the_plan)
 
+    def scale(self, app: str, counts: dict[str, int]) -> dict:
+        """``flotilla scale``: refused for autoscaled services outside their bounds."""
+        spec = self._apps.require(app)
+        _check_counts(spec, counts)
+        summary = ", ".join(f"{s} {spec.services[s].replicas} -> {n}" for s, n in counts.items())
+        return self._counts.store(app, counts, kind="scale", summary=summary)
 
-def store_replicas(controller: Controller, app: str, counts: dict[str, int], *, kind: str, summary: str) -> dict:
-    """Keep new replica counts in the stored spec, say why, and converge."""
-    spec = load_app(controller, app)
-    data = copy.deepcopy(spec_to_dict(spec))
-    for service, count in counts.items():
-        data["services"][service]["replicas"] = count
-    scaled = spec_from_dict(data)
-    controller.store.put_app(app, spec_to_dict(scaled))
-    controller.events.record(app, kind, ",".join(counts), summary)
-    controller.trigger(app)
-    return {"app": app, "replicas": {s: scaled.services[s].replicas for s in scaled.services}}
+    def remove(self, app: str) -> dict:
+        return self._reconciler.remove_app(app)
+
+    def _check_images(self, spec: AppSpec) -> None:
+        images = {svc.image: _image_path(name, svc) for name, svc in reversed(spec.services.items())}
+        missing = self._engine.missing_images(set(images))
+        if missing:
+            raise SpecError([Problem.at_path(images[image], f"image {image!r} is not on this host",
+                                             hint=_image_hint(image)) for image in missing])
+
+    # -- secrets -------------------------------------------------------------------
+
+    @property
+    def vault(self) -> Vault:
+        if self._injector is None:
+            raise ConflictError("this daemon runs without a secrets vault")
+        return self._injector.vault
+
+    def set_secret(self, app: str, name: str, value: bytes) -> dict:
+        """Store a new version; services that use it roll, one replica at a time."""
+        version = self.vault.set(app, name, value)
+        users = self._secret_users(app, name)
+        self._events.record(app, "secret", name, f"secret {name} set to version {version}" + (
+            f"; rolling {', '.join(users)}" if users else ""))
+        if users:
+            self._wakeups.trigger(app)
+        return {"app": app, "name": name, "version": version, "rolling": users}
+
+    def remove_secret(self, app: str, name: str) -> dict:
+        users = self._secret_users(app, name)
+        if users:
+            raise ConflictError(
+                f"secret {name} is used by {', '.join(users)} of app {app}; remove it from the spec "
+                f"and run `flotilla up` first"
+            )
+        if not self.vault.remove(app, name):
+            raise NotFoundError(f"app {app} has no secret {name!r}; `flotilla secrets ls {app}` lists them")
+        self._events.record(app, "secret", name, f"secret {name} removed")
+        return {"app": app, "name": name, "removed": True}
+
+    def rekey(self) -> dict:
+        """Re-encrypt every secret under a new master key (see daemon/injection.py)."""
+        if self._injector is None:
+            raise ConflictError("this daemon runs without a secrets vault")
+        return self._injector.rekey()
+
+    def _secret_users(self, app: str, name: str) -> list[str]:
+        stored = self._apps.get(app)
+        if stored is None:
+            return []
+        spec = self._runtime.of(stored)
+        return [svc for svc, s in spec.services.items() if name in s.secrets.values()]
 
 
 def _check_counts(spec: AppSpec, counts: dict[str, int]) -> None:
-    if not counts:
-        raise ConflictError("name at least one SERVICE=N, for example `flotilla scale shop web=3`")
+    if not counts or not isinstance(counts, dict):
+        raise BadRequestError("name at least one SERVICE=N, for example `flotilla scale shop web=3`")
     for service, count in counts.items():
         if service not in spec.services:
             raise NotFoundError(
                 f"app {spec.app} has no service {service!r}; it has: {', '.join(sorted(spec.services))}"
             )
         if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_REPLICAS:
-            raise ConflictError(f"{service}={count!r}: replicas must be a whole number from 0 to {MAX_REPLICAS}")
+            raise BadRequestError(f"{service}={count!r}: replicas must be a whole number from 0 to {MAX_REPLICAS}")
         bounds = spec.services[service].autoscale
         if bounds and not bounds.min <= count <= bounds.max:
             raise ConflictError(
                 f"{service} is autoscaled between {bounds.min} and {bounds.max} replicas; {count} is outside. "
                 f"Scale within those bounds, or change autoscale.min/max in the spec and run `flotilla up`"
             )
-
-
-def _check_images(controller: Controller, spec: AppSpec) -> None:
-    images = {svc.image: _image_path(name, svc) for name, svc in reversed(spec.services.items())}
-    missing = controller.engine.missing_images(set(images))
-    if missing:
-        raise SpecError([Problem.at_path(images[image], f"image {image!r} is not on this host",
-                                         hint=_image_hint(image)) for image in missing])
 
 
 def _image_path(name: str, svc: ServiceSpec) -> str:
@@ -107,14 +167,14 @@ def _image_hint(image: str) -> str:
     return f"build it (scripts/build-images.sh builds the demo's) or `docker pull {image}`"
 
 
-def check_gateway(controller: Controller, spec: AppSpec) -> None:
+def check_gateway(spec: AppSpec, active: list[AppSpec]) -> None:
     """Refuse a route another app already serves on the same address, and a
     listen address some other program holds, before anything changes."""
     routes = _route_keys(spec)
     if not routes:
         return
     listen = spec.gateway.listen
-    on_address = [s for s in controller.active_specs() if s.gateway.listen == listen and _route_keys(s)]
+    on_address = [s for s in active if s.gateway.listen == listen and _route_keys(s)]
     for other in on_address:
         clash = sorted(routes & _route_keys(other)) if other.app != spec.app else []
         if clash:
@@ -152,52 +212,3 @@ def _apply_summary(the_plan: Plan) -> str:
     for action in changes:
         kinds[action.kind] = kinds.get(action.kind, 0) + 1
     return "spec applied; " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(kinds.items()))
-
-
-# -- secrets -----------------------------------------------------------------
-
-
-def set_secret(controller: Controller, app: str, name: str, value: bytes) -> dict:
-    """Store a new version; services that use it roll, one replica at a time."""
-    vault = _vault(controller)
-    version = vault.set(app, name, value)
-    users = _secret_users(controller, app, name)
-    controller.events.record(app, "secret", name, f"secret {name} set to version {version}" + (
-        f"; rolling {', '.join(users)}" if users else ""))
-    if users:
-        controller.trigger(app)
-    return {"app": app, "name": name, "version": version, "rolling": users}
-
-
-def remove_secret(controller: Controller, app: str, name: str) -> dict:
-    users = _secret_users(controller, app, name)
-    if users:
-        raise ConflictError(
-            f"secret {name} is used by {', '.join(users)} of app {app}; remove it from the spec "
-            f"and run `flotilla up` first"
-        )
-    if not _vault(controller).remove(app, name):
-        raise NotFoundError(f"app {app} has no secret {name!r}; `flotilla secrets ls {app}` lists them")
-    controller.events.record(app, "secret", name, f"secret {name} removed")
-    return {"app": app, "name": name, "removed": True}
-
-
-def rekey(controller: Controller) -> dict:
-    """Re-encrypt every secret under a new master key (see daemon/injection.py)."""
-    if controller.injector is None:
-        raise ConflictError("this daemon runs without a secrets vault")
-    return controller.injector.rekey()
-
-
-def _vault(controller: Controller):
-    if controller.injector is None:
-        raise ConflictError("this daemon runs without a secrets vault")
-    return controller.injector.vault
-
-
-def _secret_users(controller: Controller, app: str, name: str) -> list[str]:
-    stored = controller.store.get_app(app)
-    if stored is None or stored.status == DELETING:
-        return []
-    spec = controller.runtime_spec(spec_from_dict(stored.spec))
-    return [svc for svc, s in spec.services.items() if name in s.secrets.values()]

@@ -1,8 +1,9 @@
 """Running the daemon: one per home, in the foreground or spawned by the CLI.
 
-A file lock makes a second daemon on the same home refuse to start (and say
-which pid holds it); the API socket is created with mode 0600 so only its
-owner can talk to the controller.
+``build`` wires every part of the daemon once, in dependency order (the
+drawing is in docs/architecture.md). A file lock makes a second daemon on
+the same home refuse to start (and say which pid holds it); the API socket is
+created with mode 0600 so only its owner can talk to the daemon.
 """
 
 from __future__ import annotations
@@ -14,26 +15,100 @@ import secrets
 import signal
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from flotilla.daemon.api import Api, TcpApiServer, UnixApiServer
-from flotilla.daemon.activator import Activator
 from flotilla.addons.redis_cluster.client import ClusterClient
 from flotilla.addons.redis_cluster.nodes import DEFAULT_IMAGE as DEFAULT_CACHE_IMAGE
 from flotilla.addons.redis_cluster.nodes import IMAGE_SETTING as CACHE_IMAGE_SETTING
+from flotilla.daemon.activator import Activator
+from flotilla.daemon.api import Api, TcpApiServer, UnixApiServer
+from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.autoscaler import Autoscaler
+from flotilla.daemon.cache_states import CacheStates
 from flotilla.daemon.caches import CacheKeeper
-from flotilla.daemon.controller import Controller
+from flotilla.daemon.counts import ReplicaCounts
+from flotilla.daemon.events import EventLog
+from flotilla.daemon.health import HealthProber
 from flotilla.daemon.injection import SecretInjector, open_vault
+from flotilla.daemon.operations import Operations
 from flotilla.daemon.paths import Home
+from flotilla.daemon.reconciler import Reconciler
+from flotilla.daemon.runtime import ReadyReplicas, RuntimeSpecs
+from flotilla.daemon.snapshots import Snapshots
+from flotilla.daemon.status import StatusViews
 from flotilla.daemon.store import Store
 from flotilla.daemon.traffic import Traffic
-from flotilla.gateway.manager import GatewayManager
-from flotilla.gateway.process import GatewayFiles
-from flotilla.secrets.injection import SecretsRuntime
+from flotilla.daemon.wakeups import Loops, Wakeups
+from flotilla.daemon.watchers import EngineWatcher, on_health_change
 from flotilla.engines.docker import DockerEngine
 from flotilla.errors import DaemonError
+from flotilla.gateway.manager import GatewayManager
+from flotilla.gateway.metrics import MetricsWindow
+from flotilla.gateway.process import GatewayFiles
+from flotilla.secrets.injection import SecretsRuntime
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """Every part of a running daemon, each built once (see ``build``)."""
+
+    store: Store
+    api: Api
+    loops: Loops
+    wakeups: Wakeups
+    activator: Activator
+
+
+def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str]) -> Daemon:
+    """Wire the daemon's parts in one place, in dependency order; nothing is set afterwards.
+
+    Arrows only point at parts built earlier: the store and the engine first,
+    then what observes (snapshots, runtime specs), what decides and acts
+    (reconciler, autoscaler, cache keeper), and last what answers (status,
+    operations, the API).
+    """
+    store = Store(home.store, clock=time.time)
+    engine = DockerEngine(base_url=docker_url)
+    vault, keys = open_vault(home=home.root, store=home.store, environ=environ, clock=time.time)
+    injector = SecretInjector(vault=vault, runtime=SecretsRuntime(home=home.root), engine=engine, keys=keys)
+    apps = AppRepository(store)
+    events = EventLog(store)
+    wakeups = Wakeups(clock=time.time)
+    prober = HealthProber(on_change=on_health_change(events=events, wakeups=wakeups), clock=time.time)
+    snapshots = Snapshots(engine=engine, prober=prober)
+    cache_states = CacheStates()
+    runtime = RuntimeSpecs(cache_states=cache_states, snapshots=snapshots,
+                           cache_image=environ.get(CACHE_IMAGE_SETTING) or DEFAULT_CACHE_IMAGE)
+    counts = ReplicaCounts(apps=apps, events=events, wakeups=wakeups)
+    metrics = MetricsWindow()
+    autoscaler = Autoscaler(apps=apps, snapshots=snapshots, metrics=metrics, engine=engine, counts=counts,
+                            clock=time.monotonic)
+    ready = ReadyReplicas(apps=apps, runtime=runtime, snapshots=snapshots)
+    activator = Activator(wake=autoscaler.wake, ready_replica=ready.find)
+    traffic = Traffic(gateway=GatewayManager(files=GatewayFiles(home.root / "gateway")), metrics=metrics,
+                      clock=time.monotonic, activator_port=activator.port)
+    reconciler = Reconciler(engine=engine, apps=apps, snapshots=snapshots, runtime=runtime, events=events,
+                            wakeups=wakeups, crash_history=store, cache_states=cache_states, clock=time.time,
+                            injector=injector, traffic=traffic)
+    keeper = CacheKeeper(apps=apps, runtime=runtime, snapshots=snapshots, states=cache_states,
+                         client=ClusterClient(), vault=vault, events=events, wakeups=wakeups, clock=time.monotonic)
+    status = StatusViews(apps=apps, runtime=runtime, snapshots=snapshots, reconciler=reconciler,
+                         cache_states=cache_states, traffic=traffic, autoscaler=autoscaler)
+    operations = Operations(apps=apps, runtime=runtime, engine=engine, reconciler=reconciler, counts=counts,
+                            events=events, wakeups=wakeups, injector=injector)
+    loops = Loops([
+        ("reconcile", reconciler.run),
+        ("docker-events", EngineWatcher(engine=engine, wakeups=wakeups).run),
+        ("health", prober.run),
+        ("metrics", traffic.run_sampler),
+        ("caches", keeper.run),
+        ("autoscaler", autoscaler.run),
+    ])
+    api = Api(apps=apps, operations=operations, status=status, history=store, engine=engine)
+    return Daemon(store=store, api=api, loops=loops, wakeups=wakeups, activator=activator)
 
 
 def run_daemon(home: Home, *, docker_url: str | None = None, api_listen: str | None = None) -> None:
@@ -42,31 +117,16 @@ def run_daemon(home: Home, *, docker_url: str | None = None, api_listen: str | N
     lock = _take_lock(home)
     try:
         home.pid_file.write_text(f"{os.getpid()}\n")
-        store = Store(home.store, clock=time.time)
-        engine = DockerEngine(base_url=docker_url)
-        vault, keys = open_vault(home=home.root, store=home.store, environ=os.environ, clock=time.time)
-        injector = SecretInjector(vault=vault, runtime=SecretsRuntime(home=home.root), engine=engine, keys=keys)
-        traffic = Traffic(gateway=GatewayManager(files=GatewayFiles(home.root / "gateway")), clock=time.monotonic)
-        controller = Controller(engine=engine, store=store, clock=time.time, traffic=traffic, injector=injector,
-                                cache_image=os.environ.get(CACHE_IMAGE_SETTING) or DEFAULT_CACHE_IMAGE)
-        caches = CacheKeeper(controller=controller, client=ClusterClient(), vault=vault, clock=time.monotonic)
-        controller.add_loop("caches", caches.run)
-        controller.caches = caches
-        autoscaler = Autoscaler(controller=controller, clock=time.monotonic)
-        controller.add_loop("autoscaler", autoscaler.run)
-        controller.autoscaler = autoscaler
-        activator = Activator(wake=autoscaler.wake, ready_replica=controller.ready_replica)
-        activator.start()
-        traffic.activator_port = activator.port
-        api = Api(controller)
-        server = _bind(home, api)
-        tcp = _listen_tcp(home, api, api_listen) if api_listen else None
-        _stop_on_signals(server, controller, tcp)
-        controller.start()
+        daemon = build(home, docker_url=docker_url, environ=os.environ)
+        daemon.activator.start()
+        server = _bind(home, daemon.api)
+        tcp = _listen_tcp(home, daemon.api, api_listen) if api_listen else None
+        _stop_on_signals(server, daemon, tcp)
+        daemon.loops.start()
         log.info("flotilla daemon %d serving on %s", os.getpid(), home.socket)
         server.serve_forever(poll_interval=0.2)
         server.server_close()
-        store.close()
+        daemon.store.close()
     finally:
         _cleanup(home)
         lock.close()
@@ -120,10 +180,11 @@ def _token_file(home: Home) -> str:
     return path.read_text().strip()
 
 
-def _stop_on_signals(server: UnixApiServer, controller: Controller, tcp: TcpApiServer | None) -> None:
+def _stop_on_signals(server: UnixApiServer, daemon: Daemon, tcp: TcpApiServer | None) -> None:
     def stop(signum, frame):  # noqa: ARG001 - signal handler signature
         log.info("signal %d: stopping", signum)
-        controller.stop()
+        daemon.loops.stop()
+        daemon.wakeups.interrupt()
         threading.Thread(target=server.shutdown, daemon=True).start()
         if tcp:
             threading.Thread(target=tcp.shutdown, daemon=True).start()

@@ -2,8 +2,9 @@
 
 What is running is always read back from Docker's labels; the store keeps
 only what labels cannot say: the spec each app should match (with any
-``flotilla scale`` applied to it), whether an app is being removed, and the
-history of what Flotilla did and why.
+``flotilla scale`` applied to it), whether an app is being removed, each
+replica slot's crash history (so a daemon restarted during a crash loop keeps
+its back-off), and the history of what Flotilla did and why.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flotilla.errors import DaemonError
+from flotilla.plan.model import CrashRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS apps (
@@ -35,6 +37,15 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_app ON events (app, id);
+CREATE TABLE IF NOT EXISTS crashes (
+    app TEXT NOT NULL,
+    service TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    last_failure REAL NOT NULL,
+    container_id TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (app, service, idx)
+);
 """
 EVENTS_KEPT_PER_APP = 10_000
 ACTIVE = "active"
@@ -127,6 +138,28 @@ class Store:
         with self._tx() as db:
             rows = db.execute("SELECT name, spec, status, updated FROM apps ORDER BY name").fetchall()
         return [_stored_app(r) for r in rows]
+
+    # -- crash history -------------------------------------------------------
+
+    def crash_history(self, app: str) -> dict[tuple[str, int], CrashRecord]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT service, idx, count, last_failure, container_id FROM crashes WHERE app=?", (app,)
+            ).fetchall()
+        return {(r[0], r[1]): CrashRecord(count=r[2], last_failure=r[3], container_id=r[4]) for r in rows}
+
+    def put_crash(self, app: str, slot: tuple[str, int], record: CrashRecord) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO crashes (app, service, idx, count, last_failure, container_id) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(app, service, idx) DO UPDATE SET "
+                "count=excluded.count, last_failure=excluded.last_failure, container_id=excluded.container_id",
+                (app, slot[0], slot[1], record.count, record.last_failure, record.container_id),
+            )
+
+    def forget_crashes(self, app: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM crashes WHERE app=?", (app,))
 
     # -- events --------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The daemon's side of the gateway: which replicas serve traffic, and how much.
 
-Bridges the controller's picture (specs and observed replicas with their
-health) to the gateway manager, drains a routed replica before its container
+Bridges the reconciler's picture (specs and observed replicas with their
+health, kept per app so that one app's pass syncs only what it changed) to
+the gateway manager, drains a routed replica before its container
 stops, and samples HAProxy's counters once a second into the metrics window
 that `flotilla` commands, the API and the autoscaler read.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from flotilla.errors import FlotillaError
 from flotilla.gateway.manager import GatewayManager
@@ -26,39 +27,64 @@ SAMPLE_INTERVAL = 1.0
 
 
 class Traffic:
-    def __init__(self, *, gateway: GatewayManager, clock: Callable[[], float]) -> None:
+    """The gateway's desired servers per app, and the one place that applies them."""
+
+    def __init__(
+        self,
+        *,
+        gateway: GatewayManager,
+        metrics: MetricsWindow,
+        clock: Callable[[], float],
+        activator_port: int | None = None,
+    ) -> None:
         self.gateway = gateway
-        self.metrics = MetricsWindow()
+        self.metrics = metrics
         self._clock = clock
+        self._activator_port = activator_port  # None: no scale-from-zero holding
+        self._apps: dict[str, tuple[AppSpec, list[tuple[str, DesiredServer]]]] = {}
         self._lock = threading.Lock()
-        self.activator_port: int | None = None  # set when scale-from-zero is served
 
-    def sync(self, apps: Mapping[str, tuple[AppSpec, Observed]]) -> None:
-        """Make the gateway route to the healthy replicas of every routed service."""
-        specs = {name: spec for name, (spec, _) in apps.items()}
-        desired: dict[tuple[str, str], list[DesiredServer]] = defaultdict(list)
-        for name, (spec, observed) in apps.items():
-            for replica in observed.replicas:
-                server = _desired_server(spec, replica)
-                if server:
-                    desired[(name, replica.service)].append(server)
-            self._hold_at_zero(spec, desired)
+    def prime(self, spec: AppSpec, observed: Observed) -> None:
+        """Learn what serves ``spec.app`` without touching the gateway yet."""
         with self._lock:
-            self.gateway.apply(specs, desired)
+            self._apps[spec.app] = (spec, self._servers_of(spec, observed))
 
-    def _hold_at_zero(self, spec: AppSpec, desired: dict[tuple[str, str], list[DesiredServer]]) -> None:
+    def sync(self, spec: AppSpec, observed: Observed) -> None:
+        """Route ``spec.app`` to its healthy replicas; every other app keeps what it had."""
+        with self._lock:
+            self._apps[spec.app] = (spec, self._servers_of(spec, observed))
+            self._apply()
+
+    def forget(self, app: str) -> None:
+        """``app`` is gone: its routes leave the gateway."""
+        with self._lock:
+            if self._apps.pop(app, None) is not None:
+                self._apply()
+
+    def _apply(self) -> None:
+        desired: dict[tuple[str, str], list[DesiredServer]] = defaultdict(list)
+        for app, (_, servers) in self._apps.items():
+            for service, server in servers:
+                desired[(app, service)].append(server)
+        self.gateway.apply({app: spec for app, (spec, _) in self._apps.items()}, desired)
+
+    def _servers_of(self, spec: AppSpec, observed: Observed) -> list[tuple[str, DesiredServer]]:
+        servers = [(r.service, s) for r in observed.replicas if (s := _desired_server(spec, r))]
+        return servers + self._held_at_zero(spec, servers)
+
+    def _held_at_zero(self, spec: AppSpec, servers: list[tuple[str, DesiredServer]]) -> list[tuple[str, DesiredServer]]:
         """A routed service that may scale to zero and has no healthy replica is
         served by the activator, which holds requests while a replica starts."""
-        if self.activator_port is None:
-            return
+        if self._activator_port is None:
+            return []
+        held = []
         for name, svc in spec.services.items():
             if not (svc.routes and svc.autoscale and svc.autoscale.min == 0):
                 continue
-            serving = [s for s in desired.get((spec.app, name), []) if s.healthy]
-            if not serving:
-                desired[(spec.app, name)].append(
-                    DesiredServer(name="activator", address="127.0.0.1", port=self.activator_port, healthy=True)
-                )
+            if not any(service == name and s.healthy for service, s in servers):
+                held.append((name, DesiredServer(name="activator", address="127.0.0.1",
+                                                 port=self._activator_port, healthy=True)))
+        return held
 
     def drain(self, app: str, replica: ObservedReplica) -> None:
         """Take one replica out of rotation and let its requests finish (bounded)."""

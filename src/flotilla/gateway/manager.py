@@ -19,11 +19,10 @@ from dataclasses import replace
 from flotilla.gateway.config import FREE_ADDRESS, FREE_PORT, build_gateway_config, render_config
 from flotilla.gateway.model import Backend, GatewayConfig, Server
 from flotilla.gateway.process import GatewayFiles, HAProxyProcess
-from flotilla.errors import GatewayError
+from flotilla.errors import GatewayError, NoFreeSlotError
 from flotilla.gateway.runtime import RuntimeApi
 from flotilla.gateway.sync import (
     DesiredServer,
-    NoFreeSlot,
     ServerChange,
     enabled_for_config,
     is_free,
@@ -162,7 +161,7 @@ class GatewayManager:
             wanted = desired.get((backend.app, backend.service), ())
             try:
                 changes += server_changes(backend.name, wanted, current.get(backend.name, {}), draining=self._draining)
-            except NoFreeSlot as exc:
+            except NoFreeSlotError as exc:
                 log.warning("%s", exc)
         for change in changes:
             self._execute(change)

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from flotilla.errors import NoFreeSlotError
 from flotilla.gateway.config import FREE_ADDRESS, FREE_PORT
 
 READY = "ready"
@@ -53,10 +54,6 @@ class ServerChange:
     port: int = 0
 
 
-class NoFreeSlot(Exception):
-    pass
-
-
 def is_free(server: CurrentServer) -> bool:
     return server.address == FREE_ADDRESS
 
@@ -82,7 +79,7 @@ def server_changes(
         slot = slot_of(slots, server.address, server.port)
         if slot is None:
             if not free:
-                raise NoFreeSlot(f"{backend}: no free server slot for {server.name}")
+                raise NoFreeSlotError(f"{backend}: no free server slot for {server.name}")
             changes += _assign(backend, free.pop(0), server)
         else:
             changes += _state_change(backend, slot, server, slots[slot].admin)

@@ -86,6 +86,7 @@ class CrashRecord:
 
     count: int
     last_failure: float
+    container_id: str = ""  # the container whose failure was counted last: never counted twice
 
 
 @dataclass(frozen=True)

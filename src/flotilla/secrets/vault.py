@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from flotilla.errors import FlotillaError, NotFoundError, SecretsError, TamperedError, WrongKeyError
+from flotilla.errors import FlotillaError, SecretNotFoundError, SecretsError, TamperedError, WrongKeyError
 
 if TYPE_CHECKING:  # keys.py imports the errors below, so only type checkers import it here
     from flotilla.secrets.keys import MasterKey
@@ -59,17 +59,14 @@ _SCHEMA = (
 )
 
 
-class SecretNotFoundError(NotFoundError):
-    """No such secret (or version of it) for the app."""
-
-    @classmethod
-    def for_secret(cls, app: str, name: str, *, version: int | None = None,
-                   latest: int | None = None) -> SecretNotFoundError:
-        if version is not None and latest is not None:
-            return cls(f"secret {name!r} of app {app!r} has no version {version}: the vault keeps "
-                       f"the last {KEEP_VERSIONS} versions, and the latest is {latest}")
-        return cls(f"app {app!r} has no secret {name!r}; set it with: flotilla secrets set {app} {name} "
-                   "(the value is read from stdin)")
+def secret_not_found(app: str, name: str, *, version: int | None = None,
+                     latest: int | None = None) -> SecretNotFoundError:
+    """The error for a missing secret (or version), saying what to do."""
+    if version is not None and latest is not None:
+        return SecretNotFoundError(f"secret {name!r} of app {app!r} has no version {version}: the vault keeps "
+                                   f"the last {KEEP_VERSIONS} versions, and the latest is {latest}")
+    return SecretNotFoundError(f"app {app!r} has no secret {name!r}; set it with: flotilla secrets set {app} {name} "
+                               "(the value is read from stdin)")
 
 
 @dataclass(frozen=True)
@@ -131,7 +128,7 @@ class Vault:
             latest = _latest(db, app=app, name=name) if row is None else None
             key = self._key
         if row is None:
-            raise SecretNotFoundError.for_secret(app, name, version=version, latest=latest)
+            raise secret_not_found(app, name, version=version, latest=latest)
         found_version, nonce, ciphertext = row
         return self._open(key, app=app, name=name, version=found_version, sealed=(nonce, ciphertext))
 

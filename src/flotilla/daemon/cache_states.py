@@ -1,0 +1,48 @@
+"""What the cache keeper last saw of every cache, for the parts that read it.
+
+The keeper writes here twice a second; ``ps`` and the runtime spec (which
+cache nodes outside the shape must stay) read. Keeping this apart from the
+keeper means readers depend on data, not on the loop that produces it, and
+the keeper depends on them without a cycle.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from flotilla.addons.redis_cluster import ObservedNode
+
+
+@dataclass(frozen=True)
+class CacheState:
+    """One cache as last observed: its nodes, whether it is ready, and why (not)."""
+
+    nodes: tuple[ObservedNode, ...] = ()
+    ready: bool = False
+    reason: str = "not observed yet"
+    pending: tuple[str, ...] = field(default=())  # the reasons of the steps planned last
+
+
+class CacheStates:
+    """Per (app, cache), the latest ``CacheState``; thread-safe."""
+
+    def __init__(self) -> None:
+        self._states: dict[tuple[str, str], CacheState] = {}
+        self._lock = threading.Lock()
+
+    def get(self, app: str, cache: str) -> CacheState | None:
+        with self._lock:
+            return self._states.get((app, cache))
+
+    def put(self, app: str, cache: str, state: CacheState) -> CacheState:
+        """Keep ``state``; returns the one it replaces (an empty state at first)."""
+        with self._lock:
+            before = self._states.get((app, cache), CacheState())
+            self._states[(app, cache)] = state
+        return before
+
+    def forget_app(self, app: str) -> None:
+        with self._lock:
+            for key in [k for k in self._states if k[0] == app]:
+                del self._states[key]
