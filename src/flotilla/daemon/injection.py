@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from flotilla.engines.docker import DockerEngine
+from flotilla.daemon.ports import ReplicaEngine
 from flotilla.engines.docker.containers import Overrides
 from flotilla.errors import Problem, SpecError
 from flotilla.naming import container_name
@@ -57,7 +57,7 @@ def _staged_key(path: Path) -> MasterKey | None:
 
 class SecretInjector:
     def __init__(
-        self, *, vault: Vault, runtime: SecretsRuntime, engine: DockerEngine, keys: KeyPlace
+        self, *, vault: Vault, runtime: SecretsRuntime, engine: ReplicaEngine, keys: KeyPlace
     ) -> None:
         self.vault = vault
         self.runtime = runtime

@@ -1,11 +1,13 @@
-"""The engine port: what the daemon asks of a container engine, as a ``typing.Protocol``.
+"""The daemon's ports: what its parts ask of the engine, the prober and the gateway.
 
 The reconciler, the secret injector, the autoscaler and the API need a small
-set of calls on the host's containers; this names exactly those. The real
+set of calls on the host's containers; ``ReplicaEngine`` names exactly those. The real
 implementation is ``engines.docker.DockerEngine``; ``tests/support/
 memory_engine.py`` is an in-memory one for unit tests of the reconciler (a
 fake of Flotilla's own port, not a mock of Docker, as httpx's MockTransport
 is of its BaseTransport). Integration tests always use the real engine.
+``HealthSource`` and ``GatewayRoutes`` name what the snapshots and the
+reconciler need of the prober and of the gateway, for the same reason.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from typing import Protocol
 
+from flotilla.daemon.health import ProbeTarget
 from flotilla.engines.docker import EngineEvent
 from flotilla.engines.docker.containers import Overrides
 from flotilla.plan import Observed, ObservedReplica
@@ -52,3 +55,27 @@ class ReplicaEngine(Protocol):
     def logs(self, container_id: str, *, follow: bool, tail: int | str = ...) -> Iterator[bytes]: ...
 
     def last_log_lines(self, container_id: str, *, lines: int = ...) -> list[str]: ...
+
+
+class HealthSource(Protocol):
+    """Who knows each replica's health (``daemon/health.py``'s prober)."""
+
+    def set_targets(self, app: str, targets: list[ProbeTarget]) -> None: ...
+
+    def add_target(self, target: ProbeTarget) -> None: ...
+
+    def healthy(self, container_id: str) -> bool | None: ...
+
+    def detail(self, container_id: str) -> str: ...
+
+
+class GatewayRoutes(Protocol):
+    """What the reconciler tells the gateway (``daemon/traffic.py``): who serves each app."""
+
+    def prime(self, spec: AppSpec, observed: Observed) -> None: ...
+
+    def sync(self, spec: AppSpec, observed: Observed) -> None: ...
+
+    def drain(self, app: str, replica: ObservedReplica) -> None: ...
+
+    def forget(self, app: str) -> None: ...

@@ -21,11 +21,10 @@ from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.cache_states import CacheStates
 from flotilla.daemon.events import EventLog
 from flotilla.daemon.injection import SecretInjector
-from flotilla.daemon.ports import ReplicaEngine
+from flotilla.daemon.ports import GatewayRoutes, ReplicaEngine
 from flotilla.daemon.runtime import RuntimeSpecs
 from flotilla.daemon.snapshots import Snapshots
 from flotilla.daemon.store import Store
-from flotilla.daemon.traffic import Traffic
 from flotilla.daemon.wakeups import Wakeups
 from flotilla.engines.docker.containers import Overrides
 from flotilla.errors import FlotillaError, NotFoundError
@@ -84,7 +83,7 @@ class Reconciler:
         cache_states: CacheStates,
         clock: Callable[[], float],
         injector: SecretInjector | None = None,
-        traffic: Traffic | None = None,
+        traffic: GatewayRoutes | None = None,
         workers: int = APPLY_WORKERS,
     ) -> None:
         self._engine = engine

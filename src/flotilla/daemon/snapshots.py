@@ -13,8 +13,8 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 
-from flotilla.daemon.health import HealthProber, ProbeTarget
-from flotilla.daemon.ports import ReplicaEngine
+from flotilla.daemon.health import ProbeTarget
+from flotilla.daemon.ports import HealthSource, ReplicaEngine
 from flotilla.plan import Observed, ObservedReplica
 from flotilla.spec import AppSpec
 
@@ -22,7 +22,7 @@ from flotilla.spec import AppSpec
 class Snapshots:
     """Per app, the observation of the last pass; health is read live from the prober."""
 
-    def __init__(self, *, engine: ReplicaEngine, prober: HealthProber) -> None:
+    def __init__(self, *, engine: ReplicaEngine, prober: HealthSource) -> None:
         self._engine = engine
         self._prober = prober
         self._latest: dict[str, Observed] = {}
