@@ -97,9 +97,7 @@ class Operations:
 
     @property
     def vault(self) -> Vault:
-        if self._injector is None:
-            raise ConflictError("this daemon runs without a secrets vault")
-        return self._injector.vault
+        return self._secrets().vault
 
     def set_secret(self, app: str, name: str, value: bytes) -> dict:
         """Store a new version; services that use it roll, one replica at a time."""
@@ -125,9 +123,12 @@ class Operations:
 
     def rekey(self) -> dict:
         """Re-encrypt every secret under a new master key (see daemon/injection.py)."""
+        return self._secrets().rekey()
+
+    def _secrets(self) -> SecretInjector:
         if self._injector is None:
             raise ConflictError("this daemon runs without a secrets vault")
-        return self._injector.rekey()
+        return self._injector
 
     def _secret_users(self, app: str, name: str) -> list[str]:
         stored = self._apps.get(app)
