@@ -256,7 +256,8 @@ def test_config_change_rolls_one_replica_at_a_time(flotilla, app_name, tmp_path)
     rollout = events[-6:]
     # Each slot: its replacement starts, then its old replica goes; never two slots at once.
     assert [e["kind"] for e in rollout] == ["create", "remove"] * 3
-    assert [e["subject"] for e in rollout] == ["catalog-1", "catalog-1", "catalog-2", "catalog-2", "catalog-3", "catalog-3"]
+    assert [e["subject"] for e in rollout] == [
+        "catalog-1", "catalog-1", "catalog-2", "catalog-2", "catalog-3", "catalog-3"]
 
 
 def test_discovery_api_lists_healthy_endpoints(flotilla, app_name, tmp_path):

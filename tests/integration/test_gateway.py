@@ -124,14 +124,16 @@ def test_a_second_app_may_not_take_a_route_or_a_busy_port(flotilla, routed_app, 
     app, port = routed_app
     other = f"{app}x"
     flotilla.apps.add(other)
-    clash = flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, routed_spec(other, port), "b.yaml")), check=False)
+    clash = flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, routed_spec(other, port), "b.yaml")),
+                         check=False)
     assert clash.returncode == 4
     assert f"route *.shop.example/api on 127.0.0.1:{port} is already served by app {app}" in clash.stderr
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         busy = squatter.getsockname()[1]
-        taken = flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, routed_spec(other, busy), "c.yaml")), check=False)
+        taken = flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, routed_spec(other, busy), "c.yaml")),
+                             check=False)
     assert taken.returncode == 4 and f"gateway.listen 127.0.0.1:{busy} is not available" in taken.stderr
     assert other not in {a["app"] for a in flotilla.client().request("GET", "/v1/apps")["apps"]}
 

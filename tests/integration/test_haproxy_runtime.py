@@ -50,7 +50,7 @@ WEIRD_PATH = "/it's\"$x"
 class Echo(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         if "slow" in self.path:
             self.server.slow_started.set()
             self.server.release.wait(timeout=10)

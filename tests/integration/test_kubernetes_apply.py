@@ -24,11 +24,11 @@ import pytest
 
 pytest.importorskip("kubernetes", reason="the kubernetes client is not installed (pip install kubernetes)")
 
-from flotilla.engines.kubernetes import RenderOptions, kinds, render  # noqa: E402
-from flotilla.engines.kubernetes import apply as kube  # noqa: E402
-from flotilla.errors import EngineError, EngineUnavailableError  # noqa: E402
-from flotilla.spec import load_spec, parse_spec  # noqa: E402
-from tests.kubernetes.fake_apiserver import FakeApiServer  # noqa: E402
+from flotilla.engines.kubernetes import RenderOptions, kinds, render
+from flotilla.engines.kubernetes import apply as kube
+from flotilla.errors import EngineError, EngineUnavailableError
+from flotilla.spec import load_spec, parse_spec
+from tests.kubernetes.fake_apiserver import FakeApiServer
 
 REPO = Path(__file__).resolve().parents[2]
 EVERY = REPO / "tests" / "kubernetes" / "every-feature.yaml"

@@ -15,8 +15,8 @@ import uuid
 import docker.errors
 import pytest
 
-from tests.integration.test_gateway import _load, free_port
 from tests.integration.test_foundation import ps
+from tests.integration.test_gateway import _load, free_port
 
 pytestmark = pytest.mark.docker
 

@@ -139,7 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.api.requests.append(req)
         return req
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         req = self._record()
         kind, namespace, name = self.api.route(req.path)
         if kind is None:
@@ -155,7 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
         obj = self.api.objects.get((kind.api_version, kind.kind, namespace, name))
         return self._send(200, obj) if obj else self._status(404, f'{plural(kind.kind)} "{name}" not found')
 
-    def do_PATCH(self) -> None:  # noqa: N802
+    def do_PATCH(self) -> None:
         req = self._record()
         kind, namespace, name = self.api.route(req.path)
         if kind is None or name is None:
@@ -176,7 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.api.objects[key] = obj
         self._send(201 if created else 200, obj)
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         req = self._record()
         kind, namespace, name = self.api.route(req.path)
         key = (kind.api_version, kind.kind, namespace, name) if kind else None

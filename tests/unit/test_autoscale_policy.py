@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 from flotilla.autoscale import (
     PANIC_HOLD,
     STABLE_WINDOW,
-    Decision,
     Observation,
     PolicyState,
     decide,
@@ -35,7 +34,7 @@ T0 = 1000.0
 FAST = settings(deadline=None, max_examples=15, derandomize=True)
 
 
-def spec(*, min: int = 1, max: int = 20, delay: float = 60.0, **target: float) -> AutoscaleSpec:
+def spec(*, min: int = 1, max: int = 20, delay: float = 60.0, **target: float) -> AutoscaleSpec:  # noqa: A002 - AutoscaleSpec's field names
     return AutoscaleSpec(min=min, max=max, target=AutoscaleTarget(**(target or {"concurrency": 10})),
                          scale_down_delay=delay)
 

@@ -50,7 +50,8 @@ def test_failures_in_a_row_count_up_and_a_recovered_slot_starts_again():
 
 
 def test_crash_loops_are_slots_failing_repeatedly_and_not_yet_recovered():
-    history = {("web", 1): CrashRecord(count=3, last_failure=100.0), ("web", 2): CrashRecord(count=1, last_failure=100.0)}
+    history = {("web", 1): CrashRecord(count=3, last_failure=100.0),
+               ("web", 2): CrashRecord(count=1, last_failure=100.0)}
     assert list(crash_loops(history, now=101.0)) == ["web-1"]
     assert crash_loops(history, now=10_000.0) == {}
 

@@ -308,7 +308,7 @@ SERVERS_STATE = """1
 3 be_shop_web 3 enabled-later-3 10.0.0.3 2 4 1 1 33 1 0 0 8 0 0 0 - 8000 - 0 0 - - 0
 3 be_shop_web 4 draining-4 fd00::4 2 8 1 1 33 1 0 0 8 0 0 0 - 8001 - 0 0 - - 0
 3 be_shop_web 5 added-5 10.0.0.5 0 1 1 1 0 1 0 0 0 0 0 0 - 8000 - 0 0 - - 0
-"""
+"""  # noqa: E501 - HAProxy's `show servers state` answer, verbatim
 
 
 def test_servers_state_admin_bits_are_read_as_haproxy_means_them():

@@ -81,7 +81,8 @@ addresses = st.sampled_from(["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(addresses, healths, max_size=4), st.dictionaries(st.integers(1, 6), st.tuples(addresses, admins)))
+@given(st.dictionaries(addresses, healths, max_size=4),
+       st.dictionaries(st.integers(1, 6), st.tuples(addresses, admins)))
 def test_after_sync_exactly_the_healthy_replicas_are_ready(desired_health, occupied):
     seen: set[str] = set()
     pool = {}

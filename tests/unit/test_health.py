@@ -44,8 +44,8 @@ def make(results):
 
 def step(prober, clock, advance):
     """Run one probe round synchronously, then move the clock."""
-    for state in prober._due():  # noqa: SLF001 - drive the loop by hand
-        prober._probe_one(state)  # noqa: SLF001
+    for state in prober._due():  # drive the loop by hand
+        prober._probe_one(state)
     clock.now += advance
 
 
@@ -78,15 +78,15 @@ def test_probes_wait_for_their_interval():
     prober, clock, _ = make([(True, "ok")] * 3)
     prober.set_targets("shop", [target(interval=2.0)])
     step(prober, clock, 1.0)
-    assert prober._due() == []  # noqa: SLF001 - 1 s into a 2 s interval
+    assert prober._due() == []  # 1 s into a 2 s interval
     clock.now += 1.0
-    assert len(prober._due()) == 1  # noqa: SLF001
+    assert len(prober._due()) == 1
 
 
 def test_unprobed_replica_must_keep_running_to_count_as_healthy():
     prober, clock, _ = make([(True, "running (no probe)")])
     prober.set_targets("shop", [target(kind="none")])
-    assert prober._due() == []  # noqa: SLF001
+    assert prober._due() == []
     clock.now += NO_PROBE_SETTLE
     step(prober, clock, 0)
     assert prober.healthy("c1") is True
@@ -104,7 +104,7 @@ def test_real_probe_over_loopback():
     import http.server
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             self.send_response(200 if self.path == "/healthz" else 503)
             self.end_headers()
 

@@ -282,7 +282,7 @@ NODES_TEXT = f"""\
 {R0} 172.18.0.5:6379@16379,sessions-0-1 slave {M0} 0 1700000001000 1 connected
 {R1} 172.18.0.6:6379@16379 slave {M1} 0 1700000001000 2 connected
 {R2} 172.18.0.7:6379@16379,,shard-id=0123456789abcdef slave,fail? {M2} 1700000000000 0 3 connected
-"""
+"""  # noqa: E501 - CLUSTER NODES' answer, verbatim
 
 
 def test_parse_cluster_nodes_reads_roles_slots_names_and_health():

@@ -268,7 +268,7 @@ def test_load_spec_reads_dotenv_and_environment_wins(tmp_path) -> None:
         export A="from dotenv"   
         B='single # not a comment'
         C=plain value # a comment
-        """))
+        """))  # noqa: W291 - the spaces after "from dotenv" are under test
     spec = load_spec(tmp_path / "flotilla.yaml", environ={"A": "from environ"})
     web = spec.services["web"]
     assert web.image == "shop-web:dev"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import getpass
 import logging
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import click
 

@@ -86,7 +86,9 @@ def _fail_on_crash_loop(client: DaemonClient, app: str, status: dict) -> None:
 
 
 def _pending(status: dict) -> str:
-    waiting = [f"{s['name']} {s['ready']}/{s['desired']} ready" for s in status["services"] if s["ready"] != s["desired"]]
+    waiting = [
+        f"{s['name']} {s['ready']}/{s['desired']} ready" for s in status["services"] if s["ready"] != s["desired"]
+    ]
     unhealthy = [
         f"{r['replica']}: {r['health'] or r['state']}" for r in status["replicas"] if not r["healthy"]
     ]

@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
+from flotilla.errors import GatewayError, NoFreeSlotError
 from flotilla.gateway.config import FREE_ADDRESS, FREE_PORT, build_gateway_config, render_config
 from flotilla.gateway.model import Backend, GatewayConfig, Server
 from flotilla.gateway.process import GatewayFiles, HAProxyProcess
-from flotilla.errors import GatewayError, NoFreeSlotError
 from flotilla.gateway.runtime import RuntimeApi
 from flotilla.gateway.sync import (
     DesiredServer,

@@ -125,7 +125,10 @@ def prometheus_text(metrics: Iterable[ServiceMetrics], *, replicas: Mapping[tupl
     for name, kind, help_text, field in PROMETHEUS_METRICS:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
         lines += [f"{name}{_labels(m.app, m.service)} {getattr(m, field)}" for m in rows]
-    lines += ["# HELP flotilla_service_ready_replicas replicas receiving traffic", "# TYPE flotilla_service_ready_replicas gauge"]
+    lines += [
+        "# HELP flotilla_service_ready_replicas replicas receiving traffic",
+        "# TYPE flotilla_service_ready_replicas gauge",
+    ]
     lines += [f"flotilla_service_ready_replicas{_labels(app, svc)} {n}" for (app, svc), n in sorted(replicas.items())]
     return "\n".join(lines) + "\n"
 

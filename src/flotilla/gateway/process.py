@@ -94,7 +94,7 @@ class HAProxyProcess:
         for stale in (self.files.runtime_socket, self.files.master_socket):
             stale.unlink(missing_ok=True)
         with open(self.files.log_file, "ab") as log:
-            proc = subprocess.Popen(  # noqa: S603 - fixed argv
+            proc = subprocess.Popen(  # a fixed argv, no shell
                 [
                     HAPROXY, "-W", "-f", str(self.files.config), "-p", str(self.files.pid_file),
                     "-S", f"{self.files.master_socket},mode,600",

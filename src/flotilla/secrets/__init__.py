@@ -5,6 +5,15 @@ sealed with AES-256-GCM under a master key only the daemon holds, and decrypted
 only to be injected into containers. See ``vault`` and ``keys``.
 """
 
+from flotilla.secrets.keys import (
+    ENV_VAR,
+    KEY_FILE_NAME,
+    MasterKey,
+    decode_key_text,
+    generate_key,
+    load_master_key,
+    write_key_file,
+)
 from flotilla.secrets.vault import (
     KEEP_VERSIONS,
     MAX_VALUE_BYTES,
@@ -14,15 +23,6 @@ from flotilla.secrets.vault import (
     TamperedError,
     Vault,
     WrongKeyError,
-)
-from flotilla.secrets.keys import (
-    ENV_VAR,
-    KEY_FILE_NAME,
-    MasterKey,
-    decode_key_text,
-    generate_key,
-    load_master_key,
-    write_key_file,
 )
 
 __all__ = [

@@ -12,8 +12,8 @@ from __future__ import annotations
 import shlex
 
 from flotilla.spec import checks as c
-from flotilla.spec import units
 from flotilla.spec import service_parts as parts
+from flotilla.spec import units
 from flotilla.spec.locate import Path, Reporter
 from flotilla.spec.models import ServiceSpec
 from flotilla.spec.service_parts import MAX_REPLICAS, ServiceContext, env_name

@@ -37,7 +37,9 @@ MEMORY_HEADROOM = 64 * MIB  # the container's limit above maxmemory (buffers, AO
 ADDON_PREFIX = "cache:"
 PASSWORD_VARIABLE = "REDIS_PASSWORD"  # inside a node's container only
 # The password reaches redis-server on standard input, never on its command line.
-_START_SCRIPT = f'exec redis-server "$@" - <<EOF\nrequirepass ${PASSWORD_VARIABLE}\nmasterauth ${PASSWORD_VARIABLE}\nEOF\n'
+_START_SCRIPT = (
+    f'exec redis-server "$@" - <<EOF\nrequirepass ${PASSWORD_VARIABLE}\nmasterauth ${PASSWORD_VARIABLE}\nEOF\n'
+)
 _PERSISTENCE = {
     "aof": ("--appendonly", "yes", "--appendfsync", "everysec", "--save", ""),
     "rdb": ("--appendonly", "no", "--save", "3600 1 300 100 60 10000"),

@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import time
-from pathlib import Path
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -23,8 +23,8 @@ import requests.exceptions
 
 from flotilla import labels
 from flotilla.engines.docker.containers import Overrides, replica_container_config
-from flotilla.naming import internal_network
 from flotilla.errors import EngineError, EngineUnavailableError, NotFoundError
+from flotilla.naming import internal_network
 from flotilla.plan.model import Observed, ObservedReplica
 from flotilla.spec import AppSpec
 

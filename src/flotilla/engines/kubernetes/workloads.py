@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 
 from flotilla import labels
-from flotilla.naming import cache_variables
 from flotilla.engines.kubernetes import meta, secrets
 from flotilla.engines.kubernetes.options import RenderOptions
+from flotilla.naming import cache_variables
 from flotilla.spec.hashing import config_hash
 from flotilla.spec.models import AppSpec, ServiceSpec
 
