@@ -202,7 +202,7 @@ def bounded_lookup_connection(redis, *, timeout: float) -> type:
 
 
 def resolve(host: str, port: int, *, timeout: float) -> str:
-    """An address of ``host``; socket.timeout if the lookup takes longer (it finishes unseen)."""
+    """An address of ``host``; TimeoutError (socket.timeout) if the lookup takes longer (it finishes unseen)."""
     found: list = []
 
     def look_up() -> None:
@@ -215,7 +215,7 @@ def resolve(host: str, port: int, *, timeout: float) -> str:
     worker.start()
     worker.join(timeout)
     if not found:
-        raise socket.timeout(f"looking up {host} took more than {timeout:g}s")
+        raise TimeoutError(f"looking up {host} took more than {timeout:g}s")
     if isinstance(found[0], OSError):
         raise found[0]
     return found[0]
