@@ -5,10 +5,18 @@
 # Why it exists: the integration tests need Docker Engine, the images and the
 # venv, which a fresh machine lacks; scripts/setup.sh brings them. If setup
 # had to start dockerd for this run, this script stops that dockerd again at
-# exit (by its pid, nothing else): stop what you start. Exits with pytest's code.
+# exit (by its pid, nothing else): stop what you start.
 #
-#   scripts/test.sh                     every test (pytest tests)
-#   scripts/test.sh tests/unit -x -q    any pytest arguments instead
+# Before any test, scripts/lint.sh checks the import contracts (.importlinter)
+# and ruff's rules (pyproject.toml), about a second: a violation stops the run
+# with the tools' report and exit 1, before the tests spend minutes. Otherwise
+# exits with pytest's code.
+#
+#   scripts/test.sh                     lint, then every test (pytest tests)
+#   scripts/test.sh tests/unit -x -q    lint, then any pytest arguments instead
+#
+# Settings (environment):
+#   FLOTILLA_SKIP_LINT=1  skip the lint, for quick local loops (CI never sets it)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -52,6 +60,11 @@ bash "$FLOTILLA_ROOT/scripts/setup.sh"
 cd "$FLOTILLA_ROOT"
 if (($# == 0)); then
     set -- tests
+fi
+if [[ "${FLOTILLA_SKIP_LINT:-}" == 1 ]]; then
+    log "skipping the lint (FLOTILLA_SKIP_LINT=1)"
+else
+    bash "$FLOTILLA_ROOT/scripts/lint.sh" || exit 1
 fi
 status=0
 "$FLOTILLA_ROOT/.venv/bin/python" -m pytest "$@" || status=$?
