@@ -279,16 +279,16 @@ class ApiHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
         log.debug("api: " + format, *args)
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:  # stdlib naming
         self._handle("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._handle("POST")
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         self._handle("DELETE")
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._handle("PUT")
 
     def _authorized(self) -> bool:
@@ -313,7 +313,7 @@ class ApiHandler(BaseHTTPRequestHandler):
         except FlotillaError as exc:
             self._send(_status_of(exc), exc.to_dict())
             return
-        except Exception as exc:  # noqa: BLE001 - answer, log, and keep serving
+        except Exception as exc:  # answer, log, and keep serving
             log.exception("API %s %s failed", method, path)
             self._send(500, {"error": "internal", "message": f"internal error: {exc!r}"})
             return

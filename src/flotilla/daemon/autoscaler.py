@@ -65,7 +65,7 @@ class Autoscaler:
                 self.tick()
             except FlotillaError as exc:
                 log.warning("autoscaler: %s", exc.message)
-            except Exception:  # noqa: BLE001 - the loop must survive a bug
+            except Exception:  # the loop must survive a bug
                 log.exception("autoscaler tick failed")
 
     def tick(self) -> None:

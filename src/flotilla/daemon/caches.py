@@ -89,7 +89,7 @@ class CacheKeeper:
             self.tend(spec, cache)
         except FlotillaError as exc:
             self._events.note_error(spec.app, f"cache {cache}: {exc.message}")
-        except Exception:  # noqa: BLE001 - the loop must survive any bug
+        except Exception:  # the loop must survive any bug
             log.exception("tending cache %s of %s failed", cache, spec.app)
 
     def tend(self, spec: AppSpec, cache: str) -> CacheState:

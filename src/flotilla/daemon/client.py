@@ -124,7 +124,7 @@ def spawn_daemon(home: Home) -> subprocess.Popen:
     """Start ``flotilla daemon`` detached, logging to the home's daemon.log."""
     home.ensure()
     with open(home.log_file, "ab") as log_file:
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        proc = subprocess.Popen(  # our own interpreter and module
             [sys.executable, "-m", "flotilla", "--home", str(home.root), "daemon"],
             stdin=subprocess.DEVNULL,
             stdout=log_file,

@@ -17,10 +17,17 @@ from flotilla.engines.docker.containers import Overrides
 from flotilla.errors import Problem, SpecError
 from flotilla.naming import container_name
 from flotilla.plan import Observed
-from flotilla.secrets import Vault, generate_key, write_key_file
-from flotilla.secrets import MasterKey, WrongKeyError, decode_key_text, load_master_key
-from flotilla.secrets.keys import ENV_SOURCE
+from flotilla.secrets import (
+    MasterKey,
+    Vault,
+    WrongKeyError,
+    decode_key_text,
+    generate_key,
+    load_master_key,
+    write_key_file,
+)
 from flotilla.secrets.injection import SecretMounts, SecretsRuntime
+from flotilla.secrets.keys import ENV_SOURCE
 from flotilla.spec import AppSpec, ServiceSpec, config_hash
 
 

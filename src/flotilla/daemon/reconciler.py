@@ -133,7 +133,7 @@ class Reconciler:
             self.reconcile(app)
         except FlotillaError as exc:
             self._events.note_error(app, exc.message)
-        except Exception:  # noqa: BLE001 - the loop must survive any bug
+        except Exception:  # the loop must survive any bug
             log.exception("reconcile of %s failed", app)
 
     def reconcile(self, app: str) -> Plan | None:

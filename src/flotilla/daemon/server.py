@@ -181,7 +181,7 @@ def _token_file(home: Home) -> str:
 
 
 def _stop_on_signals(server: UnixApiServer, daemon: Daemon, tcp: TcpApiServer | None) -> None:
-    def stop(signum, frame):  # noqa: ARG001 - signal handler signature
+    def stop(signum, frame):  # signal handler signature
         log.info("signal %d: stopping", signum)
         daemon.loops.stop()
         daemon.wakeups.interrupt()

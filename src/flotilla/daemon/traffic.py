@@ -14,10 +14,9 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 
-from flotilla.errors import FlotillaError
+from flotilla.errors import FlotillaError, GatewayError
 from flotilla.gateway.manager import GatewayManager
 from flotilla.gateway.metrics import MetricsWindow, Sample
-from flotilla.errors import GatewayError
 from flotilla.gateway.sync import DesiredServer
 from flotilla.plan import Observed, ObservedReplica
 from flotilla.spec import AppSpec
