@@ -119,12 +119,14 @@ class FixedHealth:
     """A health source where every replica is healthy unless a test says otherwise."""
 
     unhealthy: set[str] = field(default_factory=set)
+    targets: dict[str, object] = field(default_factory=dict)  # container id -> its ProbeTarget
 
     def set_targets(self, app: str, targets: list) -> None:
-        pass
+        self.targets = {cid: t for cid, t in self.targets.items() if t.app != app}
+        self.targets.update({t.container_id: t for t in targets})
 
     def add_target(self, target) -> None:
-        pass
+        self.targets[target.container_id] = target
 
     def healthy(self, container_id: str) -> bool | None:
         return container_id not in self.unhealthy

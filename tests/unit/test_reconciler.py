@@ -209,3 +209,18 @@ def test_down_removes_everything_and_forgets_the_crash_history(daemon):
     assert result["networks"] == ["flotilla-shop-internal"] and daemon.engine.replicas("shop") == []
     assert daemon.store.crash_history("shop") == {} and daemon.apps.get("shop") is None
     assert "shop" not in daemon.routes.served
+
+
+def test_a_dry_run_of_any_spec_changes_nothing_in_memory_or_on_disk(daemon):
+    daemon.up(spec(replicas=2))
+    daemon.settle()
+    before = (dict(daemon.health.targets), dict(daemon.routes.served), daemon.store.events("shop"),
+              daemon.apps.get("shop"), list(daemon.engine.calls))
+    other = spec(replicas=5, level="debug").model_copy(deep=True)
+    web = other.services["web"].model_copy(update={"port": 9999})
+    plan = daemon.reconciler.preview(other.model_copy(update={"services": {"web": web}}))
+    assert len(plan.of_kind(CreateReplica)) == 4 and plan.of_kind(Hold)  # it did plan changes
+    after = (dict(daemon.health.targets), dict(daemon.routes.served), daemon.store.events("shop"),
+             daemon.apps.get("shop"), list(daemon.engine.calls))
+    assert after == before
+    assert {t.port for t in daemon.health.targets.values()} == {8000}

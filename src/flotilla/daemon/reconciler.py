@@ -163,8 +163,8 @@ class Reconciler:
     # -- what others ask -----------------------------------------------------------
 
     def preview(self, spec: AppSpec) -> Plan:
-        """The plan ``up`` would carry out for ``spec`` (a runtime spec), changing nothing."""
-        observed = self._snapshots.observe(spec)
+        """The plan ``up`` would carry out for ``spec`` (a runtime spec), changing nothing, even in memory."""
+        observed = self._snapshots.peek(spec.app)
         return plan(self.desired(spec), observed, now=self._clock(), crashes=self._history.crash_history(spec.app))
 
     def desired(self, spec: AppSpec) -> Desired:

@@ -39,6 +39,14 @@ class Snapshots:
         """Ask the engine now, and remember the answer."""
         return self.remember(spec, self._engine.observe(spec.app))
 
+    def peek(self, app: str) -> Observed:
+        """Ask the engine now, with current health, and remember nothing: for dry runs.
+
+        A dry run's spec may give the running replicas another port or health
+        path; remembering it would point their probes there until the next pass.
+        """
+        return self.with_health(self._engine.observe(app))
+
     def latest(self, spec: AppSpec) -> Observed:
         """The app's snapshot with current health (observed now if there is none yet)."""
         observed = self.raw(spec.app)
