@@ -140,9 +140,21 @@ def _wait_gone(pid: int, timeout: float = 10) -> None:
 
 @pytest.fixture
 def flotilla(tmp_path_factory, docker_client):
-    home = tmp_path_factory.mktemp("home")
-    fl = Flotilla(home)
+    fl = Flotilla(tmp_path_factory.mktemp("home"))
     yield fl
+    tear_down(fl, docker_client)
+
+
+@pytest.fixture
+def second_flotilla(tmp_path_factory, docker_client):
+    """Another daemon home on the same Docker host (for tests of what one home may touch)."""
+    fl = Flotilla(tmp_path_factory.mktemp("home2"))
+    yield fl
+    tear_down(fl, docker_client)
+
+
+def tear_down(fl: Flotilla, docker_client) -> None:
+    """Remove the home's apps (and, as a last resort, all labelled for them), stop its daemon and gateway."""
     for app in fl.apps:
         if fl.daemon_pid() and _alive(fl.daemon_pid()):
             fl.run("down", app, check=False, timeout=120)

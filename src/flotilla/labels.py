@@ -1,7 +1,9 @@
 """The labels that mark what Flotilla owns, on every engine.
 
 Flotilla touches no object without ``io.flotilla.app``; the other labels let
-a restarted daemon rebuild its whole picture from what is running.
+a restarted daemon rebuild its whole picture from what is running. On one
+Docker host, ``io.flotilla.home`` says which daemon (which ``FLOTILLA_HOME``)
+owns an object: a daemon reads, changes and removes only its own.
 """
 
 APP = "io.flotilla.app"
@@ -10,8 +12,11 @@ REPLICA = "io.flotilla.replica"
 CONFIG_HASH = "io.flotilla.config-hash"
 MANAGED_BY = "io.flotilla.managed-by"
 ROLE = "io.flotilla.role"  # "replica", "network", and later "gateway", "cache-node"
+HOME = "io.flotilla.home"  # the owning daemon's home id (daemon/paths.py Home.identity)
+HOME_PATH = "io.flotilla.home-path"  # that home's path, for messages only
 
 
-def owned(app: str, *, role: str) -> dict[str, str]:
-    """The labels every object of ``app`` carries."""
-    return {APP: app, MANAGED_BY: "flotilla", ROLE: role}
+def owned(app: str, *, role: str, home: str | None = None, home_path: str | None = None) -> dict[str, str]:
+    """The labels every object of ``app`` carries (with its owning home, on a shared Docker host)."""
+    base = {APP: app, MANAGED_BY: "flotilla", ROLE: role}
+    return {**base, HOME: home, HOME_PATH: home_path or ""} if home else base

@@ -33,6 +33,7 @@ class MemoryEngine:
     networks: dict[str, set[str]] = field(default_factory=dict)
     volumes: dict[str, set[str]] = field(default_factory=dict)
     logs_of: dict[str, list[str]] = field(default_factory=dict)
+    foreign: dict[str, str] = field(default_factory=dict)  # app -> the other home that has objects of it
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     # -- what the world does to the host -----------------------------------------------
@@ -61,6 +62,9 @@ class MemoryEngine:
 
     def apps(self) -> set[str]:
         return {a for a, _ in self.containers.values()} | set(self.networks) | set(self.volumes)
+
+    def foreign_owner(self, app: str) -> str | None:
+        return self.foreign.get(app)
 
     def missing_images(self, images: set[str]) -> list[str]:
         return []

@@ -62,6 +62,7 @@ class Operations:
     def submit(self, spec_data: dict, *, dry_run: bool) -> dict:
         """``up`` (or ``plan`` with ``dry_run``): validate, store, converge."""
         spec = spec_from_dict(spec_data)
+        self._check_owner(spec.app)
         runtime = self._runtime.of(spec)
         self._check_images(runtime)
         check_gateway(spec, self._apps.active())
@@ -85,6 +86,15 @@ class Operations:
 
     def remove(self, app: str) -> dict:
         return self._reconciler.remove_app(app)
+
+    def _check_owner(self, app: str) -> None:
+        """Refuse an app name another Flotilla home already uses on this Docker host."""
+        other = self._engine.foreign_owner(app)
+        if other:
+            raise ConflictError(
+                f"app {app} on this Docker host belongs to another Flotilla home ({other}); "
+                f"choose another app name, or manage {app} from that home (FLOTILLA_HOME={other})"
+            )
 
     def _check_images(self, spec: AppSpec) -> None:
         images = {svc.image: _image_path(name, svc) for name, svc in reversed(spec.services.items())}

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,15 @@ class Home:
     @property
     def log_file(self) -> Path:
         return self.root / "daemon.log"
+
+    @property
+    def identity(self) -> str:
+        """This home's id on a shared Docker host: the owner label of everything its daemon makes.
+
+        Derived from the resolved path, as the secrets directory in RAM is, so
+        two homes never share an id and a restarted daemon finds its objects.
+        """
+        return hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:16]
 
     def ensure(self) -> Home:
         try:

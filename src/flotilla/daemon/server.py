@@ -71,7 +71,7 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str]) -> 
     operations, the API).
     """
     store = Store(home.store, clock=time.time)
-    engine = DockerEngine(base_url=docker_url)
+    engine = DockerEngine(home=home.identity, home_path=str(home.root.resolve()), base_url=docker_url)
     vault, keys = open_vault(home=home.root, store=home.store, environ=environ, clock=time.time)
     injector = SecretInjector(vault=vault, runtime=SecretsRuntime(home=home.root), engine=engine, keys=keys)
     apps = AppRepository(store)

@@ -7,6 +7,7 @@ ports) can be read and tested on its own.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flotilla import labels
@@ -78,8 +79,15 @@ class Overrides:
 
 
 def replica_container_config(
-    *, spec: AppSpec, service: str, index: int, config_hash: str, overrides: Overrides = Overrides()
+    *,
+    spec: AppSpec,
+    service: str,
+    index: int,
+    config_hash: str,
+    overrides: Overrides = Overrides(),
+    owner: Mapping[str, str] | None = None,
 ) -> ReplicaContainerConfig:
+    """The container of one replica; ``owner`` is the owning home's labels (default: ``labels.owned``)."""
     svc = spec.services[service]
     replica = replica_name(service, index)
     environment = {
@@ -102,7 +110,7 @@ def replica_container_config(
         volumes=tuple(volumes),
         environment=environment,
         labels={
-            **labels.owned(spec.app, role="replica"),
+            **(owner or labels.owned(spec.app, role="replica")),
             labels.SERVICE: service,
             labels.REPLICA: str(index),
             labels.CONFIG_HASH: config_hash,

@@ -62,7 +62,9 @@ def translated(doing: str) -> Iterator[None]:
 class DockerEngine:
     """Observe and change one host's containers and networks, by label."""
 
-    def __init__(self, *, base_url: str | None = None, timeout: int = 60) -> None:
+    def __init__(self, *, home: str, home_path: str = "", base_url: str | None = None, timeout: int = 60) -> None:
+        self.home = home  # the owner label this engine stamps and filters by (labels.HOME)
+        self._home_path = home_path
         self._base_url = base_url
         self._timeout = timeout
         self._client: docker.DockerClient | None = None
@@ -88,8 +90,8 @@ class DockerEngine:
 
     def observe(self, app: str) -> Observed:
         with translated(f"listing the containers of {app}"):
-            containers = self._api.containers(all=True, filters={"label": f"{labels.APP}={app}"})
-            networks = self._api.networks(filters={"label": f"{labels.APP}={app}"})
+            containers = self._api.containers(all=True, filters={"label": self._mine(app)})
+            networks = self._api.networks(filters={"label": self._mine(app)})
         replicas = tuple(
             _observed_replica(c) for c in containers if c["Labels"].get(labels.ROLE) == "replica"
         )
@@ -98,10 +100,30 @@ class DockerEngine:
     def apps(self) -> set[str]:
         """Every app that has a labelled container or network on this host."""
         with translated("listing Flotilla's objects"):
-            containers = self._api.containers(all=True, filters={"label": labels.APP})
-            networks = self._api.networks(filters={"label": labels.APP})
-            volumes = self._api.volumes(filters={"label": labels.APP}).get("Volumes") or []
+            containers, networks, volumes = self._labelled(self._mine())
         return {o["Labels"][labels.APP] for o in [*containers, *networks, *volumes]}
+
+    def foreign_owner(self, app: str) -> str | None:
+        """The home (its path, else its id) of another daemon that has objects of ``app`` here, if any."""
+        with translated(f"listing the objects of {app}"):
+            found = [o for kind in self._labelled([f"{labels.APP}={app}"]) for o in kind]
+        others = [o["Labels"] for o in found if (o["Labels"] or {}).get(labels.HOME) != self.home]
+        if not others:
+            return None
+        return others[0].get(labels.HOME_PATH) or others[0].get(labels.HOME) or "a Flotilla without home labels"
+
+    def _labelled(self, label_filter: list[str]) -> tuple[list, list, list]:
+        containers = self._api.containers(all=True, filters={"label": label_filter})
+        networks = self._api.networks(filters={"label": label_filter})
+        volumes = self._api.volumes(filters={"label": label_filter}).get("Volumes") or []
+        return containers, networks, volumes
+
+    def _mine(self, app: str | None = None) -> list[str]:
+        """Docker label filters (ANDed) for this home's objects, of ``app`` or of every app."""
+        return [f"{labels.APP}={app}" if app else labels.APP, f"{labels.HOME}={self.home}"]
+
+    def _owned(self, app: str, *, role: str) -> dict[str, str]:
+        return labels.owned(app, role=role, home=self.home, home_path=self._home_path)
 
     def missing_images(self, images: set[str]) -> list[str]:
         missing = []
@@ -160,17 +182,19 @@ class DockerEngine:
             existing = self._api.networks(names=[name])
             for net in existing:
                 if net["Name"] == name:
-                    if (net.get("Labels") or {}).get(labels.APP) != app:
+                    net_labels = net.get("Labels") or {}
+                    if net_labels.get(labels.APP) != app or net_labels.get(labels.HOME) != self.home:
                         raise EngineError(
-                            f"network {name} exists but was not created by Flotilla for {app}; "
-                            f"remove or rename it (docker network rm {name})"
+                            f"network {name} exists but was not created by this Flotilla for {app}; "
+                            f"remove or rename it (docker network rm {name}), "
+                            f"or deploy {app} from the home that owns it"
                         )
                     return
             self._api.create_network(
                 name,
                 driver="bridge",
                 internal=internal,
-                labels={**labels.owned(app, role="network")},
+                labels=self._owned(app, role="network"),
                 check_duplicate=True,
             )
 
@@ -183,12 +207,13 @@ class DockerEngine:
         the existing one, so a plan applied twice does no harm.
         """
         config = replica_container_config(
-            spec=spec, service=service, index=index, config_hash=config_hash, overrides=overrides
+            spec=spec, service=service, index=index, config_hash=config_hash, overrides=overrides,
+            owner=self._owned(spec.app, role="replica"),
         )
         api = self._api
         with translated(f"creating replica {service}-{index} of {spec.app}"):
             for volume in config.volumes:
-                api.create_volume(volume, labels={**labels.owned(spec.app, role="volume"), labels.SERVICE: service})
+                api.create_volume(volume, labels={**self._owned(spec.app, role="volume"), labels.SERVICE: service})
             try:
                 created = api.create_container(
                     **config.create_kwargs(api), networking_config=config.networking(api)
@@ -197,13 +222,23 @@ class DockerEngine:
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:
                     raise
-                container_id = api.inspect_container(config.name)["Id"]
+                container_id = self._own_existing(config.name)
             for network in config.extra_networks:
                 with contextlib.suppress(docker.errors.APIError):
                     api.connect_container_to_network(container_id, network)
             api.start(container_id)
             started = api.inspect_container(container_id)
         return _inspected_replica(started)
+
+    def _own_existing(self, name: str) -> str:
+        """The id of container ``name`` that already exists (a plan applied twice), if it is ours."""
+        existing = self._api.inspect_container(name)
+        if (existing["Config"]["Labels"] or {}).get(labels.HOME) != self.home:
+            raise EngineError(
+                f"container {name} exists but belongs to another Flotilla home or to no Flotilla; "
+                f"remove it (docker rm -f {name}) or deploy from the home that owns it"
+            )
+        return existing["Id"]
 
     def remove_replica(self, container_id: str, *, graceful: bool, timeout: int = STOP_TIMEOUT) -> None:
         with translated(f"removing container {container_id[:12]}"):
@@ -216,7 +251,7 @@ class DockerEngine:
 
     def remove_networks(self, app: str) -> list[str]:
         with translated(f"removing the networks of {app}"):
-            networks = self._api.networks(filters={"label": f"{labels.APP}={app}"})
+            networks = self._api.networks(filters={"label": self._mine(app)})
             for net in networks:
                 with contextlib.suppress(docker.errors.NotFound):
                     self._api.remove_network(net["Id"])
@@ -230,7 +265,7 @@ class DockerEngine:
         """
         removed = []
         with translated(f"removing the volumes of {app}"):
-            found = self._api.volumes(filters={"label": f"{labels.APP}={app}"}).get("Volumes") or []
+            found = self._api.volumes(filters={"label": self._mine(app)}).get("Volumes") or []
             for volume in found:
                 if volume["Name"] not in keep and self._remove_volume(volume["Name"], in_use_wait):
                     removed.append(volume["Name"])
@@ -256,7 +291,7 @@ class DockerEngine:
         """Container events of every Flotilla app until ``stop`` is set."""
         with translated("watching Docker events"):
             stream = self._api.events(
-                decode=True, filters={"type": "container", "label": labels.APP}
+                decode=True, filters={"type": "container", "label": self._mine()}
             )
         closer = threading.Thread(target=_close_when, args=(stop, stream), daemon=True)
         closer.start()
