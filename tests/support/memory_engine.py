@@ -34,6 +34,7 @@ class MemoryEngine:
     volumes: dict[str, set[str]] = field(default_factory=dict)
     logs_of: dict[str, list[str]] = field(default_factory=dict)
     foreign: dict[str, str] = field(default_factory=dict)  # app -> the other home that has objects of it
+    failing: dict[str, Exception] = field(default_factory=dict)  # app -> what observing it raises (a bug)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     # -- what the world does to the host -----------------------------------------------
@@ -58,6 +59,8 @@ class MemoryEngine:
     # -- ReplicaEngine -------------------------------------------------------------------
 
     def observe(self, app: str) -> Observed:
+        if app in self.failing:
+            raise self.failing[app]
         return Observed(app=app, replicas=tuple(self.replicas(app)), networks=frozenset(self.networks.get(app, ())))
 
     def apps(self) -> set[str]:

@@ -224,3 +224,16 @@ def test_a_dry_run_of_any_spec_changes_nothing_in_memory_or_on_disk(daemon):
              daemon.apps.get("shop"), list(daemon.engine.calls))
     assert after == before
     assert {t.port for t in daemon.health.targets.values()} == {8000}
+
+
+def test_one_apps_bug_is_its_own_error_event_and_its_neighbours_are_still_planned(daemon):
+    broken = spec().model_copy(update={"app": "broken"})
+    daemon.apps.put(broken)
+    daemon.apps.put(spec())
+    daemon.engine.failing["broken"] = ValueError("frontend name not valid")
+    for app in sorted(daemon.apps.names()):  # the loop's batch: broken first
+        daemon.reconciler.reconcile_safely(app)
+    assert len(daemon.engine.running("shop", "web")) == 1, "the neighbour was planned and applied"
+    (error,) = [e.message for e in daemon.store.events("broken") if e.kind == "error"]
+    assert "internal error while reconciling broken: ValueError('frontend name not valid')" in error
+    assert [e for e in daemon.store.events("shop") if e.kind == "error"] == []

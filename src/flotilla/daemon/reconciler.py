@@ -12,9 +12,10 @@ and stop the replaced.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from flotilla.daemon.apps import AppRepository
@@ -121,20 +122,26 @@ class Reconciler:
         if self._traffic is None:
             return
         for spec in self._apps.active():
-            try:
+            with self._errors_of(spec.app):
                 runtime = self._runtime.of(spec)
                 self._traffic.prime(runtime, self._snapshots.observe(runtime))
-            except FlotillaError as exc:
-                self._events.note_error(spec.app, exc.message)
 
     def reconcile_safely(self, app: str) -> None:
         """Reconcile ``app``; its failure becomes its own event, never a stop for the others."""
-        try:
+        with self._errors_of(app):
             self.reconcile(app)
+
+    @contextlib.contextmanager
+    def _errors_of(self, app: str) -> Iterator[None]:
+        """Any error inside is ``app``'s event and error (and, if not a FlotillaError, a logged bug)."""
+        try:
+            yield
         except FlotillaError as exc:
             self._events.note_error(app, exc.message)
-        except Exception:  # the loop must survive any bug
+        except Exception as exc:  # a bug: this app's error, never a stop for the others
             log.exception("reconcile of %s failed", app)
+            self._events.note_error(app, f"internal error while reconciling {app}: {exc!r}; "
+                                         "the daemon log has the details")
 
     def reconcile(self, app: str) -> Plan | None:
         with self._lock:

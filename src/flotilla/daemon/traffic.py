@@ -49,10 +49,28 @@ class Traffic:
             self._apps[spec.app] = (spec, self._servers_of(spec, observed))
 
     def sync(self, spec: AppSpec, observed: Observed) -> None:
-        """Route ``spec.app`` to its healthy replicas; every other app keeps what it had."""
+        """Route ``spec.app`` to its healthy replicas; every other app keeps what it had.
+
+        If the gateway refuses the result, this app's previous entry is put
+        back, so one app's bad routes never block the others' next syncs; the
+        refusal is raised as a GatewayError for this app alone.
+        """
         with self._lock:
+            before = self._apps.get(spec.app)
             self._apps[spec.app] = (spec, self._servers_of(spec, observed))
-            self._apply()
+            try:
+                self._apply()
+            except Exception as exc:
+                self._restore(spec.app, before)
+                if isinstance(exc, GatewayError):
+                    raise
+                raise GatewayError(f"the gateway cannot take the routes of {spec.app}: {exc!r}") from exc
+
+    def _restore(self, app: str, entry: tuple | None) -> None:
+        if entry is None:
+            self._apps.pop(app, None)
+        else:
+            self._apps[app] = entry
 
     def forget(self, app: str) -> None:
         """``app`` is gone: its routes leave the gateway."""
