@@ -5,14 +5,18 @@ which runs inside the container (needing curl in every image) and reports no
 faster than its interval. A new replica is probed every 100 ms until it first
 answers, so it counts as an endpoint within a fraction of a second of being
 ready; after that at the service's ``health.interval``. A replica turns
-unhealthy after two failed probes in a row.
+unhealthy after two failed probes in a row. Each probe ends by its deadline
+(``health.timeout`` for the whole exchange, not per read), and one app has
+at most PROBES_PER_APP probes in flight, so replicas that answer slowly
+cannot starve the probes of any other app.
 """
 
 from __future__ import annotations
 
-import http.client
 import socket
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +27,10 @@ RECHECK_INTERVAL = 0.5
 # this long, so a command that exits at once is seen as a crash, not as ready.
 NO_PROBE_SETTLE = 1.0
 FAILURES_TO_UNHEALTHY = 2
+MAX_STATUS_LINE = 1024
+# Probes of one app in flight at once: an app whose replicas answer slowly
+# takes at most this many of the workers, and every other app keeps the rest.
+PROBES_PER_APP = 4
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,7 @@ class _ProbeState:
 
 
 def probe(target: ProbeTarget) -> tuple[bool, str]:
-    """Probe once; returns (healthy, detail)."""
+    """Probe once, within ``target.timeout`` in all; returns (healthy, detail)."""
     if target.kind == "none" or target.port is None:
         return True, "running (no probe)"
     try:
@@ -59,18 +67,52 @@ def probe(target: ProbeTarget) -> tuple[bool, str]:
             return True, "TCP connect ok"
     except OSError as exc:
         return False, f"{type(exc).__name__}: {exc}"
-    except http.client.HTTPException as exc:
-        return False, f"bad HTTP response: {exc!r}"
+    except ValueError as exc:
+        return False, f"bad HTTP response: {exc}"
 
 
 def _http_probe(target: ProbeTarget) -> tuple[bool, str]:
-    conn = http.client.HTTPConnection(target.ip, target.port, timeout=target.timeout)
-    try:
-        conn.request("GET", target.path or "/", headers={"User-Agent": "flotilla-health"})
-        status = conn.getresponse().status
-    finally:
-        conn.close()
+    """GET the health path and read only the status line, all before one deadline.
+
+    A socket timeout bounds each read, not the probe: a replica answering one
+    byte at a time would hold a probe (and a worker) forever. So the deadline
+    is for the whole exchange, and at most MAX_STATUS_LINE bytes are read.
+    """
+    deadline = time.monotonic() + target.timeout
+    request = (f"GET {target.path or '/'} HTTP/1.1\r\nHost: {target.ip}:{target.port}\r\n"
+               "User-Agent: flotilla-health\r\nConnection: close\r\n\r\n")
+    with socket.create_connection((target.ip, target.port), timeout=target.timeout) as sock:
+        sock.sendall(request.encode())
+        status = _status_code(_read_status_line(sock, deadline=deadline, timeout=target.timeout))
     return 200 <= status < 400, f"HTTP {status}"
+
+
+def _read_status_line(sock: socket.socket, *, deadline: float, timeout: float) -> bytes:
+    received = b""
+    while b"\n" not in received:
+        remaining = deadline - time.monotonic()
+        late = TimeoutError(f"no status line within {timeout:g}s")
+        if remaining <= 0:
+            raise late
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(MAX_STATUS_LINE)
+        except TimeoutError:
+            raise late from None
+        if not chunk:
+            raise ValueError(f"connection closed after {received[:40]!r}")
+        received += chunk
+        if len(received) > MAX_STATUS_LINE and b"\n" not in received[:MAX_STATUS_LINE]:
+            raise ValueError(f"no status line in the first {MAX_STATUS_LINE} bytes")
+    return received.split(b"\n", 1)[0]
+
+
+def _status_code(line: bytes) -> int:
+    """``HTTP/1.1 204 No Content`` -> 204."""
+    parts = line.decode("latin-1").split()
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise ValueError(f"not an HTTP status line: {line[:60]!r}")
+    return int(parts[1])
 
 
 class HealthProber:
@@ -87,7 +129,9 @@ class HealthProber:
         clock: Callable[[], float],
         probe_fn: Callable[[ProbeTarget], tuple[bool, str]] = probe,
         workers: int = 16,
+        per_app: int = PROBES_PER_APP,
     ) -> None:
+        self._per_app = per_app
         self._on_change = on_change
         self._clock = clock
         self._probe = probe_fn
@@ -140,11 +184,18 @@ class HealthProber:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _due(self) -> list[_ProbeState]:
+        """The probes to start now, earliest first, at most PROBES_PER_APP in flight per app."""
         now = self._clock()
         with self._lock:
-            due = [s for s in self._states.values() if not s.in_flight and s.due <= now]
-            for state in due:
-                state.in_flight = True
+            busy = Counter(s.target.app for s in self._states.values() if s.in_flight)
+            due = []
+            for state in sorted(self._states.values(), key=lambda s: s.due):
+                if state.due > now:
+                    break
+                if not state.in_flight and busy[state.target.app] < self._per_app:
+                    busy[state.target.app] += 1
+                    state.in_flight = True
+                    due.append(state)
         return due
 
     def _probe_one(self, state: _ProbeState) -> None:
