@@ -455,7 +455,7 @@ def secrets_rekey(ctx: click.Context, as_json: bool) -> None:
 )
 @click.pass_context
 def daemon(ctx: click.Context, log_level: str, api_listen: str | None) -> None:
-    """Run the controller in the foreground (other commands start it when needed).
+    """Run the daemon in the foreground (other commands start it when needed).
 
     It serves its API on $FLOTILLA_HOME/flotilla.sock (mode 0600), keeps its
     state in $FLOTILLA_HOME/state.db, and reconciles every app on each spec

@@ -1,1 +1,1 @@
-"""The long-running controller: reconcile loop, health, store and API."""
+"""The long-running daemon: its parts (see server.py build) reconcile, probe, route, scale and answer the API."""

@@ -119,7 +119,7 @@ class HealthProber:
     """Keeps every running replica's health current, in a background thread.
 
     ``on_change(target, healthy, detail)`` is called whenever a
-    replica's health changes, so the controller can react at once.
+    replica's health changes, so the reconciler can react at once.
     """
 
     def __init__(
