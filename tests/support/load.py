@@ -384,3 +384,16 @@ class LoadGenerator:
 
     def _describe(self, request: _Request, what: str, started: float) -> str:
         return f"+{started - self._started:.3f}s #{request.index} {request.method} {request.path}: {what}"
+
+
+def shop_traffic(port: int, *, rate: float = 220.0) -> LoadGenerator:
+    """Mixed traffic through a gateway on 127.0.0.1:``port`` to a shop-catalog service routed as shop.localhost.
+
+    GETs of /items and /whoami, every third request a POST to /debug/request,
+    for at most 150 s: what the gateway and secrets tests keep running while a
+    replica, a route or a secret changes underneath.
+    """
+    return LoadGenerator(
+        host="127.0.0.1", port=port, host_header="shop.localhost", rate=rate, max_seconds=150,
+        paths=("/items", "/whoami"), post_every=3, post_path="/debug/request",
+    )
