@@ -115,6 +115,10 @@ class Flotilla:
         shutil.rmtree(SecretsRuntime(home=self.home).root, ignore_errors=True)
 
     def write_spec(self, tmp_path: Path, text: str, name: str = "flotilla.yaml") -> Path:
+        """``text`` as a spec file; a routed spec must not put its gateway on the demo's port."""
+        from tests.support.specs import check_gateway_port
+
+        check_gateway_port(text)
         path = tmp_path / name
         path.write_text(text)
         return path

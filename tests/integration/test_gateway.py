@@ -7,19 +7,15 @@ import json
 import signal
 import socket
 import subprocess
-import time
 
 import pytest
 
-from tests.integration.test_foundation import in_container, ps, wait_for
+from tests.support.cli import in_container, ps
+from tests.support.load import shop_traffic, wait_for_answers
+from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.docker
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def routed_spec(app: str, port: int, *, listen_host: str = "127.0.0.1", replicas: int = 2, env: str = "") -> str:
@@ -112,9 +108,13 @@ def test_metrics_count_requests_per_service(flotilla, routed_app):
     app, port = routed_app
     for _ in range(30):
         get(port, "/items", host="shop.localhost")
-    time.sleep(2.2)
-    web = next(m for m in flotilla.json("metrics", app) if m["service"] == "web")
-    assert web["requests_total"] >= 30 and web["http_5xx_total"] == 0
+
+    def web_metrics() -> dict | None:  # the daemon samples HAProxy's counters every second
+        web = next(m for m in flotilla.json("metrics", app) if m["service"] == "web")
+        return web if web["requests_total"] >= 30 else None
+
+    web = wait_for(web_metrics, timeout=15, interval=0.2, what="the 30 requests in the metrics")
+    assert web["http_5xx_total"] == 0
     text = flotilla.client()._open("GET", "/metrics")[0].read().decode()
     assert f'flotilla_service_requests_total{{app="{app}",service="web"}}' in text
     assert f'flotilla_service_ready_replicas{{app="{app}",service="web"}} 2' in text
@@ -156,15 +156,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _load(port: int, rate: float = 220.0):
-    from tests.support.load import LoadGenerator
-
-    return LoadGenerator(
-        host="127.0.0.1", port=port, host_header="shop.localhost", rate=rate, max_seconds=150,
-        paths=("/items", "/whoami"), post_every=3, post_path="/debug/request",
-    )
-
-
 def haproxy_workers(flotilla) -> set[str]:
     master = haproxy_masters(flotilla)[0]
     return set(subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split())
@@ -173,12 +164,12 @@ def haproxy_workers(flotilla) -> set[str]:
 def test_scaling_under_load_fails_no_request(flotilla, routed_app):
     app, port = routed_app
     workers = haproxy_workers(flotilla)
-    with _load(port) as load:
-        time.sleep(1)
+    with shop_traffic(port) as load:
+        wait_for_answers(load, 200)
         flotilla.run("scale", app, "web=10", "--wait", "--timeout", "60")
-        time.sleep(1)
+        wait_for_answers(load, 200)
         flotilla.run("scale", app, "web=2", "--wait", "--timeout", "60")
-        time.sleep(1)
+        wait_for_answers(load, 200)
     result = load.stop()
     assert result.sent >= 200 * 3, result.summary()
     assert result.failed == 0, result.summary() + "\n" + "\n".join(result.failures[:10])
@@ -190,10 +181,10 @@ def test_rolling_replacement_under_load_fails_no_request(flotilla, app_name, rou
     app, port = routed_app
     before = {r["container_id"] for r in ps(flotilla, app)}
     changed = flotilla.write_spec(tmp_path, routed_spec(app, port, env=", COLOR: blue"), "v2.yaml")
-    with _load(port) as load:
-        time.sleep(1)
+    with shop_traffic(port) as load:
+        wait_for_answers(load, 200)
         flotilla.run("up", "-f", str(changed), "--timeout", "90")
-        time.sleep(1)
+        wait_for_answers(load, 200)
     result = load.stop()
     after = {r["container_id"] for r in ps(flotilla, app) if r["service"] == "web"}
     assert not before & after
@@ -203,12 +194,12 @@ def test_rolling_replacement_under_load_fails_no_request(flotilla, app_name, rou
 def test_daemon_killed_under_load_fails_no_request_and_is_adopted(flotilla, routed_app):
     app, port = routed_app
     masters = haproxy_masters(flotilla)
-    with _load(port) as load:
-        time.sleep(1)
+    with shop_traffic(port) as load:
+        wait_for_answers(load, 200)
         flotilla.kill_daemon(signal.SIGKILL)
-        time.sleep(2)
+        wait_for_answers(load, 400)  # served with no daemon at all
         flotilla.run("ps", app)  # a new daemon starts and adopts the gateway
-        time.sleep(2)
+        wait_for_answers(load, 400)
     result = load.stop()
     assert result.failed == 0, result.summary() + "\n" + "\n".join(result.failures[:10])
     assert haproxy_masters(flotilla) == masters and _alive(masters[0])
@@ -223,10 +214,10 @@ def test_route_change_reloads_without_dropping_requests(flotilla, routed_app, tm
         "      - {host: shop.localhost, path: /}\n",
         "      - {host: shop.localhost, path: /}\n      - {host: new.localhost, path: /v2, strip_prefix: true}\n",
     )
-    with _load(port) as load:
-        time.sleep(1)
+    with shop_traffic(port) as load:
+        wait_for_answers(load, 200)
         flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, extra, "routes.yaml")))
-        time.sleep(1.5)
+        wait_for_answers(load, 300)  # through the reloaded HAProxy, while the old worker finishes
     result = load.stop()
     assert result.failed == 0, result.summary() + "\n" + "\n".join(result.failures[:10])
     status, body, _ = get(port, "/v2/whoami", host="new.localhost")
@@ -237,7 +228,7 @@ def test_outside_host_reaches_the_gateway_but_no_container(flotilla, app_name, t
     from tests.support.netns import outside_host
 
     with outside_host() as outside:
-        port = free_port()
+        port = free_port(outside.host_ip)
         spec = routed_spec(app_name, port, listen_host=outside.host_ip)
         flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, spec)), "--timeout", "90")
         status, body = outside.http_get(f"http://{outside.host_ip}:{port}/whoami", host_header="shop.localhost")

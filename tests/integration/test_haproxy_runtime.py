@@ -37,6 +37,8 @@ from flotilla.gateway.config import (
 from flotilla.gateway.model import Server, backend_name
 from flotilla.gateway.runtime import GatewayError, RuntimeApi
 from flotilla.spec.models import AppSpec, GatewaySpec, RouteSpec, ServiceSpec
+from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 HAPROXY = "/usr/sbin/haproxy"
 pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists(),
@@ -101,12 +103,6 @@ def echoes():
         server.release.set()
         server.shutdown()
         server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def replica(echoes: dict, label: str, *, enabled: bool = True) -> Server:
@@ -376,7 +372,8 @@ def test_draining_finishes_requests_in_flight_before_the_slot_is_freed(gateway):
         echo_b.release.set()
         slow.join(10)
     assert result["seen"]["replica"] == "pool-b"  # the drained request completed
-    wait_for(lambda: api.sessions(POOL, slot) == 0)
+    wait_for(lambda: api.sessions(POOL, slot) == 0, timeout=5, interval=0.02,
+             what="the drained slot's last session to end")
     free_slot(api, POOL, slot)
     state = api.servers(POOL)[slot]
     assert (state.address, state.port, state.admin, state.sessions) == (FREE_ADDRESS, FREE_PORT, "maint", 0)
@@ -471,9 +468,3 @@ def test_a_missing_socket_is_a_clear_error(tmp_path):
     with pytest.raises(GatewayError, match="does not exist; is the gateway running"):
         RuntimeApi(tmp_path / "none.sock").stats()
 
-
-def wait_for(condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)

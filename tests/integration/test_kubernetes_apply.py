@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -29,6 +28,7 @@ from flotilla.engines.kubernetes import apply as kube
 from flotilla.errors import EngineError, EngineUnavailableError
 from flotilla.spec import load_spec, parse_spec
 from tests.kubernetes.fake_apiserver import FakeApiServer
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 EVERY = REPO / "tests" / "kubernetes" / "every-feature.yaml"
@@ -196,9 +196,7 @@ def test_a_refusal_keeps_the_servers_message(api, run):
 
 
 def test_an_unreachable_cluster_is_engine_unavailable(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed again below: nothing listens there
+    port = free_port()  # nothing listens there
     config = kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{port}")
     client = kube.connect(kubeconfig=str(config))
     client.configuration.retries = 0

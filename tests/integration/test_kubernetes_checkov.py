@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from flotilla.cli.kube import write_manifests
-from tests.unit.test_kubernetes_schema import variants
+from tests.kubernetes.variants import variants
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "kubernetes"

@@ -9,14 +9,15 @@ import signal
 import sqlite3
 import subprocess
 import tarfile
-import time
 import uuid
 
 import docker.errors
 import pytest
 
-from tests.integration.test_foundation import ps
-from tests.integration.test_gateway import _load, free_port
+from tests.support.cli import converged, ps
+from tests.support.load import shop_traffic, wait_for_answers
+from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -96,18 +97,18 @@ def test_canary_secret_reaches_the_process_and_nothing_on_disk(flotilla, app_nam
         assert file_in(docker_client, row["container_id"], "/run/secrets/tls.key") == tls
         inspected = json.dumps(docker_client.api.inspect_container(row["container_id"]))
         assert first not in inspected and tls not in inspected
-    with _load(port) as load:  # rotation under load
-        time.sleep(1)
+    with shop_traffic(port) as load:  # rotation under load
+        wait_for_answers(load, 200)
         rotated = cli.run("secrets", "set", app_name, "db-password", input_text=second)
         assert "rolling web" in rotated.stdout
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
+
+        def rotated_everywhere() -> list[dict] | None:
             rows = ps(flotilla, app_name)
-            if all(process_env(docker_client, r["container_id"], "DB_PASSWORD") == second for r in rows) and \
-                    flotilla.client().request("GET", f"/v1/apps/{app_name}")["converged"]:
-                break
-            time.sleep(0.5)
-        time.sleep(1)
+            every = all(process_env(docker_client, r["container_id"], "DB_PASSWORD") == second for r in rows)
+            return rows if every and converged(flotilla, app_name) else None
+
+        rows = wait_for(rotated_everywhere, timeout=90, interval=0.5, what="every replica on the rotated secret")
+        wait_for_answers(load, 200)
     result = load.stop()
     assert result.failed == 0, result.summary() + "\n" + "\n".join(result.failures[:10])
     assert all(process_env(docker_client, r["container_id"], "DB_PASSWORD") == second for r in rows)
@@ -218,10 +219,8 @@ def test_tcp_api_needs_the_bearer_token(flotilla, app_name):
     )
     try:
         token_file = flotilla.home / "api.token"
-        deadline = time.monotonic() + 15
-        while not token_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
+        wait_for(lambda: token_file.exists() and _tcp_status(port, "/v1/apps", None) is not None, timeout=15,
+                 what=f"the token file, and the daemon answering on 127.0.0.1:{port}")
         assert oct(token_file.stat().st_mode & 0o777) == "0o600"
         token = token_file.read_text().strip()
         assert _tcp_status(port, "/v1/apps", None) == 401
@@ -232,10 +231,13 @@ def test_tcp_api_needs_the_bearer_token(flotilla, app_name):
         daemon.wait(timeout=15)
 
 
-def _tcp_status(port: int, path: str, token: str | None) -> int:
+def _tcp_status(port: int, path: str, token: str | None) -> int | None:
+    """The HTTP status of ``GET path`` on the daemon's TCP listener; None while nothing listens."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         conn.request("GET", path, headers={"Authorization": f"Bearer {token}"} if token else {})
         return conn.getresponse().status
+    except ConnectionRefusedError:
+        return None
     finally:
         conn.close()

@@ -66,6 +66,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tests.support.waiting import wait_for
+
 DEFAULT_OK_STATUSES = frozenset({200, 201, 204})
 FAILURES_KEPT = 50  # descriptions kept for assertion messages; the counts are exact
 RESET_GRACE_SECONDS = 0.2  # how long to wait for the RST that follows an EOF in rule 3
@@ -384,3 +386,31 @@ class LoadGenerator:
 
     def _describe(self, request: _Request, what: str, started: float) -> str:
         return f"+{started - self._started:.3f}s #{request.index} {request.method} {request.path}: {what}"
+
+
+def shop_traffic(port: int, *, rate: float = 220.0) -> LoadGenerator:
+    """Mixed traffic through a gateway on 127.0.0.1:``port`` to a shop-catalog service routed as shop.localhost.
+
+    GETs of /items and /whoami, every third request a POST to /debug/request,
+    for at most 150 s: what the gateway and secrets tests keep running while a
+    replica, a route or a secret changes underneath.
+    """
+    return LoadGenerator(
+        host="127.0.0.1", port=port, host_header="shop.localhost", rate=rate, max_seconds=150,
+        paths=("/items", "/whoami"), post_every=3, post_path="/debug/request",
+    )
+
+
+def wait_for_answers(load: LoadGenerator, more: int, *, timeout: float = 60.0) -> None:
+    """Wait until ``more`` requests beyond those answered by now are answered (served or failed).
+
+    What tests do around a change under load, instead of sleeping: before it,
+    so that traffic flows when the change starts; after it, so that traffic
+    has gone through the changed gateway before the result is judged.
+    """
+    def answered() -> int:
+        seen = load.snapshot()
+        return seen.ok + seen.failed
+
+    target = answered() + more
+    wait_for(lambda: answered() >= target, timeout=timeout, interval=0.02, what=f"{more} more requests answered")

@@ -1,21 +1,15 @@
-"""The gateway's routing table and its haproxy.cfg: what is routed where, and text HAProxy takes.
+"""The gateway's routing table and its haproxy.cfg: what is routed where, and what the text says.
 
-The model tests are pure. The rendering tests also run the real
-``haproxy -c`` on the text (no Docker, no network: -c only parses), because
-a configuration HAProxy refuses would take the whole gateway down at the
-next reload; they are skipped, with the reason, where HAProxy is missing.
+Pure: models, rendering and parsing of Runtime API answers, no process run.
+That HAProxy itself accepts the rendered text is tested by running it, in
+tests/integration/test_gateway_config_haproxy.py.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from flotilla.gateway.config import (
     SLOTS_PER_BACKEND,
@@ -31,43 +25,10 @@ from flotilla.gateway.model import (
     frontend_name,
     parse_backend_name,
 )
-from flotilla.spec.models import AppSpec, GatewaySpec, RouteSpec, ServiceSpec
+from flotilla.spec.models import ServiceSpec
+from tests.support.gateway_specs import app, build, route, servers, service
 
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
-needs_haproxy = pytest.mark.skipif(not Path(HAPROXY).exists(),
-                                   reason=f"HAProxy is not installed ({HAPROXY}); apt-get install haproxy")
 SOCKET = "/run/flotilla-test/haproxy.sock"
-
-
-def route(host: str, path: str = "/", strip: bool = False) -> RouteSpec:
-    return RouteSpec(host=host, path=path, strip_prefix=strip)
-
-
-def service(*routes: RouteSpec) -> ServiceSpec:
-    return ServiceSpec(image="img:1", port=8000, routes=tuple(routes))
-
-
-def app(name: str, *, port: int = 48080, host: str = "127.0.0.1", **services: ServiceSpec) -> AppSpec:
-    return AppSpec(app=name, gateway=GatewaySpec(listen_host=host, listen_port=port),
-                   services=services)
-
-
-def servers(prefix: str, count: int, *, disabled: tuple[int, ...] = ()) -> list[Server]:
-    return [Server(f"{prefix}-{i}-abc123", f"10.1.0.{i}", 8000, i not in disabled)
-            for i in range(1, count + 1)]
-
-
-def build(*apps: AppSpec, replicas: dict | None = None) -> GatewayConfig:
-    return build_gateway_config({a.app: a for a in apps}, replicas or {})
-
-
-def haproxy_check(tmp_path: Path, text: str) -> None:
-    cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(text)
-    result = subprocess.run([HAPROXY, "-c", "-f", str(cfg)], capture_output=True, text=True,
-                            timeout=30)
-    assert result.returncode == 0, f"haproxy -c refused:\n{result.stderr}\n---\n{text}"
-    assert "[WARNING]" not in result.stderr, result.stderr
 
 
 def rendered(config: GatewayConfig, **kwargs) -> str:
@@ -241,62 +202,9 @@ def test_no_routes_at_all_renders_only_global_and_defaults():
     assert "stats socket" in text
 
 
-# -- haproxy -c accepts what we render ----------------------------------------------------------
-
-CONFIGS = {
-    "no apps": lambda: build(),
-    "one app": lambda: build(app("shop", web=service(route("shop.localhost"))),
-                             replicas={("shop", "web"): servers("shop-web", 2)}),
-    "several apps and frontends": lambda: build(
-        app("shop", web=service(route("shop.localhost")), api=service(route("shop.localhost", "/api"))),
-        app("blog", port=48081, web=service(route("blog.localhost"), route("www.blog.localhost"))),
-        app("docs", port=48081, web=service(route("docs.localhost", "/v1"))),
-        app("v6", host="::1", port=48082, web=service(route("v6.localhost"))),
-        replicas={("shop", "web"): servers("shop-web", 2), ("blog", "web"): servers("blog-web", 1)}),
-    "wildcard and strip_prefix": lambda: build(app(
-        "shop", api=service(route("*.shop.example", "/api/", strip=True),
-                            route("shop.localhost", "/api/v1/", strip=True)))),
-    "servers enabled and disabled": lambda: build(
-        app("shop", web=service(route("shop.localhost"))),
-        replicas={("shop", "web"): servers("shop-web", 4, disabled=(1, 3))
-                  + [Server("shop-web-5-abc123", "fd00::5", 8000, True)]}),
-    "names with dashes": lambda: build(
-        app("my-shop-2", **{"front-end": service(route("my-shop.localhost")),
-                            "back-end": service(route("my-shop.localhost", "/back-end", strip=True))}),
-        replicas={("my-shop-2", "front-end"): servers("my-shop-2-front-end", 2)}),
-    "paths that need quoting": lambda: build(app(
-        "shop", web=service(route("shop.localhost", "/it's\"$x", strip=True),
-                            route("shop.localhost", r"/a\b(c)[d]{e}|f*+.^", strip=True),
-                            route("shop.localhost", "/%41;,=@~!&"), route("*.a-b.c"))),
-        replicas={("shop", "web"): servers("shop-web", 1)}),
-}
-
-
-@needs_haproxy
-@pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_haproxy_accepts_the_rendered_config(name, tmp_path):
-    haproxy_check(tmp_path, render_config(CONFIGS[name](),
-                                          runtime_socket=str(tmp_path / "haproxy.sock")))
-
-
 def test_a_socket_path_with_spaces_is_quoted(tmp_path):
     text = render_config(build(), runtime_socket="/tmp/a dir/it's.sock")
     assert "stats socket '/tmp/a dir/it'\\''s.sock' mode 600" in text
-
-
-_PATH_CHARS = st.characters(min_codepoint=0x21, max_codepoint=0x7E, blacklist_characters="?#")
-_paths = st.lists(st.text(_PATH_CHARS, min_size=1, max_size=12), min_size=1, max_size=3).map(
-    lambda parts: "/" + "/".join(parts))
-
-
-@needs_haproxy
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(paths=st.lists(_paths, min_size=1, max_size=4, unique=True), strip=st.booleans(),
-       wildcard=st.booleans())
-def test_any_path_the_spec_allows_renders_a_valid_config(tmp_path, paths, strip, wildcard):
-    host = "*.shop.example" if wildcard else "shop.localhost"
-    config = build(app("shop", web=service(*(route(host, p, strip) for p in paths))))
-    haproxy_check(tmp_path, render_config(config, runtime_socket=str(tmp_path / "h.sock")))
 
 
 # -- reading Runtime API answers (pure parsing; the live API is in tests/integration) ------------

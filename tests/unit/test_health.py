@@ -1,8 +1,9 @@
-"""The health prober's state machine, with a fake probe and an injected clock."""
+"""The health prober's state machine, with a fake probe and an injected clock.
+
+The real probe, over sockets, is tested in tests/integration/test_health_probe.py.
+"""
 
 from __future__ import annotations
-
-import threading
 
 from flotilla.daemon.health import (
     FAILURES_TO_UNHEALTHY,
@@ -10,7 +11,6 @@ from flotilla.daemon.health import (
     STARTUP_INTERVAL,
     HealthProber,
     ProbeTarget,
-    probe,
 )
 
 
@@ -98,31 +98,3 @@ def test_removed_targets_are_forgotten_and_kept_ones_keep_their_state():
     step(prober, clock, 0)
     prober.set_targets("shop", [target(cid="c2")])
     assert prober.healthy("c1") is None and prober.healthy("c2") is True
-
-
-def test_real_probe_over_loopback():
-    import http.server
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200 if self.path == "/healthz" else 503)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        port = server.server_address[1]
-        base = dict(container_id="c", app="a", replica="r-1", ip="127.0.0.1", port=port, interval=1, timeout=1)
-        assert probe(ProbeTarget(kind="http", path="/healthz", **base)) == (True, "HTTP 200")
-        assert probe(ProbeTarget(kind="http", path="/other", **base)) == (False, "HTTP 503")
-        assert probe(ProbeTarget(kind="tcp", path=None, **base))[0] is True
-    finally:
-        server.shutdown()
-        server.server_close()
-    closed = ProbeTarget(container_id="c", app="a", replica="r-1", ip="127.0.0.1", port=port,
-                         kind="tcp", path=None, interval=1, timeout=0.5)
-    assert probe(closed)[0] is False

@@ -12,35 +12,15 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 
 import pytest
 
-from flotilla.engines.kubernetes import GatewayRef, RenderOptions, render
-from flotilla.spec import load_spec
 from tests.kubernetes.crd_shapes import check_http_route, check_scaled_object
+from tests.kubernetes.variants import variants
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO / "tests" / "kubernetes"
 K8S_VERSION = "1.33.0"  # pinned: a recent release most managed clusters run
-SECRETS = {"db-password": b"v1", "tls-key": b"v2", "api-token": b"v3"}
-PASSWORDS = {"sessions": b"p1", "events": b"p2"}
 
 kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed (pip install it)")
-
-
-def variants() -> dict[str, list[dict]]:
-    shop = load_spec(REPO / "examples" / "shop" / "flotilla.yaml")
-    every = load_spec(FIXTURES / "every-feature.yaml")
-    gateway = GatewayRef(name="public", namespace="infra")
-    full = {"include_secrets": True, "secret_values": SECRETS, "cache_passwords": PASSWORDS}
-    return {
-        "shop-ingress": render(shop, options=RenderOptions()),
-        "shop-gateway": render(shop, options=RenderOptions(ingress_mode="gateway-api", gateway_ref=gateway)),
-        "every-ingress-keda": render(every, options=RenderOptions(**full)),
-        "every-gateway-hpa": render(every, options=RenderOptions(ingress_mode="gateway-api", gateway_ref=gateway,
-                                                                 autoscale_mode="hpa-external", **full)),
-    }
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,9 @@
 """Tests of the test helpers themselves: tests/support/load.py and tests/support/netns.py.
 
+They live with the integration tests because they need what tests/unit may
+not use: real sockets on 127.0.0.1 and, for the outside host, network
+namespaces and root.
+
 The load generator is what later tests trust to say "no request failed"
 during a reload or a rolling update, so its rate, its bounds and above all its
 stale keep-alive rule are tested here against servers whose behaviour is
@@ -26,6 +30,7 @@ import pytest
 from tests.support import load as load_mod
 from tests.support.load import LoadGenerator
 from tests.support.netns import outside_host
+from tests.support.waiting import wait_for
 
 # -- an ordinary keep-alive server ----------------------------------------------
 
@@ -44,8 +49,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, body: bytes | None) -> None:
         self.server.seen.append((self.command, self.path, self.headers.get("Host"), body))
         status = self.server.statuses.get(self.path, 200)
-        if self.path == "/slow":
-            time.sleep(0.5)
+        if self.path == "/slow":  # answers only when the test is over: longer than any client timeout
+            self.server.release.wait(timeout=10)
         payload = b'{"ok": true}'
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -65,6 +70,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.seen: list[tuple[str, str, str, bytes | None]] = []
         self.statuses: dict[str, int] = {}
+        self.release = threading.Event()  # set when the server stops: /slow answers then
 
 
 @contextmanager
@@ -75,6 +81,7 @@ def http_server(host: str = "127.0.0.1") -> Iterator[_Server]:
     try:
         yield server
     finally:
+        server.release.set()
         server.shutdown()
         server.server_close()
         thread.join(5)
@@ -92,8 +99,10 @@ def test_sustains_200_requests_per_second_against_a_fast_local_server():
         result = generator(server, rate=200, max_seconds=3).run()
     assert result.failed == 0, result.failures
     assert result.sent == result.ok == 600, result.summary()
-    assert 190 <= result.rps <= 210, result.summary()
-    assert result.max_lag < 0.1, result.summary()
+    assert 190 <= result.rps <= 210, result.summary()  # open loop: the rate is kept by the schedule
+    # The aim is a lag of a few ms; 0.5 s is the margin that holds on a loaded
+    # 2-core machine, and a generator that fell behind its schedule would lag by seconds.
+    assert result.max_lag < 0.5, result.summary()
     assert len(server.seen) == 600
 
 
@@ -104,7 +113,7 @@ def test_stops_by_itself_at_the_request_bound_and_the_time_bound():
         by_time = generator(server, rate=50, max_seconds=0.5).run()
         took = time.monotonic() - started
     assert by_count.sent == by_count.ok == 7
-    assert by_time.sent == 25 and took < 2, by_time.summary()
+    assert by_time.sent == 25 and took < 2, by_time.summary()  # a 0.5 s bound, 4x margin for a loaded machine
 
 
 def test_mixes_gets_and_posts_round_robin_over_paths_with_the_host_header():
@@ -158,12 +167,15 @@ def test_a_refused_connection_and_a_timeout_are_failures():
 def test_snapshot_while_running_and_the_context_manager_form():
     with http_server() as server:
         with generator(server, rate=100, max_seconds=5) as load:
-            time.sleep(0.5)
-            early = load.snapshot()
+            def thirty_answered() -> load_mod.LoadResult | None:
+                snapshot = load.snapshot()
+                return snapshot if snapshot.ok >= 30 else None
+
+            early = wait_for(thirty_answered, timeout=4, interval=0.01, what="30 requests answered")
         result = load.result
-    assert 30 <= early.ok <= 70, early.summary()
+    assert early.ok >= 30 and early.failed == 0, early.summary()
     assert result is not None and result.ok >= early.ok and result.failed == 0
-    assert result.sent == result.ok < 100  # stopped well before the 5 s bound
+    assert result.sent == result.ok < 500, result.summary()  # the context's exit stopped it before the 5 s bound
 
 
 def test_summary_is_one_line_with_rate_and_percentiles():
@@ -330,6 +342,8 @@ def test_a_server_that_aborts_mid_response_fails_the_request():
         sock.sendall(OK_RESPONSE)
         read_request(sock)
         sock.sendall(OK_RESPONSE[:20])
+        # Not a synchronisation: a moment for the partial reply to leave before the RST,
+        # so the client sees "mid-response"; the request must fail either way.
         time.sleep(0.05)
         abort(sock)
 

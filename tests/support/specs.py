@@ -1,0 +1,47 @@
+"""The shop demo's spec as tests use it, and the rule that keeps test gateways off fixed ports.
+
+Why it exists: several integration tests bring up ``examples/shop/flotilla.yaml``
+under an app name of their own, while the demo itself may be running beside
+the suite with its gateway on 127.0.0.1:8080 (``scripts/demo.sh``). A copy of
+the demo that kept that address would fail to come up, or take the port the
+demo wants. ``shop_demo`` gives every copy a free port; ``check_gateway_port``
+refuses a routed spec that would listen on the demo's address (or on the
+default one, which is the same), so a new test cannot reintroduce the clash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from flotilla.spec.models import GatewaySpec
+from tests.support.ports import free_port
+
+SHOP_DEMO = Path(__file__).resolve().parents[2] / "examples" / "shop" / "flotilla.yaml"
+DEMO_GATEWAY_PORT = GatewaySpec().listen_port  # the default, and what the demo's spec names
+
+
+def shop_demo(app: str) -> dict:
+    """The demo's spec as ``app``, its gateway on a free loopback port; a dict for the test to adjust."""
+    spec = yaml.safe_load(SHOP_DEMO.read_text())
+    spec["app"] = app
+    spec["gateway"] = {"listen": f"127.0.0.1:{free_port()}"}
+    return spec
+
+
+def check_gateway_port(text: str) -> None:
+    """Refuse spec text whose routes would make the gateway listen on the demo's fixed port."""
+    try:
+        spec = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return  # a test of bad YAML; the CLI reports it, nothing listens
+    if not isinstance(spec, dict) or not isinstance(spec.get("services"), dict):
+        return
+    routed = any(isinstance(s, dict) and s.get("routes") for s in spec["services"].values())
+    listen = str((spec.get("gateway") or {}).get("listen", f"127.0.0.1:{DEMO_GATEWAY_PORT}"))
+    if routed and listen.rsplit(":", 1)[-1] == str(DEMO_GATEWAY_PORT):
+        raise AssertionError(
+            f"this spec routes requests through a gateway on {listen}, a port the shop demo "
+            f"(scripts/demo.sh) may hold while the tests run; set gateway.listen to "
+            f"127.0.0.1:{{free_port()}} (tests/support/ports.py)")
