@@ -13,30 +13,10 @@ import pytest
 from tests.support.cli import in_container, ps
 from tests.support.load import shop_traffic, wait_for_answers
 from tests.support.ports import free_port
+from tests.support.specs import routed_spec
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.docker
-
-
-def routed_spec(app: str, port: int, *, listen_host: str = "127.0.0.1", replicas: int = 2, env: str = "") -> str:
-    return f"""\
-app: {app}
-gateway: {{listen: "{listen_host}:{port}"}}
-services:
-  web:
-    image: shop-catalog:1
-    port: 8000
-    replicas: {replicas}
-    health: {{path: /healthz, interval: 1s, timeout: 500ms}}
-    env: {{LOG_LEVEL: warning{env}}}
-    routes:
-      - {{host: shop.localhost, path: /}}
-      - {{host: "*.shop.example", path: /api, strip_prefix: true}}
-  internal:
-    image: shop-cart:1
-    port: 8000
-    health: {{path: /healthz, interval: 1s, timeout: 500ms}}
-"""
 
 
 def get(port: int, path: str, *, host: str, headers: dict | None = None, method: str = "GET"):

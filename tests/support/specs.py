@@ -45,3 +45,25 @@ def check_gateway_port(text: str) -> None:
             f"this spec routes requests through a gateway on {listen}, a port the shop demo "
             f"(scripts/demo.sh) may hold while the tests run; set gateway.listen to "
             f"127.0.0.1:{{free_port()}} (tests/support/ports.py)")
+
+
+def routed_spec(app: str, port: int, *, listen_host: str = "127.0.0.1", replicas: int = 2, env: str = "") -> str:
+    """A routed shop-catalog service (web) and an internal one, behind a gateway on ``listen_host:port``."""
+    return f"""\
+app: {app}
+gateway: {{listen: "{listen_host}:{port}"}}
+services:
+  web:
+    image: shop-catalog:1
+    port: 8000
+    replicas: {replicas}
+    health: {{path: /healthz, interval: 1s, timeout: 500ms}}
+    env: {{LOG_LEVEL: warning{env}}}
+    routes:
+      - {{host: shop.localhost, path: /}}
+      - {{host: "*.shop.example", path: /api, strip_prefix: true}}
+  internal:
+    image: shop-cart:1
+    port: 8000
+    health: {{path: /healthz, interval: 1s, timeout: 500ms}}
+"""
