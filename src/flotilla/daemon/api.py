@@ -1,34 +1,51 @@
-"""The daemon's HTTP API, served on a UNIX socket only its owner can open.
+"""The daemon's HTTP API: an ASGI app on a UNIX socket only its owner can open (and, optionally, TCP).
 
 Thin glue: each route parses its request, calls an operation or a status
 function, and answers JSON. Flotilla errors become JSON bodies with the
 error's code and message (and, for a bad spec, every problem), so the CLI
 shows the same sentence the daemon wrote.
+
+It is an ASGI app (Starlette's responses) served by uvicorn (daemon/serving.py,
+which also holds the connection, head and time limits), so an idle client
+costs a socket, not a thread. A request passes four gates before any work:
+the bearer token on the TCP listener (``BearerToken``: 401, nothing read);
+the route (404, or 405 for a known path with another method); the body
+(413 over ``MAX_BODY``, said by Content-Length or counted, 408 when it does not
+arrive within ``BODY_TIMEOUT``); a worker thread. Handlers call blocking daemon
+code, so they run in at most ``WORKERS`` threads; a request that waits
+``WORKER_WAIT`` for one is answered 503 with nothing done. ``async`` handlers
+run on the event loop and must not block: health answers even when every
+worker is busy.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
+import inspect
 import json
 import logging
 import queue
 import re
-import socketserver
 import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import parse_qs, unquote
+
+import anyio
+from starlette.responses import Response, StreamingResponse
 
 from flotilla import __version__
 from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.operations import Operations
 from flotilla.daemon.ports import ReplicaEngine
+from flotilla.daemon.serving import MIB, AsgiApp, BodyRefused, ClientGone, Limits, read_body
 from flotilla.daemon.status import StatusViews
 from flotilla.daemon.store import Store
 from flotilla.errors import (
     BadRequestError,
     ConflictError,
+    DaemonError,
     EngineUnavailableError,
     FlotillaError,
     NotFoundError,
@@ -44,22 +61,28 @@ HTTP_STATUS = {
     EngineUnavailableError: 503,
 }
 Route = tuple[str, re.Pattern, Callable]
+LIMITS = Limits()  # each listener's connection, head and time limits (serving.Limits says what each is)
+MAX_BODY = 1 * MIB  # a spec or a secret (at most 64 KiB) fits many times over
+BODY_TIMEOUT = 10.0  # seconds for a whole body, once its head has come
+WORKERS = 8  # threads running handlers at once
+WORKER_WAIT = 30.0  # seconds a request may wait for one
+LOG_QUEUE = 10_000  # lines read ahead of a slow log client; the readers wait beyond
+LOG_POLL = 0.05  # seconds between looks at the log readers' queue
+UNAUTHORIZED = {"error": "unauthorized",
+                "message": "send Authorization: Bearer <token>; the token is in $FLOTILLA_HOME/api.token"}
 
 
 class Request:
-    def __init__(self, handler: BaseHTTPRequestHandler, params: dict) -> None:
-        self.handler = handler
+    """What a handler sees: the URL's parameters, its query (the last value of each name), the body."""
+
+    def __init__(self, params: dict, query: str, body: bytes = b"") -> None:
         self.params = params
-        self.query = {k: v[-1] for k, v in parse_qs(urlsplit(handler.path).query).items()}
+        self.query = {k: v[-1] for k, v in parse_qs(query).items()}
+        self.body = body
 
     def json(self) -> dict:
-        declared = self.handler.headers.get("Content-Length") or "0"
-        if not declared.isdigit():
-            raise BadRequestError(f"Content-Length {declared!r} is not a number of bytes")
-        length = int(declared)
-        raw = self.handler.rfile.read(length) if length else b"{}"
         try:
-            body = json.loads(raw)
+            body = json.loads(self.body or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BadRequestError(f"request body is not JSON: {exc}") from exc
         if not isinstance(body, dict):
@@ -77,8 +100,17 @@ class Request:
         return int(raw)
 
 
+class Refused(Exception):
+    """A request answered ``status`` before (or instead of) its handler, with ``error``'s sentence."""
+
+    def __init__(self, status: int, error: FlotillaError) -> None:
+        super().__init__(error.message)
+        self.status = status
+        self.error = error
+
+
 class Api:
-    """Routes requests to the daemon's parts; one instance per daemon."""
+    """Routes requests to the daemon's parts; one instance per daemon, itself the ASGI app."""
 
     def __init__(
         self,
@@ -94,7 +126,8 @@ class Api:
         self._status = status
         self._history = history
         self._engine = engine
-        self.routes: list[Route] = [
+        self._workers = anyio.Semaphore(WORKERS)
+        self.route_table: list[Route] = [
             ("GET", re.compile(r"/v1/health"), self.health),
             ("GET", re.compile(r"/v1/apps"), self.list_apps),
             ("POST", re.compile(r"/v1/apps"), self.submit),
@@ -119,19 +152,59 @@ class Api:
         ]
 
     def dispatch(self, method: str, path: str) -> tuple[Callable | None, dict, bool]:
-        """The handler for ``method path``, its URL parameters, and whether the path exists."""
+        """The handler for ``method path``, its URL parameters (decoded), and whether the path exists."""
         known = False
-        for verb, pattern, handler in self.routes:
+        for verb, pattern, handler in self.route_table:
             match = pattern.fullmatch(path)
             if match:
                 known = True
                 if verb == method:
-                    return handler, match.groupdict(), True
+                    return handler, {k: unquote(v) for k, v in match.groupdict().items()}, True
         return None, {}, known
 
-    # -- handlers: each returns (status, body) or streams itself and returns None
+    async def __call__(self, scope: dict, receive, send) -> None:
+        if scope["type"] == "http":  # no lifespan (serving.py turns it off), no websockets
+            response = await self.answer(scope, receive)
+            await response(scope, receive, send)
 
-    def health(self, req: Request):
+    async def answer(self, scope: dict, receive) -> Response:
+        """The response to one request; every failure becomes a JSON answer, never a traceback."""
+        method = scope["method"]
+        path = _path_of(scope)
+        handler, params, known = self.dispatch(method, path)
+        try:
+            if handler is None:
+                raise Refused(405 if known else 404, NotFoundError(f"{method} {path} is not part of the API"))
+            body = await _read_body(scope, receive)
+            result = await self._run(handler, Request(params, scope["query_string"].decode("latin-1"), body))
+        except Refused as refusal:
+            return json_response(refusal.status, refusal.error.to_dict(), close=True)
+        except FlotillaError as exc:
+            return json_response(_status_of(exc), exc.to_dict())
+        except Exception as exc:  # answer, log, and keep serving
+            log.exception("API %s %s failed", method, path)
+            return json_response(500, {"error": "internal", "message": f"internal error ({type(exc).__name__}); "
+                                                                       "the daemon's log has the details"})
+        return result if isinstance(result, Response) else json_response(*result)
+
+    async def _run(self, handler: Callable, req: Request):
+        """An ``async`` handler on the loop; any other in a worker thread, once one is free."""
+        if inspect.iscoroutinefunction(handler):
+            return await handler(req)
+        try:
+            with anyio.fail_after(WORKER_WAIT):
+                await self._workers.acquire()
+        except TimeoutError:
+            raise Refused(503, DaemonError(f"the daemon is busy: its {WORKERS} API workers were all taken for "
+                                           f"{WORKER_WAIT:g} s; nothing was done, try again")) from None
+        try:
+            return await anyio.to_thread.run_sync(handler, req)
+        finally:
+            self._workers.release()
+
+    # -- handlers: each returns (status, body) or a Response
+
+    async def health(self, req: Request):
         return 200, {"ok": True, "version": __version__}
 
     def list_apps(self, req: Request):
@@ -172,8 +245,7 @@ class Api:
         return 200, {"services": self._status.metrics(req.params["app"])}
 
     def prometheus(self, req: Request):
-        text = self._status.prometheus()
-        req.handler.send_text(200, text, content_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(self._status.prometheus(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     def list_secrets(self, req: Request):
         infos = self._operations.vault.list(req.params["app"])
@@ -202,13 +274,60 @@ class Api:
             raise NotFoundError(f"app {spec.app} has no service {service!r}; it has: {', '.join(spec.services)}")
         observed = self._engine.observe(spec.app)
         replicas = [r for r in observed.replicas if not service or r.service == service]
-        stream_logs(
-            req.handler,
-            self._engine,
-            replicas,
-            follow=req.flag("follow"),
-            tail=req.query.get("tail", "all"),
-        )
+        lines = stream_logs(self._engine, replicas, follow=req.flag("follow"), tail=req.query.get("tail", "all"))
+        return StreamingResponse(lines, media_type="text/plain; charset=utf-8")
+
+
+class BearerToken:
+    """The TCP listener's gate: without the token a request is answered 401, its body unread, nothing done."""
+
+    def __init__(self, app: AsgiApp, *, token: str) -> None:
+        self._app = app
+        self._token = token.encode()
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        if scope["type"] == "http" and not self.authorized(scope):
+            await json_response(401, UNAUTHORIZED, close=True)(scope, receive, send)
+            return
+        await self._app(scope, receive, send)
+
+    def authorized(self, scope: dict) -> bool:
+        scheme, _, given = _headers_of(scope).get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token)
+
+
+def json_response(status: int, body: dict, *, close: bool = False) -> Response:
+    """``body`` as JSON (lone surrogates escaped, as json.dumps does); ``close`` ends the connection after it,
+    for answers given before the request's body was read."""
+    headers = {"connection": "close"} if close else None
+    return Response(json.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _path_of(scope: dict) -> str:
+    """The path as sent (still percent-encoded, so an encoded ``/`` stays inside its segment), without a
+    trailing slash."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    return raw.decode("latin-1").rstrip("/") or "/"
+
+
+def _headers_of(scope: dict) -> dict[str, str]:
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+async def _read_body(scope: dict, receive) -> bytes:
+    try:
+        return await read_body(_headers_of(scope), receive, limit=MAX_BODY, timeout=BODY_TIMEOUT)
+    except BodyRefused as refused:
+        raise Refused(refused.status, BadRequestError(refused.message)) from None
+    except ClientGone:
+        raise Refused(400, BadRequestError("the client left before its request body arrived")) from None
+
+
+def _status_of(exc: FlotillaError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500
 
 
 def _secret_info(info) -> dict:
@@ -222,33 +341,45 @@ def _decode_value(encoded) -> bytes:
         raise BadRequestError("value_b64 must be the secret's value in base64") from exc
 
 
-def stream_logs(handler: BaseHTTPRequestHandler, engine, replicas, *, follow: bool, tail: str) -> None:
-    """Write ``replica | line`` for every replica, merged as lines arrive."""
-    handler.send_response(200)
-    handler.send_header("Content-Type", "text/plain; charset=utf-8")
-    handler.end_headers()
+async def stream_logs(engine, replicas, *, follow: bool, tail: str) -> AsyncIterator[bytes]:
+    """``replica | line`` for every replica, merged as lines arrive.
+
+    One reader thread per replica (the engine's log streams block); they stop
+    when this generator is closed, which Starlette does when the client goes
+    away: at once while they wait for room in the queue, or at a replica's
+    next line while they wait for the engine.
+    """
     width = max((len(r.replica) for r in replicas), default=0)
-    lines: queue.Queue = queue.Queue(maxsize=10_000)
+    lines: queue.Queue = queue.Queue(maxsize=LOG_QUEUE)
     done = threading.Event()
     readers = [
-        threading.Thread(
-            target=_read_logs, args=(engine, r, lines, done, follow, tail, width), daemon=True
-        )
+        threading.Thread(target=_read_logs, args=(engine, r, lines, done, follow, tail, width),
+                         name=f"logs-{r.replica}", daemon=True)
         for r in replicas
     ]
     for reader in readers:
         reader.start()
     try:
-        while any(t.is_alive() for t in readers) or not lines.empty():
-            try:
-                handler.wfile.write(lines.get(timeout=0.2))
-                handler.wfile.flush()
-            except queue.Empty:
-                continue
-    except (BrokenPipeError, ConnectionResetError):
-        pass
+        while True:
+            reading = any(t.is_alive() for t in readers)
+            batch = _drain(lines)
+            if batch:
+                yield batch
+            elif not reading:
+                return
+            else:
+                await anyio.sleep(LOG_POLL)
     finally:
         done.set()
+
+
+def _drain(lines: queue.Queue) -> bytes:
+    """The lines waiting now (at most a thousand), as one chunk."""
+    batch = []
+    with contextlib.suppress(queue.Empty):
+        while len(batch) < 1000:
+            batch.append(lines.get_nowait())
+    return b"".join(batch)
 
 
 def _read_logs(engine, replica, lines: queue.Queue, done: threading.Event, follow, tail, width) -> None:
@@ -256,102 +387,22 @@ def _read_logs(engine, replica, lines: queue.Queue, done: threading.Event, follo
     pending = b""
     try:
         for chunk in engine.logs(replica.container_id, follow=follow, tail=tail):
-            if done.is_set():
-                return
             pending += chunk
             *complete, pending = pending.split(b"\n")
-            for line in complete:
-                lines.put(prefix + line + b"\n")
+            if not all(_offer(lines, prefix + line + b"\n", done) for line in complete):
+                return
     except FlotillaError:
         return
     if pending:
-        lines.put(prefix + pending + b"\n")
+        _offer(lines, prefix + pending + b"\n", done)
 
 
-class ApiHandler(BaseHTTPRequestHandler):
-    server_version = f"flotilla/{__version__}"
-    api: Api  # set on the subclass the server makes
-    token: str | None = None  # the TCP listener's bearer token; None on the UNIX socket
-
-    def address_string(self) -> str:  # UNIX sockets have no peer address
-        return "local"
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
-        log.debug("api: " + format, *args)
-
-    def do_GET(self) -> None:  # stdlib naming
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
-
-    def _authorized(self) -> bool:
-        if self.token is None:
-            return True  # the UNIX socket: its 0600 mode is the access control
-        scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token.encode())
-
-    def _handle(self, method: str) -> None:
-        if not self._authorized():
-            self._send(401, {"error": "unauthorized", "message": "send Authorization: Bearer <token>; "
-                             "the token is in $FLOTILLA_HOME/api.token"})
-            return
-        path = urlsplit(self.path).path.rstrip("/") or "/"
-        handler, params, known = self.api.dispatch(method, path)
-        if handler is None:
-            code = 405 if known else 404
-            self._send(code, {"error": "not_found", "message": f"{method} {path} is not part of the API"})
-            return
+def _offer(lines: queue.Queue, line: bytes, done: threading.Event) -> bool:
+    """Queue ``line``, waiting for room while the client is still there; False once it has gone."""
+    while not done.is_set():
         try:
-            result = handler(Request(self, params))
-        except FlotillaError as exc:
-            self._send(_status_of(exc), exc.to_dict())
-            return
-        except Exception as exc:  # answer, log, and keep serving
-            log.exception("API %s %s failed", method, path)
-            self._send(500, {"error": "internal", "message": f"internal error: {exc!r}"})
-            return
-        if result is not None:
-            self._send(*result)
-
-    def _send(self, code: int, body: dict) -> None:
-        self.send_text(code, json.dumps(body), content_type="application/json")
-
-    def send_text(self, code: int, text: str, *, content_type: str) -> None:
-        data = text.encode()
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
-def _status_of(exc: FlotillaError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in HTTP_STATUS:
-            return HTTP_STATUS[cls]
-    return 500
-
-
-class UnixApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-    def __init__(self, path: str, api: Api) -> None:
-        handler = type("BoundApiHandler", (ApiHandler,), {"api": api})
-        super().__init__(path, handler)
-
-
-class TcpApiServer(ThreadingHTTPServer):
-    """The optional TCP listener: every request needs the bearer token."""
-
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], api: Api, *, token: str) -> None:
-        handler = type("TokenApiHandler", (ApiHandler,), {"api": api, "token": token})
-        super().__init__(address, handler)
+            lines.put(line, timeout=0.5)
+            return True
+        except queue.Full:
+            continue
+    return False

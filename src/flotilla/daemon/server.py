@@ -13,7 +13,7 @@ import logging
 import os
 import secrets
 import signal
-import threading
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +22,8 @@ from flotilla.addons.redis_cluster.client import ClusterClient
 from flotilla.addons.redis_cluster.nodes import DEFAULT_IMAGE as DEFAULT_CACHE_IMAGE
 from flotilla.addons.redis_cluster.nodes import IMAGE_SETTING as CACHE_IMAGE_SETTING
 from flotilla.daemon.activator import Activator
-from flotilla.daemon.api import Api, TcpApiServer, UnixApiServer
+from flotilla.daemon.api import LIMITS as API_LIMITS
+from flotilla.daemon.api import Api, BearerToken
 from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.autoscaler import Autoscaler
 from flotilla.daemon.cache_states import CacheStates
@@ -35,6 +36,7 @@ from flotilla.daemon.operations import Operations
 from flotilla.daemon.paths import Home
 from flotilla.daemon.reconciler import Reconciler
 from flotilla.daemon.runtime import ReadyReplicas, RuntimeSpecs
+from flotilla.daemon.serving import HttpServer, serve_all
 from flotilla.daemon.snapshots import Snapshots
 from flotilla.daemon.status import StatusViews
 from flotilla.daemon.store import Store
@@ -119,13 +121,14 @@ def run_daemon(home: Home, *, docker_url: str | None = None, api_listen: str | N
         home.pid_file.write_text(f"{os.getpid()}\n")
         daemon = build(home, docker_url=docker_url, environ=os.environ)
         daemon.activator.start()
-        server = _bind(home, daemon.api)
-        tcp = _listen_tcp(home, daemon.api, api_listen) if api_listen else None
-        _stop_on_signals(server, daemon, tcp)
+        servers = [_bind(home, daemon.api)]
+        if api_listen:
+            servers.append(_listen_tcp(home, daemon.api, api_listen))
+        _stop_on_signals(servers, daemon)
         daemon.loops.start()
         log.info("flotilla daemon %d serving on %s", os.getpid(), home.socket)
-        server.serve_forever(poll_interval=0.2)
-        server.server_close()
+        serve_all(servers)  # this thread's event loop, until a signal stops every server
+        daemon.activator.stop()
         daemon.store.close()
     finally:
         _cleanup(home)
@@ -144,30 +147,35 @@ def _take_lock(home: Home):
     return lock
 
 
-def _bind(home: Home, api: Api) -> UnixApiServer:
+def _bind(home: Home, api: Api) -> HttpServer:
+    """The API on the UNIX socket, created 0600 (under umask 0o177, so never wider, not even for a moment)."""
     if home.socket.exists():
         home.socket.unlink()  # stale: we hold the lock, so no daemon serves it
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)
     try:
-        server = UnixApiServer(str(home.socket), api)
+        sock.bind(str(home.socket))
     finally:
         os.umask(old_umask)
     os.chmod(home.socket, 0o600)
-    return server
+    sock.listen(API_LIMITS.backlog)  # clients queue from now on, before the event loop runs
+    return HttpServer(api, sockets=[sock], limits=API_LIMITS)
 
 
-def _listen_tcp(home: Home, api: Api, listen: str) -> TcpApiServer:
+def _listen_tcp(home: Home, api: Api, listen: str) -> HttpServer:
+    """The API on TCP too, where every request needs the bearer token."""
     host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
+    host = host.strip("[]")
+    if not host or not port.isdigit() or int(port) > 65535:
         raise DaemonError(f"--api-listen {listen!r}: write HOST:PORT, for example 127.0.0.1:7070")
     token = os.environ.get("FLOTILLA_API_TOKEN") or _token_file(home)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        server = TcpApiServer((host.strip("[]"), int(port)), api, token=token)
+        sock = socket.create_server((host, int(port)), family=family, backlog=API_LIMITS.backlog)
     except OSError as exc:
         raise DaemonError(f"cannot listen on {listen}: {exc.strerror}; choose another --api-listen") from exc
-    threading.Thread(target=server.serve_forever, name="api-tcp", daemon=True).start()
     log.info("API also on http://%s (bearer token required)", listen)
-    return server
+    return HttpServer(BearerToken(api, token=token), sockets=[sock], limits=API_LIMITS)
 
 
 def _token_file(home: Home) -> str:
@@ -180,14 +188,15 @@ def _token_file(home: Home) -> str:
     return path.read_text().strip()
 
 
-def _stop_on_signals(server: UnixApiServer, daemon: Daemon, tcp: TcpApiServer | None) -> None:
+def _stop_on_signals(servers: list[HttpServer], daemon: Daemon) -> None:
+    """SIGTERM and SIGINT stop the loops first, then the API servers (``serve_all`` returns)."""
+
     def stop(signum, frame):  # signal handler signature
         log.info("signal %d: stopping", signum)
         daemon.loops.stop()
         daemon.wakeups.interrupt()
-        threading.Thread(target=server.shutdown, daemon=True).start()
-        if tcp:
-            threading.Thread(target=tcp.shutdown, daemon=True).start()
+        for server in servers:
+            server.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
