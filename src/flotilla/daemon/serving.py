@@ -54,6 +54,7 @@ class Limits:
     head_bytes: int = 16 * KIB  # request line and headers (h11's max incomplete event size)
     backlog: int = 128  # connections the kernel queues before the event loop accepts them
     graceful: int = 5  # seconds requests in progress (a followed log) get at shutdown
+    linger: float = 2.0  # seconds a closing connection still reads (and drops) what the client sends
 
 
 HEAD_REFUSED = "the request is not valid HTTP/1.1, or its request line and headers are over {size} KiB"
@@ -70,15 +71,21 @@ class GuardedH11Protocol(H11Protocol):
     limits: Limits
     waiting: dict[GuardedH11Protocol, asyncio.TimerHandle]
 
+    transport: LingeringClose
+    head_refused = False  # send_400_response answered: the client may still be sending that head
+
     def connection_made(self, transport) -> None:
-        super().connection_made(transport)
+        super().connection_made(LingeringClose(transport, linger=self.limits.linger, loop=self.loop,
+                                               still_sending=self._still_sending))
         if len(self.connections) > self.limits.connections:
             log.debug("closing a new connection: %d are open already", self.limits.connections)
-            transport.close()
+            self.transport.close_now()
             return
         self._watch_head()
 
     def data_received(self, data: bytes) -> None:
+        if self.transport.lingering:
+            return  # the answer is out; what the client still sends is dropped
         super().data_received(data)
         self._watch_head()
 
@@ -97,8 +104,13 @@ class GuardedH11Protocol(H11Protocol):
                            "message": HEAD_REFUSED.format(size=self.limits.head_bytes // KIB)}).encode()
         head = (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
                 b"content-length: %d\r\n\r\n" % len(body))
+        self.head_refused = True
         self.transport.write(head + body)  # written whole and closed: h11's state no longer matters
         self.transport.close()
+
+    def _still_sending(self) -> bool:
+        """Whether the client may still be sending: a refused head, or a body not all received."""
+        return self.head_refused or (self.cycle is not None and self.cycle.more_body)
 
     def _awaiting_head(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
@@ -121,7 +133,48 @@ class GuardedH11Protocol(H11Protocol):
 
     def _give_up(self) -> None:
         self._stop_waiting()
-        self.transport.close()
+        self.transport.close_now()  # no request, so no answer to let the client read
+
+
+class LingeringClose:
+    """A connection's transport whose ``close`` first lets the client read the answer.
+
+    Closing a socket while the client is still sending (a refused body, an
+    oversized head) makes the kernel reset the connection, which can destroy
+    the answer before the client reads it: the CLI would say "connection
+    reset" instead of "over 1 MiB". So while the client ``still_sending``,
+    ``close`` ends the answer (FIN), reads and drops what still comes, and
+    closes when the client does, or after ``linger`` seconds (as nginx's
+    lingering close does). Everything else is the transport's own.
+    """
+
+    def __init__(self, transport: asyncio.Transport, *, linger: float, loop: asyncio.AbstractEventLoop,
+                 still_sending: Callable[[], bool]) -> None:
+        self._transport = transport
+        self._linger = linger
+        self._loop = loop
+        self._still_sending = still_sending
+        self.lingering = False
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self.is_closing():
+            return
+        if not self._still_sending():
+            self._transport.close()
+            return
+        self.lingering = True
+        self._transport.write_eof()  # after what is still buffered: the client reads the whole answer
+        self._transport.resume_reading()  # a paused body would fill the window and stall the client
+        self._loop.call_later(self._linger, self._transport.close)
+
+    def close_now(self) -> None:
+        self._transport.close()
 
 
 class HeadLimit:
