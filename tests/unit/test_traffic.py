@@ -57,3 +57,19 @@ def test_primed_apps_reach_the_gateway_with_the_first_sync():
     assert gateway.applied == [{"a", "b"}]
     traffic.forget("b")
     assert gateway.applied[-1] == {"a"}
+
+
+def test_an_app_routed_as_before_renders_nothing_until_the_full_sync_interval():
+    gateway = RefusingGateway("none", ValueError())
+    clock = [100.0]
+    traffic = Traffic(gateway=gateway, metrics=MetricsWindow(), clock=lambda: clock[0])
+    traffic.sync(app("a"), running("a"))
+    traffic.sync(app("a"), running("a"))
+    assert len(gateway.applied) == 1, "a settled app's pass costs no render"
+    unhealthy = Observed(app="a", replicas=tuple(r.__class__(**{**r.__dict__, "healthy": False})
+                                                 for r in running("a").replicas))
+    traffic.sync(app("a"), unhealthy)
+    assert len(gateway.applied) == 2, "a health change reaches the gateway at once"
+    clock[0] += 5.0
+    traffic.sync(app("a"), unhealthy)
+    assert len(gateway.applied) == 3, "and the whole picture is applied again every few seconds"

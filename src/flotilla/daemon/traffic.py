@@ -23,6 +23,10 @@ from flotilla.spec import AppSpec
 
 log = logging.getLogger(__name__)
 SAMPLE_INTERVAL = 1.0
+# A pass whose app routes exactly as before renders nothing, but at least this
+# often the whole picture is applied anyway: a gateway that drifted (a server
+# state changed by hand, a HAProxy that died) is put right within it.
+FULL_SYNC_INTERVAL = 5.0
 
 
 class Traffic:
@@ -41,6 +45,7 @@ class Traffic:
         self._clock = clock
         self._activator_port = activator_port  # None: no scale-from-zero holding
         self._apps: dict[str, tuple[AppSpec, list[tuple[str, DesiredServer]]]] = {}
+        self._applied_at = float("-inf")  # when the gateway last took the whole picture
         self._lock = threading.Lock()
 
     def prime(self, spec: AppSpec, observed: Observed) -> None:
@@ -57,7 +62,10 @@ class Traffic:
         """
         with self._lock:
             before = self._apps.get(spec.app)
-            self._apps[spec.app] = (spec, self._servers_of(spec, observed))
+            entry = (spec, self._servers_of(spec, observed))
+            if entry == before and self._clock() - self._applied_at < FULL_SYNC_INTERVAL:
+                return  # routes as they were: nothing to render, most passes of a settled app
+            self._apps[spec.app] = entry
             try:
                 self._apply()
             except Exception as exc:
@@ -84,6 +92,7 @@ class Traffic:
             for service, server in servers:
                 desired[(app, service)].append(server)
         self.gateway.apply({app: spec for app, (spec, _) in self._apps.items()}, desired)
+        self._applied_at = self._clock()
 
     def _servers_of(self, spec: AppSpec, observed: Observed) -> list[tuple[str, DesiredServer]]:
         servers = [(r.service, s) for r in observed.replicas if (s := _desired_server(spec, r))]
