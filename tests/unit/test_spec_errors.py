@@ -850,6 +850,20 @@ services:
     pytest.param(
         """\
 app: shop
+gateway: {listen: "[::1%1]:18081"}
+services: {web: {image: x}}
+""",
+        [
+            ("flotilla.yaml:2:19: gateway.listen: invalid listen address '[::1%1]:18081': an "
+             'IPv6 zone (scope id) such as %eth0 is not supported: listen on [::1] or a global '
+             'address; write "host:port" with an IPv4 address, localhost or [IPv6], e.g. '
+             '"127.0.0.1:8080"'),
+        ],
+        id='listen_ipv6_zone',
+    ),
+    pytest.param(
+        """\
+app: shop
 services:
   web:
     image: "shop-web:${TAG}"
@@ -1073,7 +1087,7 @@ def _unpositioned(problems) -> list[tuple[str, str, str]]:
 @pytest.mark.parametrize("case_id", [
     "unknown_keys", "image_problems", "port_problems", "replicas_problems", "command_problems",
     "env_problems", "health_problems", "resources_problems", "route_problems",
-    "route_path_characters", "route_host_characters",
+    "route_path_characters", "route_host_characters", "listen_ipv6_zone",
     "duplicate_routes_name_both_locations", "secret_problems", "autoscale_problems",
     "autoscale_across_keys", "cache_problems", "cache_references", "gateway_problems",
 ])

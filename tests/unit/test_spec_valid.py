@@ -228,6 +228,15 @@ def test_gateway_listen(listen: str, host: str, port: int) -> None:
     assert gateway.listen == listen.strip('"')
 
 
+@pytest.mark.parametrize(("listen", "host"), [
+    ('"[0:0:0:0:0:0:0:1]:80"', "::1"), ('"[FD00::0001]:80"', "fd00::1"),
+    ('"[::ffff:127.0.0.1]:80"', "::ffff:7f00:1"),
+])
+def test_an_ipv6_listen_address_has_one_form_so_apps_writing_it_differently_share_a_frontend(
+        listen: str, host: str) -> None:
+    assert parse(minimal() + f"gateway: {{listen: {listen}}}\n").gateway.listen_host == host
+
+
 def test_merge_keys_share_settings_between_services() -> None:
     spec = parse("""\
         app: a
