@@ -23,6 +23,8 @@ from flotilla.gateway.model import (
     Server,
     backend_name,
     frontend_name,
+    host_matches,
+    hosts_overlap,
     parse_backend_name,
 )
 from flotilla.spec.models import ServiceSpec
@@ -124,6 +126,27 @@ def test_wildcards_match_one_label_and_exact_hosts_match_exactly():
                               api=service(route("*.shop.example")))))
     assert "var(txn.host) -m str shop.localhost" in text
     assert r"var(txn.host) -m reg '^[^.]+\.shop\.example$'" in text
+
+
+@pytest.mark.parametrize("host, matches", [
+    ("a.shop.example", True), ("a-1.shop.example", True), ("shop.example", False),
+    ("a.b.shop.example", False), (".shop.example", False), ("ashop.example", False),
+])
+def test_host_matches_a_wildcard_as_the_rendered_regex_does(host, matches):
+    text = rendered(build(app("shop", api=service(route("*.shop.example")))))
+    pattern = re.search(r"acl r0_host var\(txn.host\) -m reg '(.*)'", text).group(1)
+    assert host_matches("*.shop.example", host) is matches
+    assert (re.search(pattern, host) is not None) is matches
+
+
+@pytest.mark.parametrize("first, second, overlap", [
+    ("shop.localhost", "shop.localhost", True), ("shop.localhost", "api.shop.localhost", False),
+    ("*.shop.example", "admin.shop.example", True), ("admin.shop.example", "*.shop.example", True),
+    ("*.shop.example", "*.shop.example", True), ("*.shop.example", "*.a.shop.example", False),
+    ("*.shop.example", "shop.example", False),
+])
+def test_hosts_overlap_when_one_request_could_match_both(first, second, overlap):
+    assert hosts_overlap(first, second) is overlap
 
 
 def test_routes_are_selected_then_stripped_then_dispatched():
