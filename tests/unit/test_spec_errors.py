@@ -622,6 +622,26 @@ services:
         """\
 app: shop
 services:
+  "web\\nflotilla.yaml:1:1: services.web: all good": {image: x}
+  "\\ud800": {image: x, env: {"A\\0": "1"}}
+""",
+        [
+            ("flotilla.yaml:3:3: services.'web\\nflotilla.yaml:1:1: services.web: all good': invalid "
+             "service name 'web\\nflotilla.yaml:1:1: services.web: all...'; use lowercase letters, "
+             "digits and '-', starting with a letter and not ending with '-', at most 30 characters, "
+             "e.g. 'web-flotilla-yaml-1-1-services'"),
+            ("flotilla.yaml:4:3: services.'\\ud800': invalid service name '\\ud800'; use lowercase "
+             "letters, digits and '-', starting with a letter and not ending with '-', at most 30 "
+             "characters"),
+            ("flotilla.yaml:4:30: services.'\\ud800'.env.'A\\x00': invalid environment variable name "
+             "'A\\x00'; use letters, digits and '_', not starting with a digit"),
+        ],
+        id='keys_that_would_break_the_problem_line',
+    ),
+    pytest.param(
+        """\
+app: shop
+services:
   web:
     image: x
     env: {DB_PASSWORD: hunter2}
