@@ -9,6 +9,7 @@ built only when the spec is clean, so no half-valid AppSpec ever exists.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 from flotilla.naming import cache_variables, is_cache_node
 from flotilla.spec import checks as c
@@ -20,7 +21,6 @@ from flotilla.spec.validate_service import ServiceContext, check_service
 TOP_KEYS = ("app", "gateway", "services", "caches")
 CACHE_KEYS = ("type", "shards", "replicas", "memory", "persistence", "image")
 MIN_CACHE_MEMORY = 32 * units.MIB
-_LISTEN_HOST_PROBLEM = "the host must be an IPv4 address, localhost or [IPv6]"
 _LISTEN_HINT = 'write "host:port" with an IPv4 address, localhost or [IPv6], e.g. "127.0.0.1:8080"'
 
 
@@ -80,20 +80,20 @@ def _listen_problem(host: str, port: str) -> str:
         return ""
     if host.startswith("[") and host.endswith("]"):
         return _ipv6_problem(host[1:-1])
-    try:
-        ipaddress.IPv4Address(host)
-    except ValueError:
-        return _LISTEN_HOST_PROBLEM
-    return ""
+    return _address_problem(ipaddress.IPv4Address, host)
 
 
 def _ipv6_problem(address: str) -> str:
     if "%" in address:  # HAProxy's frontend names cannot hold it, and a zone is one link's, not the host's
         return "an IPv6 zone (scope id) such as %eth0 is not supported: listen on [::1] or a global address"
+    return _address_problem(ipaddress.IPv6Address, address)
+
+
+def _address_problem(parse: Callable[[str], object], address: str) -> str:
     try:
-        ipaddress.IPv6Address(address)
+        parse(address)
     except ValueError:
-        return _LISTEN_HOST_PROBLEM
+        return "the host must be an IPv4 address, localhost or [IPv6]"
     return ""
 
 
