@@ -8,9 +8,13 @@ tests/integration/test_gateway_config_haproxy.py.
 from __future__ import annotations
 
 import re
+import shlex
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from flotilla.errors import SpecError
 from flotilla.gateway.config import (
     SLOTS_PER_BACKEND,
     build_gateway_config,
@@ -27,6 +31,7 @@ from flotilla.gateway.model import (
     hosts_overlap,
     parse_backend_name,
 )
+from flotilla.spec import spec_from_dict
 from flotilla.spec.models import ServiceSpec
 from tests.support.gateway_specs import app, build, route, servers, service
 
@@ -228,6 +233,34 @@ def test_no_routes_at_all_renders_only_global_and_defaults():
 def test_a_socket_path_with_spaces_is_quoted(tmp_path):
     text = render_config(build(), runtime_socket="/tmp/a dir/it's.sock")
     assert "stats socket '/tmp/a dir/it'\\''s.sock' mode 600" in text
+
+
+# -- what the spec lets through is what the text says ----------------------------------------------
+
+# Every Unicode category, lone surrogates and what breaks config files. That haproxy -c loads what
+# passes is in tests/abuse/test_spec_fuzz.py, which draws whole specs.
+_TRICKY = st.sampled_from(["\x00", "\ud800", "\r", "\n", " ", "#", "?", "'", '"', "\\", "%", "%4a", "$", "é"])
+_path_text = st.lists(st.text(st.characters(), max_size=3) | st.characters(categories=["Cs"]) | _TRICKY
+                      | st.sampled_from(["api", "v1", "/", "-", "~", "(", ")", "*", "@"]), max_size=5).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(paths=st.lists(_path_text.map("/{}".format), min_size=1, max_size=4), strip=st.booleans(),
+       wildcard=st.booleans())
+def test_any_path_the_spec_allows_renders_as_written_in_ascii(paths, strip, wildcard):
+    host = "*.shop.example" if wildcard else "shop.localhost"
+    try:
+        spec = spec_from_dict({"app": "shop", "services": {"web": {"image": "img:1", "port": 8000, "routes": [
+            {"host": host, "path": p, "strip_prefix": strip} for p in paths]}}})
+    except SpecError:
+        return
+    config = build(spec)
+    text = rendered(config)
+    assert text.isascii()
+    lines = [line.strip() for line in text.splitlines()]
+    for number, routed in enumerate(config.frontends[0].routes):
+        acl = next((line for line in lines if line.startswith(f"acl r{number}_path path -m str ")), None)
+        assert routed.path == "/" or shlex.split(acl)[-1] == routed.path  # HAProxy quotes as a shell does
 
 
 # -- reading Runtime API answers (pure parsing; the live API is in tests/integration) ------------
