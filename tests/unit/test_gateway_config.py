@@ -8,9 +8,13 @@ tests/integration/test_gateway_config_haproxy.py.
 from __future__ import annotations
 
 import re
+import shlex
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from flotilla.errors import SpecError
 from flotilla.gateway.config import (
     SLOTS_PER_BACKEND,
     build_gateway_config,
@@ -23,8 +27,11 @@ from flotilla.gateway.model import (
     Server,
     backend_name,
     frontend_name,
+    host_matches,
+    hosts_overlap,
     parse_backend_name,
 )
+from flotilla.spec import spec_from_dict
 from flotilla.spec.models import ServiceSpec
 from tests.support.gateway_specs import app, build, route, servers, service
 
@@ -126,6 +133,27 @@ def test_wildcards_match_one_label_and_exact_hosts_match_exactly():
     assert r"var(txn.host) -m reg '^[^.]+\.shop\.example$'" in text
 
 
+@pytest.mark.parametrize("host, matches", [
+    ("a.shop.example", True), ("a-1.shop.example", True), ("shop.example", False),
+    ("a.b.shop.example", False), (".shop.example", False), ("ashop.example", False),
+])
+def test_host_matches_a_wildcard_as_the_rendered_regex_does(host, matches):
+    text = rendered(build(app("shop", api=service(route("*.shop.example")))))
+    pattern = re.search(r"acl r0_host var\(txn.host\) -m reg '(.*)'", text).group(1)
+    assert host_matches("*.shop.example", host) is matches
+    assert (re.search(pattern, host) is not None) is matches
+
+
+@pytest.mark.parametrize("first, second, overlap", [
+    ("shop.localhost", "shop.localhost", True), ("shop.localhost", "api.shop.localhost", False),
+    ("*.shop.example", "admin.shop.example", True), ("admin.shop.example", "*.shop.example", True),
+    ("*.shop.example", "*.shop.example", True), ("*.shop.example", "*.a.shop.example", False),
+    ("*.shop.example", "shop.example", False),
+])
+def test_hosts_overlap_when_one_request_could_match_both(first, second, overlap):
+    assert hosts_overlap(first, second) is overlap
+
+
 def test_routes_are_selected_then_stripped_then_dispatched():
     text = rendered(build(app("shop", api=service(route("shop.localhost", "/api", strip=True)))))
     lines = [line.strip() for line in text.splitlines()]
@@ -205,6 +233,34 @@ def test_no_routes_at_all_renders_only_global_and_defaults():
 def test_a_socket_path_with_spaces_is_quoted(tmp_path):
     text = render_config(build(), runtime_socket="/tmp/a dir/it's.sock")
     assert "stats socket '/tmp/a dir/it'\\''s.sock' mode 600" in text
+
+
+# -- what the spec lets through is what the text says ----------------------------------------------
+
+# Every Unicode category, lone surrogates and what breaks config files. That haproxy -c loads what
+# passes is in tests/abuse/test_spec_fuzz.py, which draws whole specs.
+_TRICKY = st.sampled_from(["\x00", "\ud800", "\r", "\n", " ", "#", "?", "'", '"', "\\", "%", "%4a", "$", "é"])
+_path_text = st.lists(st.text(st.characters(), max_size=3) | st.characters(categories=["Cs"]) | _TRICKY
+                      | st.sampled_from(["api", "v1", "/", "-", "~", "(", ")", "*", "@"]), max_size=5).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(paths=st.lists(_path_text.map("/{}".format), min_size=1, max_size=4), strip=st.booleans(),
+       wildcard=st.booleans())
+def test_any_path_the_spec_allows_renders_as_written_in_ascii(paths, strip, wildcard):
+    host = "*.shop.example" if wildcard else "shop.localhost"
+    try:
+        spec = spec_from_dict({"app": "shop", "services": {"web": {"image": "img:1", "port": 8000, "routes": [
+            {"host": host, "path": p, "strip_prefix": strip} for p in paths]}}})
+    except SpecError:
+        return
+    config = build(spec)
+    text = rendered(config)
+    assert text.isascii()
+    lines = [line.strip() for line in text.splitlines()]
+    for number, routed in enumerate(config.frontends[0].routes):
+        acl = next((line for line in lines if line.startswith(f"acl r{number}_path path -m str ")), None)
+        assert routed.path == "/" or shlex.split(acl)[-1] == routed.path  # HAProxy quotes as a shell does
 
 
 # -- reading Runtime API answers (pure parsing; the live API is in tests/integration) ------------

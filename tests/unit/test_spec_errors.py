@@ -397,8 +397,8 @@ services:
     health: /healthz
 """,
         [
-            ("flotilla.yaml:6:20: services.a.health.path: must start with '/' and contain no "
-             "spaces, got 'healthz'; write an HTTP path such as /healthz"),
+            ("flotilla.yaml:6:20: services.a.health.path: invalid health path 'healthz': it must "
+             "start with '/'; write '/healthz'"),
             ('flotilla.yaml:6:39: services.a.health.interval: expected a duration, got a string '
              "('2 sec'); write a duration such as 500ms, 2s, 1.5m or 1h (a bare number is "
              'seconds)'),
@@ -498,10 +498,11 @@ services:
              'write a DNS name such as shop.localhost, or *.shop.example for every subdomain'),
             ("flotilla.yaml:9:16: services.web.routes.2.host: invalid host 'a.*.example'; write "
              'a DNS name such as shop.localhost, or *.shop.example for every subdomain'),
-            ("flotilla.yaml:10:38: services.web.routes.3.path: invalid route path 'api'; write a "
-             "path such as / or /api, without spaces, '?' or '#'"),
-            ("flotilla.yaml:11:38: services.web.routes.4.path: invalid route path '/a?b=1'; "
-             "write a path such as / or /api, without spaces, '?' or '#'"),
+            ("flotilla.yaml:10:38: services.web.routes.3.path: invalid route path 'api': it must "
+             "start with '/'; write '/api'"),
+            ("flotilla.yaml:11:38: services.web.routes.4.path: invalid route path '/a?b=1': '?' "
+             "starts a query, which is not part of the path a route matches; route the path "
+             "alone, e.g. '/a'"),
             ('flotilla.yaml:12:46: services.web.routes.5.strip_prefix: expected true or false, '
              "got a string ('yes'); write true or false, unquoted"),
             ("flotilla.yaml:13:32: services.web.routes.6.prefix: unknown key 'prefix'; did you "
@@ -537,6 +538,105 @@ services:
              'at services.web.routes.0 (flotilla.yaml:7:9); give each route its own host or path'),
         ],
         id='duplicate_routes_name_both_locations',
+    ),
+    pytest.param(
+        """\
+app: shop
+services:
+  web:
+    image: x
+    port: 80
+    routes:
+      - {host: shop.localhost, path: "/a\\0b"}
+      - {host: shop.localhost, path: "/\\ud800"}
+      - {host: shop.localhost, path: "/login\\r\\nX-Admin: 1"}
+      - {host: shop.localhost, path: "/caf\\u00e9"}
+      - {host: shop.localhost, path: "/100%"}
+      - {host: shop.localhost, path: '/say "hi"'}
+      - {host: shop.localhost, path: '/a\\b'}
+      - {host: shop.localhost, path: "/d%c3%a9j%C3%A0/it's;v=1:@~"}
+""",
+        [
+            ("flotilla.yaml:7:38: services.web.routes.0.path: invalid route path '/a\\x00b': "
+             "'\\x00' (U+0000) is not allowed in a URL path; percent-encode it: write '/a%00b'"),
+            ("flotilla.yaml:8:38: services.web.routes.1.path: invalid route path '/\\ud800': "
+             "'\\ud800' (U+D800) is a lone surrogate, not a character; remove it: it has no UTF-8 "
+             'form, so no request can carry it'),
+            ("flotilla.yaml:9:38: services.web.routes.2.path: invalid route path "
+             "'/login\\r\\nX-Admin: 1': '\\r' (U+000D) is not allowed in a URL path; "
+             "percent-encode it: write '/login%0D%0AX-Admin:%201'"),
+            ("flotilla.yaml:10:38: services.web.routes.3.path: invalid route path '/café': 'é' "
+             "(U+00E9) is not allowed in a URL path; percent-encode it: write '/caf%C3%A9'"),
+            ("flotilla.yaml:11:38: services.web.routes.4.path: invalid route path '/100%': '%' "
+             "must start an escape of two hex digits such as %20; percent-encode it: write "
+             "'/100%25'"),
+            ("flotilla.yaml:12:38: services.web.routes.5.path: invalid route path '/say \"hi\"': "
+             "' ' (U+0020) is not allowed in a URL path; percent-encode it: write "
+             "'/say%20%22hi%22'"),
+            ("flotilla.yaml:13:38: services.web.routes.6.path: invalid route path '/a\\\\b': "
+             "'\\\\' (U+005C) is not allowed in a URL path; percent-encode it: write '/a%5Cb'"),
+        ],
+        id='route_path_characters',
+    ),
+    pytest.param(
+        """\
+app: shop
+services:
+  web:
+    image: x
+    port: 80
+    health: {path: "/healthz\\0"}
+    routes:
+      - {host: "b\\u00fccher.example"}
+      - {host: "*.B\\u00dcCHER.example"}
+      - {host: "\\u212a.example"}
+      - {host: "shop.localhost\\0"}
+      - {host: "shop.localhost\\n"}
+      - {host: "\\ud800.example"}
+""",
+        [
+            ("flotilla.yaml:6:20: services.web.health.path: invalid health path '/healthz\\x00': "
+             "'\\x00' (U+0000) is not allowed in a URL path; percent-encode it: write "
+             "'/healthz%00'"),
+            ("flotilla.yaml:8:16: services.web.routes.0.host: invalid host 'bücher.example': a "
+             "Host header carries ASCII only; write the name in its IDNA form, "
+             "'xn--bcher-kva.example'"),
+            ("flotilla.yaml:9:16: services.web.routes.1.host: invalid host '*.BÜCHER.example': a "
+             "Host header carries ASCII only; write the name in its IDNA form, "
+             "'*.xn--bcher-kva.example'"),
+            ("flotilla.yaml:10:16: services.web.routes.2.host: invalid host '\u212a.example': a "
+             "Host header carries ASCII only; write the name in its IDNA form, 'k.example'"),
+            ("flotilla.yaml:11:16: services.web.routes.3.host: invalid host "
+             "'shop.localhost\\x00'; write a DNS name such as shop.localhost, or *.shop.example "
+             'for every subdomain'),
+            ("flotilla.yaml:12:16: services.web.routes.4.host: invalid host "
+             "'shop.localhost\\n'; write a DNS name such as shop.localhost, or *.shop.example "
+             'for every subdomain'),
+            ("flotilla.yaml:13:16: services.web.routes.5.host: invalid host '\\ud800.example': a "
+             'Host header carries ASCII only; write a DNS name such as shop.localhost, or '
+             '*.shop.example for every subdomain'),
+        ],
+        id='route_host_characters',
+    ),
+    pytest.param(
+        """\
+app: shop
+services:
+  "web\\nflotilla.yaml:1:1: services.web: all good": {image: x}
+  "\\ud800": {image: x, env: {"A\\0": "1"}}
+""",
+        [
+            ("flotilla.yaml:3:3: services.'web\\nflotilla.yaml:1:1: services.web: all good': invalid "
+             "service name 'web\\nflotilla.yaml:1:1: services.web: all...'; use lowercase letters, "
+             "digits and '-', starting with a letter and not ending with '-', at most 30 characters, "
+             "e.g. 'web-flotilla-yaml-1-1-services'"),
+            ("flotilla.yaml:4:3: services.'\\ud800': invalid service name '\\ud800'; use lowercase "
+             "letters, digits and '-', starting with a letter and not ending with '-', at most 30 "
+             "characters"),
+            ("flotilla.yaml:4:30: services.'\\ud800'.env.'A\\x00': invalid environment variable name "
+             "'A\\x00'; use letters, digits and '_', not starting with a digit"),
+        ],
+        id='keys_that_would_break_the_problem_line',
     ),
     pytest.param(
         """\
@@ -770,6 +870,20 @@ services:
     pytest.param(
         """\
 app: shop
+gateway: {listen: "[::1%1]:18081"}
+services: {web: {image: x}}
+""",
+        [
+            ("flotilla.yaml:2:19: gateway.listen: invalid listen address '[::1%1]:18081': an "
+             'IPv6 zone (scope id) such as %eth0 is not supported: listen on [::1] or a global '
+             'address; write "host:port" with an IPv4 address, localhost or [IPv6], e.g. '
+             '"127.0.0.1:8080"'),
+        ],
+        id='listen_ipv6_zone',
+    ),
+    pytest.param(
+        """\
+app: shop
 services:
   web:
     image: "shop-web:${TAG}"
@@ -993,6 +1107,7 @@ def _unpositioned(problems) -> list[tuple[str, str, str]]:
 @pytest.mark.parametrize("case_id", [
     "unknown_keys", "image_problems", "port_problems", "replicas_problems", "command_problems",
     "env_problems", "health_problems", "resources_problems", "route_problems",
+    "route_path_characters", "route_host_characters", "listen_ipv6_zone",
     "duplicate_routes_name_both_locations", "secret_problems", "autoscale_problems",
     "autoscale_across_keys", "cache_problems", "cache_references", "gateway_problems",
 ])

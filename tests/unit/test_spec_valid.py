@@ -201,6 +201,23 @@ def test_route_hosts_are_lowercased_and_names_like_on_stay_names() -> None:
     assert spec.services["on"].routes == (RouteSpec(host="shop.localhost", path="/"),)
 
 
+def test_route_paths_take_rfc_3986_characters_and_escapes_in_upper_case() -> None:
+    spec = parse("""\
+        app: a
+        services:
+          web:
+            image: x
+            port: 80
+            health: {path: "/healthz?deep=1&from=gw"}
+            routes:
+              - {host: xn--bcher-kva.example, path: "/d%c3%a9j%C3%A0"}
+              - {host: "*.a-b.example", path: "/it's/(v1);x=1,y=2:@~!$&*+"}
+        """)
+    web = spec.services["web"]
+    assert [r.path for r in web.routes] == ["/d%C3%A9j%C3%A0", "/it's/(v1);x=1,y=2:@~!$&*+"]
+    assert web.health.path == "/healthz?deep=1&from=gw"
+
+
 @pytest.mark.parametrize(("listen", "host", "port"), [
     ('"0.0.0.0:80"', "0.0.0.0", 80), ("localhost:9000", "localhost", 9000),
     ('"[::1]:8443"', "::1", 8443), ('"[::]:80"', "::", 80),
@@ -209,6 +226,15 @@ def test_gateway_listen(listen: str, host: str, port: int) -> None:
     gateway = parse(minimal() + f"gateway: {{listen: {listen}}}\n").gateway
     assert (gateway.listen_host, gateway.listen_port) == (host, port)
     assert gateway.listen == listen.strip('"')
+
+
+@pytest.mark.parametrize(("listen", "host"), [
+    ('"[0:0:0:0:0:0:0:1]:80"', "::1"), ('"[FD00::0001]:80"', "fd00::1"),
+    ('"[::ffff:127.0.0.1]:80"', "::ffff:7f00:1"),
+])
+def test_an_ipv6_listen_address_has_one_form_so_apps_writing_it_differently_share_a_frontend(
+        listen: str, host: str) -> None:
+    assert parse(minimal() + f"gateway: {{listen: {listen}}}\n").gateway.listen_host == host
 
 
 def test_merge_keys_share_settings_between_services() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import asdict
+from typing import NamedTuple
 
 from flotilla.addons.redis_cluster.nodes import DEFAULT_IMAGE as DEFAULT_CACHE_IMAGE
 from flotilla.addons.redis_cluster.nodes import cache_of
@@ -23,6 +24,7 @@ from flotilla.daemon.runtime import RuntimeSpecs
 from flotilla.daemon.wakeups import Wakeups
 from flotilla.errors import BadRequestError, ConflictError, NotFoundError, Problem, SpecError
 from flotilla.gateway.config import normalize_path
+from flotilla.gateway.model import hosts_overlap
 from flotilla.naming import cache_password_secret
 from flotilla.plan import Plan
 from flotilla.secrets import Vault
@@ -179,27 +181,62 @@ def _image_hint(image: str) -> str:
 
 
 def check_gateway(spec: AppSpec, active: list[AppSpec]) -> None:
-    """Refuse a route another app already serves on the same address, and a
-    listen address some other program holds, before anything changes."""
+    """Refuse a host another app owns on the same address, and a listen address some
+    other program holds, before anything changes.
+
+    Apps on one address share one frontend, where a longer path or an exact host
+    is tried before a shorter one or a wildcard. So a host, with every path under
+    it, belongs to one app, and a wildcard host belongs to its app with every host
+    it matches: then no app's route can take a request another app routes.
+    """
     routes = _route_keys(spec)
     if not routes:
         return
     listen = spec.gateway.listen
     on_address = [s for s in active if s.gateway.listen == listen and _route_keys(s)]
-    for other in on_address:
-        clash = sorted(routes & _route_keys(other)) if other.app != spec.app else []
-        if clash:
-            host, path = clash[0]
-            raise ConflictError(
-                f"route {host}{path} on {listen} is already served by app {other.app}; "
-                f"change the route's host or path, or give {spec.app} another gateway.listen"
-            )
+    neighbours = sorted((s for s in on_address if s.app != spec.app), key=lambda s: s.app)
+    clashes = [clash for route in sorted(routes) if (clash := _clash(route, neighbours))]
+    if clashes:
+        raise ConflictError(_clash_message(spec, clashes))
     if not on_address:  # the gateway does not hold this address yet: is it free?
         _check_port_free(spec.gateway.listen_host, spec.gateway.listen_port)
 
 
-def _route_keys(spec: AppSpec) -> set[tuple[str, str]]:
+_Route = tuple[str, str]  # (host, normalized path)
+
+
+class _Clash(NamedTuple):
+    route: _Route  # the new app's
+    owner: str  # the app that owns its host
+    owners_route: _Route  # the route through which it owns it
+
+
+def _route_keys(spec: AppSpec) -> set[_Route]:
     return {(r.host.lower(), normalize_path(r.path)) for svc in spec.services.values() for r in svc.routes}
+
+
+def _clash(route: _Route, neighbours: list[AppSpec]) -> _Clash | None:
+    """The first neighbour routing a host that a request for ``route`` could also match."""
+    for other in neighbours:
+        owned = sorted(r for r in _route_keys(other) if hosts_overlap(route[0], r[0]))
+        if owned:
+            return _Clash(route, other.app, route if route in owned else owned[0])
+    return None
+
+
+def _clash_message(spec: AppSpec, clashes: list[_Clash]) -> str:
+    (host, path), owner, (their_host, their_path) = clashes[0]
+    listen = spec.gateway.listen
+    if (their_host, their_path) == (host, path):
+        what = f"route {host}{path} on {listen} is already served by app {owner}"
+    else:
+        owned = host if their_host.startswith("*.") else their_host
+        what = (f"route {host}{path} on {listen} would take requests of app {owner}: host {owned} belongs "
+                f"to {owner}, which routes {their_host}{their_path} (a host and every path under it belong "
+                f"to one app, a wildcard host and every host it matches too)")
+    more = f" ({len(clashes) - 1} more of {spec.app}'s routes clash too)" if len(clashes) > 1 else ""
+    return (f"{what}{more}; route another host in {spec.app}, move the route into app {owner}, "
+            f"or give {spec.app} its own gateway.listen")
 
 
 def _check_port_free(host: str, port: int) -> None:

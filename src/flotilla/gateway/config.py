@@ -64,6 +64,8 @@ REQUEST_ID_VAR = "txn.request_id"
 IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE")
 
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9_.:/@+=,*-]+")
+# Control characters but '\n' (HAProxy ends a line at CR and refuses NUL) and lone surrogates (no UTF-8).
+_UNWRITABLE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f\ud800-\udfff]")
 _REGEX_SPECIAL = re.compile(r"([\\.^$|?*+()\[\]{}])")
 _INDENT = "    "
 
@@ -160,7 +162,22 @@ def render_config(config: GatewayConfig, *, runtime_socket: str, max_drain_secon
         *(_render_frontend(f) for f in config.frontends),
         *(_render_backend(b) for b in config.backends),
     ]
-    return "\n".join(sections)
+    return _writable("\n".join(sections))
+
+
+def _writable(text: str) -> str:
+    """``text`` if it can be written as UTF-8 and HAProxy reads each line as written; else ValueError.
+
+    The spec refuses what could break this (spec/urls.py); this keeps a value
+    that reached the renderer another way from failing later, when the file is
+    written (a lone surrogate) or when ``haproxy -c`` stops every app (a NUL).
+    """
+    bad = _UNWRITABLE.search(text)
+    if bad is None:
+        return text
+    before = text[:bad.start()].split("\n")
+    raise ValueError(f"the gateway configuration cannot hold {bad.group()!r} "
+                     f"(line {len(before)}, after {before[-1][-60:]!r})")
 
 
 def _header() -> str:

@@ -1,7 +1,9 @@
 """The gateway's control plane: keep HAProxy matching the apps and their replicas.
 
 The daemon calls ``apply`` on every reconcile with every app's spec and the
-replicas it wants behind each routed service. Route changes (anything but
+replicas it wants behind each routed service. Only FlotillaErrors leave this
+module: an error from building, rendering or loading the configuration is
+translated into a GatewayError here, at the boundary. Route changes (anything but
 servers) re-render the configuration and reload HAProxy gracefully; replicas
 coming and going are Runtime API changes, no reload. ``drain`` takes one
 replica out of rotation and waits for its in-flight requests before its
@@ -13,10 +15,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 
-from flotilla.errors import GatewayError, NoFreeSlotError
+from flotilla.errors import FlotillaError, GatewayError, NoFreeSlotError
 from flotilla.gateway.config import FREE_ADDRESS, FREE_PORT, build_gateway_config, render_config
 from flotilla.gateway.model import Backend, GatewayConfig, Server
 from flotilla.gateway.process import GatewayFiles, HAProxyProcess
@@ -62,26 +65,36 @@ class GatewayManager:
     def apply(
         self, apps: Mapping[str, AppSpec], desired: Mapping[ServiceKey, Sequence[DesiredServer]]
     ) -> list[ServerChange]:
-        """Bring HAProxy in line; returns the server changes made at run time."""
-        with self._lock:
-            current = self._current_servers()
-            config = build_gateway_config(apps, _servers_for_config(desired, current, self._backend_names(apps)))
-            self._backends = {(b.app, b.service): b.name for b in config.backends}
-            if not config.frontends:
-                self.process.stop()
-                self._save_structure("")
-                return []
-            text = render_config(config, runtime_socket=str(self.files.runtime_socket))
-            structure = render_config(_without_servers(config), runtime_socket=str(self.files.runtime_socket))
-            if not self.process.running():
-                self.process.start(text)
-                self._save_structure(structure)
-                return []
-            if structure != self._load_structure():
-                self.process.reload(text)
-                self._save_structure(structure)
-                return []
-            return self._sync(config, desired, current)
+        """Bring HAProxy in line; returns the server changes made at run time.
+
+        Raises only FlotillaErrors: whatever else building, rendering or loading
+        the configuration raises becomes a GatewayError, so a caller that syncs
+        one app at a time can make it that app's error and carry on.
+        """
+        with self._lock, _as_gateway_error("the gateway could not take the routes"):
+            return self._apply(apps, desired)
+
+    def _apply(
+        self, apps: Mapping[str, AppSpec], desired: Mapping[ServiceKey, Sequence[DesiredServer]]
+    ) -> list[ServerChange]:
+        current = self._current_servers()
+        config = build_gateway_config(apps, _servers_for_config(desired, current, self._backend_names(apps)))
+        self._backends = {(b.app, b.service): b.name for b in config.backends}
+        if not config.frontends:
+            self.process.stop()
+            self._save_structure("")
+            return []
+        text = render_config(config, runtime_socket=str(self.files.runtime_socket))
+        structure = render_config(_without_servers(config), runtime_socket=str(self.files.runtime_socket))
+        if not self.process.running():
+            self.process.start(text)
+            self._save_structure(structure)
+            return []
+        if structure != self._load_structure():
+            self.process.reload(text)
+            self._save_structure(structure)
+            return []
+        return self._sync(config, desired, current)
 
     def backend_of(self, app: str, service: str) -> str | None:
         """The backend serving ``service`` of ``app``, if the service is routed."""
@@ -98,7 +111,7 @@ class GatewayManager:
             return self._admin.get((backend, address))
 
     def stop(self) -> None:
-        with self._lock:
+        with self._lock, _as_gateway_error("the gateway could not stop"):
             self.process.stop()
             self._save_structure("")
 
@@ -195,6 +208,17 @@ class GatewayManager:
     def _save_structure(self, structure: str) -> None:
         self.files.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.files.root / "structure.cfg").write_text(structure)
+
+
+@contextmanager
+def _as_gateway_error(doing: str) -> Iterator[None]:
+    """The boundary: a FlotillaError passes as it is, any other error becomes a GatewayError."""
+    try:
+        yield
+    except FlotillaError:
+        raise
+    except Exception as exc:
+        raise GatewayError(f"{doing}: {type(exc).__name__}: {exc}") from exc
 
 
 def _servers_for_config(

@@ -92,6 +92,23 @@ class GatewayConfig:
         return next((b for b in self.backends if b.name == name), None)
 
 
+def host_matches(route_host: str, host: str) -> bool:
+    """Whether a request for ``host`` matches ``route_host``: equal, or for ``*.shop.example``
+    exactly one label more (``a.shop.example``, not ``shop.example`` nor ``a.b.shop.example``)."""
+    if not route_host.startswith("*."):
+        return host == route_host
+    label, _, rest = host.partition(".")
+    return bool(label) and "*." + rest == route_host
+
+
+def hosts_overlap(first: str, second: str) -> bool:
+    """Whether one Host header can match both route hosts (so they cannot belong to two apps).
+
+    Two different wildcards never overlap: each matches one label more than its own suffix.
+    """
+    return first == second or host_matches(first, second) or host_matches(second, first)
+
+
 def backend_name(app: str, service: str) -> str:
     """``be_<app>_<service>``: valid for HAProxy as is, and unambiguous ('_' is never in a name)."""
     return f"be_{_spec_name(app, 'app')}_{_spec_name(service, 'service')}"

@@ -18,8 +18,17 @@ NOWHERE: Position = (0, 0)
 
 
 def dotted(path: Path) -> str:
-    """``('services', 'web', 'routes', 1, 'host')`` -> ``services.web.routes.1.host``."""
-    return ".".join(str(part) for part in path)
+    """``('services', 'web', 'routes', 1, 'host')`` -> ``services.web.routes.1.host``.
+
+    A key a user wrote with a control character or a lone surrogate is shown
+    quoted (``services.'w\\x00'.image``), so a problem is always one line that
+    a terminal or a log can print.
+    """
+    return ".".join(_shown(str(part)) for part in path)
+
+
+def _shown(part: str) -> str:
+    return part if part.isprintable() else repr(part)
 
 
 @dataclass(frozen=True)

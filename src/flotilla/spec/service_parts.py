@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from flotilla.spec import checks as c
-from flotilla.spec import units
+from flotilla.spec import units, urls
 from flotilla.spec.interpolate import ENV_NAME
 from flotilla.spec.locate import Path, Reporter
 from flotilla.spec.models import (
@@ -26,8 +26,6 @@ from flotilla.spec.models import (
 MAX_REPLICAS = 100
 MAX_CPUS = 64
 MIN_MEMORY = 6 * units.MIB
-_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
-_HOST = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*")
 _SECRET = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _FORBIDDEN_DIRS = ("/proc", "/sys", "/dev")
 _ENV_HINT = "use letters, digits and '_', not starting with a digit"
@@ -71,11 +69,7 @@ def health(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> Hea
 
 def _health_path(rep: Reporter, path: Path, value: object) -> str | None:
     result = c.text(rep, path, value, hint="write an HTTP path such as /healthz")
-    if result is not None and (not result.startswith("/") or _has_space(result)):
-        rep.add(path, f"must start with '/' and contain no spaces, got {c.clip(result)}",
-                "write an HTTP path such as /healthz")
-        return None
-    return result
+    return None if result is None else _url_path(rep, path, result, what="health", query=True)
 
 
 def resources(rep: Reporter, path: Path, value: object, ctx: ServiceContext
@@ -124,26 +118,31 @@ def _route(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> Rou
 
 
 def _host(rep: Reporter, path: Path, value: object) -> str | None:
-    hint = "write a DNS name such as shop.localhost, or *.shop.example for every subdomain"
-    host = c.text(rep, path, value, hint=hint)
+    host = c.text(rep, path, value, hint=urls.HOST_HINT)
     if host is None:
         return None
-    host = host.lower()
-    if not _HOST.fullmatch(host) or len(host) > 253:
-        rep.add(path, f"invalid host {c.clip(host)}", hint)
+    host = host.lower() if host.isascii() else host  # str.lower() maps U+212A (Kelvin) to 'k'
+    problem = urls.host_problem(host)
+    if problem:
+        reason, hint = problem
+        rep.add(path, f"invalid host {c.clip(host)}" + (f": {reason}" if reason else ""), hint)
         return None
     return host
 
 
 def _route_path(rep: Reporter, path: Path, value: object) -> str | None:
-    hint = "write a path such as / or /api, without spaces, '?' or '#'"
-    result = c.text(rep, path, value, hint=hint)
-    if result is None:
+    result = c.text(rep, path, value, hint=urls.PATH_HINT)
+    return None if result is None else _url_path(rep, path, result, what="route", query=False)
+
+
+def _url_path(rep: Reporter, path: Path, value: str, *, what: str, query: bool) -> str | None:
+    """A route path, or with ``query`` a health path: RFC 3986 characters, escapes upper-cased."""
+    problem = urls.path_problem(value, query=query)
+    if problem:
+        reason, hint = problem
+        rep.add(path, f"invalid {what} path {c.clip(value)}: {reason}", hint)
         return None
-    if not result.startswith("/") or _has_space(result) or "?" in result or "#" in result:
-        rep.add(path, f"invalid route path {c.clip(result)}", hint)
-        return None
-    return result
+    return urls.normalize_escapes(value)
 
 
 def _has_space(text: str) -> bool:

@@ -9,6 +9,7 @@ built only when the spec is clean, so no half-valid AppSpec ever exists.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 from flotilla.naming import cache_variables, is_cache_node
 from flotilla.spec import checks as c
@@ -69,7 +70,7 @@ def _listen(rep: Reporter, path: Path, value: object) -> tuple[str, int] | None:
     if reason:
         rep.add(path, f"invalid listen address {c.clip(listen)}: {reason}", _LISTEN_HINT)
         return None
-    return host.strip("[]"), int(port)
+    return _bind_host(host), int(port)
 
 
 def _listen_problem(host: str, port: str) -> str:
@@ -77,14 +78,34 @@ def _listen_problem(host: str, port: str) -> str:
         return "the port must be a number from 1 to 65535"
     if host == "localhost":
         return ""
+    if host.startswith("[") and host.endswith("]"):
+        return _ipv6_problem(host[1:-1])
+    return _address_problem(ipaddress.IPv4Address, host)
+
+
+def _ipv6_problem(address: str) -> str:
+    if "%" in address:  # HAProxy's frontend names cannot hold it, and a zone is one link's, not the host's
+        return "an IPv6 zone (scope id) such as %eth0 is not supported: listen on [::1] or a global address"
+    return _address_problem(ipaddress.IPv6Address, address)
+
+
+def _address_problem(parse: Callable[[str], object], address: str) -> str:
     try:
-        if host.startswith("[") and host.endswith("]"):
-            ipaddress.IPv6Address(host[1:-1])
-        else:
-            ipaddress.IPv4Address(host)
+        parse(address)
     except ValueError:
         return "the host must be an IPv4 address, localhost or [IPv6]"
     return ""
+
+
+def _bind_host(host: str) -> str:
+    """The host as HAProxy binds it: IPv6 in its one short form (``[0::1]`` is ``::1``), no brackets.
+
+    One form per address, so apps that write one address two ways share one
+    frontend instead of binding it twice (which would split its connections).
+    """
+    if host.startswith("[") and host.endswith("]"):
+        return str(ipaddress.IPv6Address(host[1:-1]))
+    return host
 
 
 def _caches(rep: Reporter, bodies: dict) -> dict[str, CacheSpec]:
