@@ -82,7 +82,7 @@ _paths = st.lists(st.text(_PATH_CHARS, min_size=1, max_size=12), min_size=1, max
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(paths=st.lists(_paths, min_size=1, max_size=4, unique=True), strip=st.booleans(),
        wildcard=st.booleans())
-def test_any_path_the_spec_allows_renders_a_valid_config(tmp_path, paths, strip, wildcard):
+def test_printable_ascii_paths_render_a_valid_config_even_unvalidated(tmp_path, paths, strip, wildcard):
     host = "*.shop.example" if wildcard else "shop.localhost"
     config = build(app("shop", web=service(*(route(host, p, strip) for p in paths))))
     haproxy_check(tmp_path, render_config(config, runtime_socket=str(tmp_path / "h.sock")))
