@@ -219,7 +219,7 @@ services:
         [
             ("flotilla.yaml:3:8: services.web: expected a mapping, got a string ('shop-web:1'); "
              'give a mapping with the keys image, command, port, replicas, env, health, '
-             'resources, egress, routes, secrets, autoscale, caches'),
+             'resources, egress, routes, max_body, secrets, autoscale, caches'),
         ],
         id='service_not_a_mapping',
     ),
@@ -469,6 +469,30 @@ services:
              'bytes), at least 6 MiB'),
         ],
         id='resources_problems',
+    ),
+    pytest.param(
+        """\
+app: shop
+services:
+  a: {image: x, port: 80, routes: [{host: a.localhost}], max_body: 0}
+  b: {image: x, port: 80, routes: [{host: b.localhost}], max_body: lots}
+  c: {image: x, port: 80, routes: [{host: c.localhost}], max_body: 2T}
+  d: {image: x, max_body: 1M}
+""",
+        [
+            ('flotilla.yaml:3:68: services.a.max_body: must be between 1 byte and 1 TiB, got 0 '
+             'bytes; write a size such as 1M or 512k (binary units; a bare number is bytes), at '
+             'least 1 byte'),
+            ("flotilla.yaml:4:68: services.b.max_body: expected a size, got a string ('lots'); "
+             'write a size such as 1M or 512k (binary units; a bare number is bytes), at least 1 '
+             'byte'),
+            ('flotilla.yaml:5:68: services.c.max_body: must be between 1 byte and 1 TiB, got 2T; '
+             'write a size such as 1M or 512k (binary units; a bare number is bytes), at least 1 '
+             'byte'),
+            ('flotilla.yaml:6:17: services.d.max_body: max_body limits requests through the '
+             'gateway, and this service has no routes; add routes, or remove max_body'),
+        ],
+        id='max_body_problems',
     ),
     pytest.param(
         """\

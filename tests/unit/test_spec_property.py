@@ -48,7 +48,7 @@ VALID = {
 
 KEYS = ["app", "gateway", "listen", "services", "web", "image", "command", "port", "replicas",
         "env", "health", "path", "interval", "timeout", "resources", "cpus", "memory", "egress",
-        "routes", "host", "strip_prefix", "secrets", "autoscale", "min", "max", "target",
+        "routes", "host", "strip_prefix", "max_body", "secrets", "autoscale", "min", "max", "target",
         "concurrency", "rps", "cpu", "scale_down_delay", "caches", "type", "shards",
         "persistence", "LOG_LEVEL", "/run/x", "Web", "FLOTILLA_X", "a b", ""]
 WORDS = ["2s", "500ms", "-1s", "1.5m", "256M", "1Gi", "5k", "70%", "150%", "${UPSTREAM_URL}",

@@ -114,6 +114,18 @@ def test_defaults() -> None:
     assert web.probe == "none"
 
 
+@pytest.mark.parametrize(("written", "size"), [
+    ("1M", MIB), ("512k", 512 * 1024), ("2.5M", int(2.5 * MIB)), ("100", 100), ("1", 1), ("1G", 1024 * MIB),
+])
+def test_max_body_is_a_size_in_binary_units(written: str, size: int) -> None:
+    spec = parse(minimal(f"{{image: x, port: 80, routes: [{{host: a.localhost}}], max_body: {written}}}"))
+    assert spec.services["web"].max_body == size
+
+
+def test_max_body_defaults_to_one_mib_like_ingress_nginx() -> None:
+    assert parse(minimal()).services["web"].max_body == MIB
+
+
 def test_cache_defaults() -> None:
     spec = parse(minimal() + "caches:\n  sessions: {type: redis-cluster}\n")
     assert spec.caches["sessions"] == CacheSpec(type="redis-cluster", shards=3, replicas=1,
@@ -361,6 +373,7 @@ def test_spec_to_dict_is_json_safe_and_round_trips() -> None:
     minimal(),
     minimal("{image: x, command: 'a b', port: 1}") + 'gateway: {listen: "[::1]:80"}\n',
     minimal("{image: x, autoscale: {min: 0, max: 1, target: {cpu: 50%}}, resources: {cpus: 1}}"),
+    minimal("{image: x, port: 80, routes: [{host: a.localhost}], max_body: 64k}"),
     minimal("{image: x, $: 1}".replace("$: 1", "health: {}, port: 9, replicas: 0"))
     + "caches:\n  c: {type: redis-cluster, image: redis:7, persistence: none}\n",
 ])
@@ -420,6 +433,7 @@ def test_config_hash_changes_with_what_is_in_the_container(changes: dict) -> Non
 @pytest.mark.parametrize("changes", [
     {"replicas": 7},
     {"routes": ()},
+    {"max_body": 10 * MIB},
     {"autoscale": None},
     {"health": HealthSpec()},
 ])

@@ -203,18 +203,24 @@ def _show_duration(value: object) -> str:
 
 def memory(rep: Reporter, path: Path, value: object, *, minimum: int) -> int | None:
     """Bytes from ``256M``/``1Gi``/``1024k`` (binary units) or a number of bytes."""
-    hint = (f"write a size such as 256M or 1G (binary units; a bare number is bytes), "
+    return size(rep, path, value, minimum=minimum, what="a memory size", examples="256M or 1G")
+
+
+def size(rep: Reporter, path: Path, value: object, *, minimum: int, what: str, examples: str
+         ) -> int | None:
+    """Bytes from a size in binary units (``1M``, ``512k``) or a number of bytes, at least ``minimum``."""
+    hint = (f"write a size such as {examples} (binary units; a bare number is bytes), "
             f"at least {units.format_memory(minimum)}")
-    size = _bytes(value)
-    if size is None:
-        rep.add(path, f"expected a memory size, got {describe(value)}", hint)
+    found = _bytes(value)
+    if found is None:
+        rep.add(path, f"expected {what}, got {describe(value)}", hint)
         return None
-    if not minimum <= size <= units.MAX_MEMORY:
+    if not minimum <= found <= units.MAX_MEMORY:
         rep.add(path, f"must be between {units.format_memory(minimum)} and "
-                f"{units.format_memory(units.MAX_MEMORY)}, got {_show_size(value, size)}",
+                f"{units.format_memory(units.MAX_MEMORY)}, got {_show_size(value, found)}",
                 _memory_hint(value, hint))
         return None
-    return size
+    return found
 
 
 def _bytes(value: object) -> int | None:

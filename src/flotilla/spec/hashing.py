@@ -5,7 +5,7 @@ compares it with the hash of the current spec; a difference means the replica
 is replaced. So the hash covers what is baked into a container (image,
 command, port, env, resources, egress, secrets and caches it is wired to, plus
 ``extra`` such as secret versions) and nothing that can change in place
-(replicas, autoscale, routes, health). It is sha256 over canonical JSON, so
+(replicas, autoscale, routes, max_body, health). It is sha256 over canonical JSON, so
 it is the same in every process, unlike ``hash()``.
 """
 

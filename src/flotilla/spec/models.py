@@ -17,6 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from flotilla.spec.units import MIB
 
 Probe = Literal["http", "tcp", "none"]
+# The largest request body the gateway lets through to a service unless its
+# spec says otherwise: 1 MiB, the default of nginx's client_max_body_size and
+# so of ingress-nginx's proxy-body-size, so a spec without max_body means the
+# same on one host and on Kubernetes.
+DEFAULT_MAX_BODY = 1 * MIB
 
 
 class _Frozen(BaseModel):
@@ -91,6 +96,7 @@ class ServiceSpec(_Frozen):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     egress: bool = False
     routes: tuple[RouteSpec, ...] = ()
+    max_body: int = DEFAULT_MAX_BODY  # bytes of a request body through the gateway
     secrets: dict[str, str] = Field(default_factory=dict)  # env name or file path -> secret
     autoscale: AutoscaleSpec | None = None
     caches: tuple[str, ...] = ()

@@ -3,13 +3,20 @@
 The CLI interpolates the spec (only it sees the user's environment and .env)
 and sends this dict to the daemon, which validates it again with
 ``spec_from_dict``. The dict therefore has to pass the same rules: defaults
-that would trip a rule when written out (a health check without a port) are
-left out, and durations and memory are plain seconds and bytes.
+that would trip a rule when written out (a health check without a port, the
+default max_body of a service without routes) are left out, and durations and memory are plain seconds and bytes.
 """
 
 from __future__ import annotations
 
-from flotilla.spec.models import AppSpec, AutoscaleSpec, CacheSpec, HealthSpec, ServiceSpec
+from flotilla.spec.models import (
+    DEFAULT_MAX_BODY,
+    AppSpec,
+    AutoscaleSpec,
+    CacheSpec,
+    HealthSpec,
+    ServiceSpec,
+)
 
 
 def spec_to_dict(spec: AppSpec) -> dict:
@@ -35,6 +42,8 @@ def _service(service: ServiceSpec) -> dict:
     data["resources"] = service.resources.model_dump(exclude_none=True)
     data["egress"] = service.egress
     data["routes"] = [route.model_dump() for route in service.routes]
+    if service.max_body != DEFAULT_MAX_BODY:
+        data["max_body"] = service.max_body
     data["secrets"] = dict(service.secrets)
     if service.autoscale is not None:
         data["autoscale"] = _autoscale(service.autoscale)

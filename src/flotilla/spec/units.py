@@ -72,8 +72,8 @@ def format_duration(seconds: float) -> str:
 
 
 def format_memory(size: int) -> str:
-    """``256 MiB`` for round sizes, ``1234 bytes`` otherwise."""
+    """``256 MiB`` for round sizes, ``1234 bytes`` (or ``1 byte``) otherwise."""
     for unit, name in ((TIB, "TiB"), (GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")):
         if size >= unit and size % unit == 0:
             return f"{size // unit} {name}"
-    return f"{size} bytes"
+    return f"{size} byte" if size == 1 else f"{size} bytes"

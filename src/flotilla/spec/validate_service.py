@@ -19,7 +19,7 @@ from flotilla.spec.models import ServiceSpec
 from flotilla.spec.service_parts import MAX_REPLICAS, ServiceContext, env_name
 
 SERVICE_KEYS = ("image", "command", "port", "replicas", "env", "health", "resources", "egress",
-                "routes", "secrets", "autoscale", "caches")
+                "routes", "max_body", "secrets", "autoscale", "caches")
 _PORT_HINT = "add port: the port the service listens on inside its container"
 
 
@@ -31,6 +31,7 @@ def check_service(rep: Reporter, path: Path, body: object, *, ctx: ServiceContex
         return None
     clean = {key: _CHECKS[key](rep, path + (key,), value, ctx) for key, value in known.items()}
     _check_port_needed(rep, path, known)
+    _check_max_body_routed(rep, path, known)
     _check_secrets_not_in_env(rep, path, known)
     _check_autoscale_fits(rep, path, known=known, clean=clean)
     if rep.count() or None in clean.values():
@@ -84,6 +85,10 @@ def _replicas(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> 
 
 def _egress(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> bool | None:
     return c.boolean(rep, path, value)
+
+
+def _max_body(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> int | None:
+    return c.size(rep, path, value, minimum=1, what="a size", examples="1M or 512k")
 
 
 def _env(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> dict | None:
@@ -143,7 +148,7 @@ def _cache_ref_ok(rep: Reporter, path: Path, name: str, *, ctx: ServiceContext,
 _CHECKS = {
     "image": _image, "command": _command, "port": _port, "replicas": _replicas, "env": _env,
     "health": parts.health, "resources": parts.resources, "egress": _egress, "routes": parts.routes,
-    "secrets": parts.secrets, "autoscale": parts.autoscale, "caches": _caches,
+    "max_body": _max_body, "secrets": parts.secrets, "autoscale": parts.autoscale, "caches": _caches,
 }
 
 
@@ -153,11 +158,22 @@ def _check_port_needed(rep: Reporter, path: Path, known: dict) -> None:
     if "port" in known:
         return
     needs = [why for why, present in (
-        ("routes", isinstance(known.get("routes"), (list, tuple)) and len(known["routes"]) > 0),
+        ("routes", _has_routes(known)),
         ("a health check", "health" in known)) if present]
     if needs:
         rep.add(path + ("port",), f"port is required because the service has {' and '.join(needs)}",
                 _PORT_HINT, key=True)
+
+
+def _check_max_body_routed(rep: Reporter, path: Path, known: dict) -> None:
+    """max_body is enforced by the gateway, so only a routed service can have one."""
+    if "max_body" in known and not _has_routes(known):
+        rep.add(path + ("max_body",), "max_body limits requests through the gateway, and this service "
+                "has no routes", "add routes, or remove max_body", key=True)
+
+
+def _has_routes(known: dict) -> bool:
+    return isinstance(known.get("routes"), (list, tuple)) and len(known["routes"]) > 0
 
 
 def _check_secrets_not_in_env(rep: Reporter, path: Path, known: dict) -> None:
