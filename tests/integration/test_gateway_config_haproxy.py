@@ -58,6 +58,9 @@ CONFIGS = {
         app("my-shop-2", **{"front-end": service(route("my-shop.localhost")),
                             "back-end": service(route("my-shop.localhost", "/back-end", strip=True))}),
         replicas={("my-shop-2", "front-end"): servers("my-shop-2-front-end", 2)}),
+    "body limits from one byte to 1 TiB": lambda: build(app(
+        "shop", web=service(route("shop.localhost"), max_body=1),
+        api=service(route("shop.localhost", "/api"), max_body=1024 ** 4))),
     "paths that need quoting": lambda: build(app(
         "shop", web=service(route("shop.localhost", "/it's\"$x", strip=True),
                             route("shop.localhost", r"/a\b(c)[d]{e}|f*+.^", strip=True),

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from flotilla.gateway.config import (
+    COUNTED_BODY,
     FREE_ADDRESS,
     FREE_PORT,
     SLOTS_PER_BACKEND,
@@ -69,6 +70,24 @@ class Echo(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_POST(self) -> None:  # http.server's naming
+        body = self._chunked_body() if "chunked" in self.headers.get("Transfer-Encoding", "") else \
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.bodies.append(len(body))
+        answer = json.dumps({"replica": self.server.label, "body_bytes": len(body)}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def _chunked_body(self) -> bytes:
+        parts = []
+        while size := int(self.rfile.readline().split(b";")[0], 16):
+            parts.append(self.rfile.read(size))
+            self.rfile.readline()
+        self.rfile.readline()
+        return b"".join(parts)
+
     def log_message(self, *args) -> None:
         pass
 
@@ -81,6 +100,7 @@ class EchoServer(http.server.ThreadingHTTPServer):
         self.label = label
         self.slow_started = threading.Event()
         self.release = threading.Event()
+        self.bodies: list[int] = []  # the length of each request body that reached this replica
 
     @property
     def port(self) -> int:
@@ -93,7 +113,7 @@ class EchoServer(http.server.ThreadingHTTPServer):
 @pytest.fixture(scope="module")
 def echoes():
     servers = {label: EchoServer(label) for label in
-               ("web", "api", "v2", "weird", "pool-a", "pool-b", "flaky-ok")}
+               ("web", "api", "v2", "weird", "pool-a", "pool-b", "flaky-ok", "uploads")}
     threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
                for s in servers.values()]
     for thread in threads:
@@ -109,9 +129,12 @@ def replica(echoes: dict, label: str, *, enabled: bool = True) -> Server:
     return Server(f"shop-{label}-1-abc123", "127.0.0.1", echoes[label].port, enabled)
 
 
+UPLOAD_LIMIT = 64 * 1024  # max_body of the uploads service
+
+
 def shop_spec(port: int) -> AppSpec:
-    def svc(*routes: RouteSpec) -> ServiceSpec:
-        return ServiceSpec(image="img:1", port=8000, routes=routes)
+    def svc(*routes: RouteSpec, **more) -> ServiceSpec:
+        return ServiceSpec(image="img:1", port=8000, routes=routes, **more)
 
     return AppSpec(app="shop", gateway=GatewaySpec(listen_host="127.0.0.1", listen_port=port),
                    services={
@@ -122,6 +145,7 @@ def shop_spec(port: int) -> AppSpec:
                        "weird": svc(RouteSpec(host="shop.localhost", path=WEIRD_PATH, strip_prefix=True)),
                        "pool": svc(RouteSpec(host="pool.localhost")),
                        "flaky": svc(RouteSpec(host="flaky.localhost")),
+                       "uploads": svc(RouteSpec(host="uploads.localhost"), max_body=UPLOAD_LIMIT),
                        "internal": svc(),
                    })
 
@@ -162,7 +186,7 @@ class Gateway:
 def gateway(tmp_path_factory, echoes):
     root = tmp_path_factory.mktemp("haproxy")
     port = free_port()
-    servers = {("shop", label): [replica(echoes, label)] for label in ("web", "api", "v2", "weird")}
+    servers = {("shop", label): [replica(echoes, label)] for label in ("web", "api", "v2", "weird", "uploads")}
     servers[("shop", "pool")] = [replica(echoes, "pool-a")]
     servers[("shop", "flaky")] = [replica(echoes, "flaky-ok")]
     servers[("shop", "internal")] = [replica(echoes, "web")]
@@ -275,6 +299,67 @@ def test_forwarded_headers_are_set(gateway):
     seen = gateway.echo("/", host="shop.localhost", headers={"X-Forwarded-Proto": "https"})
     assert seen["x_forwarded_for"] == "127.0.0.1"
     assert seen["x_forwarded_proto"] == "http"
+
+
+# -- request bodies: max_body, chunked bodies, slow bodies ---------------------------------------
+
+def send(gateway: Gateway, head: str, body: bytes = b"", *, trickle: float = 0.0) -> tuple[str, float]:
+    """Send ``head`` then ``body`` (a byte every ``trickle`` seconds, if set); the status line and the time it took."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=20) as sock:
+        started = time.monotonic()
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + (b"" if trickle else body))
+        answer = _answer(sock, body if trickle else b"", trickle)
+        return answer.split(b"\r\n")[0].decode(), time.monotonic() - started
+
+
+def _answer(sock: socket.socket, trickled: bytes, interval: float) -> bytes:
+    sock.settimeout(interval or 20)
+    for byte in [trickled[i:i + 1] for i in range(len(trickled))] or [b""]:
+        try:
+            return sock.recv(65536)
+        except TimeoutError:
+            sock.sendall(byte)
+    sock.settimeout(20)
+    return sock.recv(65536)
+
+
+def chunked(size: int, *, chunk: int) -> bytes:
+    pieces = [b"%x\r\n%s\r\n" % (n, b"x" * n) for n in [chunk] * (size // chunk) + [size % chunk] if n]
+    return b"".join(pieces) + b"0\r\n\r\n"
+
+
+def post(length: str) -> str:
+    return f"POST /upload HTTP/1.1\nHost: uploads.localhost\n{length}\n"
+
+
+def test_a_body_within_max_body_reaches_the_replica_whole(gateway):
+    uploads = gateway.echoes["uploads"]
+    assert send(gateway, post(f"Content-Length: {UPLOAD_LIMIT}"), b"x" * UPLOAD_LIMIT)[0] == "HTTP/1.1 200 OK"
+    assert send(gateway, post("Transfer-Encoding: chunked"), chunked(10_000, chunk=1000))[0] == "HTTP/1.1 200 OK"
+    assert uploads.bodies[-2:] == [UPLOAD_LIMIT, 10_000]
+
+
+def test_a_body_over_max_body_is_refused_from_its_length_before_it_is_sent(gateway):
+    uploads, before = gateway.echoes["uploads"], len(gateway.echoes["uploads"].bodies)
+    status, took = send(gateway, post(f"Content-Length: {UPLOAD_LIMIT + 1}\nExpect: 100-continue"))
+    assert status == "HTTP/1.1 413 Request Entity Too Large" and took < 1, (status, took)
+    assert len(uploads.bodies) == before
+
+
+def test_a_chunked_body_is_counted_and_one_too_long_to_count_must_say_its_length(gateway):
+    uploads, before = gateway.echoes["uploads"], len(gateway.echoes["uploads"].bodies)
+    one_chunk = send(gateway, post("Transfer-Encoding: chunked"), chunked(UPLOAD_LIMIT + 1, chunk=UPLOAD_LIMIT + 1))
+    assert one_chunk[0] == "HTTP/1.1 413 Request Entity Too Large"  # the chunk's size says it
+    small_chunks = send(gateway, post("Transfer-Encoding: chunked"), chunked(3 * COUNTED_BODY, chunk=1000))
+    assert small_chunks[0] == "HTTP/1.1 411 Length Required"
+    assert len(uploads.bodies) == before
+
+
+def test_a_slow_body_is_answered_408_and_never_reaches_a_replica(gateway):
+    uploads, before = gateway.echoes["uploads"], len(gateway.echoes["uploads"].bodies)
+    status, took = send(gateway, post("Content-Length: 1000"), b"x" * 1000, trickle=0.5)
+    assert status == "HTTP/1.1 408 Request Time-out" and 9.5 < took < 12, (status, took)
+    assert len(uploads.bodies) == before
 
 
 def test_a_service_without_routes_has_no_backend(gateway):

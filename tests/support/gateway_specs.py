@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flotilla.gateway.config import build_gateway_config
 from flotilla.gateway.model import GatewayConfig, Server
-from flotilla.spec.models import AppSpec, GatewaySpec, RouteSpec, ServiceSpec
+from flotilla.spec.models import DEFAULT_MAX_BODY, AppSpec, GatewaySpec, RouteSpec, ServiceSpec
 
 
 def route(host: str, path: str = "/", strip: bool = False) -> RouteSpec:
@@ -18,9 +18,9 @@ def route(host: str, path: str = "/", strip: bool = False) -> RouteSpec:
     return RouteSpec(host=host, path=path, strip_prefix=strip)
 
 
-def service(*routes: RouteSpec) -> ServiceSpec:
+def service(*routes: RouteSpec, max_body: int = DEFAULT_MAX_BODY) -> ServiceSpec:
     """A service on port 8000 with these routes (none: internal only)."""
-    return ServiceSpec(image="img:1", port=8000, routes=tuple(routes))
+    return ServiceSpec(image="img:1", port=8000, routes=tuple(routes), max_body=max_body)
 
 
 def app(name: str, *, port: int = 48080, host: str = "127.0.0.1", **services: ServiceSpec) -> AppSpec:

@@ -224,6 +224,36 @@ def test_global_section_serves_the_runtime_api_and_never_daemonizes():
         assert line in text
 
 
+def backend_rules(max_body: int) -> list[str]:
+    text = rendered(build(app("shop", web=service(route("shop.localhost"), max_body=max_body))))
+    backend = text[text.index("backend be_shop_web"):]
+    return [line.strip() for line in backend.splitlines() if line.strip().startswith("http-request")]
+
+
+REFUSE_64K = ('http-request deny status 413 content-type text/plain string "request body over 64 KiB (max_body of '
+              'web)\\n" hdr X-Request-ID %[var(txn.request_id)] if { req.body_size gt 65536 }')
+
+
+def test_a_backend_refuses_long_bodies_from_their_length_then_waits_and_counts_chunked_ones():
+    assert backend_rules(64 * 1024) == [
+        REFUSE_64K,
+        "http-request wait-for-body time 10s",
+        REFUSE_64K,
+        'http-request deny status 411 content-type text/plain string "a request body over 14 KiB needs a '
+        'Content-Length\\n" hdr X-Request-ID %[var(txn.request_id)] if !{ req.hdr(content-length) -m found } '
+        '{ req.body_len ge 14336 }',
+        "http-request set-header X-Flotilla-Backend be_shop_web",
+    ]
+
+
+def test_a_max_body_within_one_buffer_is_counted_for_chunked_bodies_too():
+    rules = backend_rules(1000)
+    assert [r for r in rules if "status 411" in r] == []
+    assert rules.count('http-request deny status 413 content-type text/plain string "request body over 1000 bytes '
+                       '(max_body of web)\\n" hdr X-Request-ID %[var(txn.request_id)] if '
+                       '{ req.body_size gt 1000 }') == 2
+
+
 def test_no_routes_at_all_renders_only_global_and_defaults():
     text = rendered(build(app("quiet", db=service())))
     assert "frontend" not in text and "backend " not in text

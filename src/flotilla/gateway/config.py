@@ -23,6 +23,11 @@ A path prefix matches at segment boundaries: ``/api`` matches ``/api``,
 ``shop.example`` nor ``a.b.shop.example``), as a Kubernetes Ingress does, so
 a spec routes the same way on both targets. A service without routes gets
 no backend at all: nothing in the gateway can reach it.
+
+A backend takes a request body only within its service's ``max_body``: a longer one is refused from its Content-Length
+before it is read (413), a body is waited for before a replica is chosen (408
+when it is slow), and a chunked one is counted once buffered (413, or 411
+when it is too long for the gateway to count).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from flotilla.gateway.model import (
     server_address,
 )
 from flotilla.spec.models import AppSpec, RouteSpec
+from flotilla.spec.units import KIB, format_memory
 
 # HAProxy sizes maxconn from the file descriptors it may use (about half of
 # them). A fixed maxconn above what the hard RLIMIT_NOFILE allows makes 2.6
@@ -62,6 +68,15 @@ REQUEST_ID_VAR = "txn.request_id"
 # Methods HAProxy may send again after the server took the request but sent
 # nothing back (retry-on empty-response): replaying them changes nothing.
 IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE")
+# How much of a request body without Content-Length (chunked) the gateway can
+# count: HAProxy holds at most one buffer of it before forwarding (tune.bufsize
+# 16 KiB less tune.maxrewrite 1 KiB, less its own bookkeeping: 15,240 bytes
+# measured on 2.6). A longer chunked body would stream past the count, so where
+# max_body is larger it must come with a Content-Length (411 otherwise).
+COUNTED_BODY = 14 * KIB
+# How long a request's head may take, and then its body (each backend waits for
+# the body before it picks a replica): 408 beyond, and no replica waited.
+REQUEST_TIMEOUT = "10s"
 
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9_.:/@+=,*-]+")
 # Control characters but '\n' (HAProxy ends a line at CR and refuses NUL) and lone surrogates (no UTF-8).
@@ -90,7 +105,7 @@ def build_gateway_config(
             service_routes = spec.services[service_name].routes
             if not service_routes:
                 continue
-            backend = _backend(app=spec.app, service=service_name,
+            backend = _backend(app=spec.app, service=service_name, max_body=spec.services[service_name].max_body,
                                servers=servers.get((spec.app, service_name), ()))
             backends.append(backend)
             routes_by_bind[bind] += [_route(r, app=spec.app, service=service_name, backend=backend.name)
@@ -126,9 +141,10 @@ def normalize_path(path: str) -> str:
     return path.rstrip("/") or "/"
 
 
-def _backend(*, app: str, service: str, servers: Iterable[Server]) -> Backend:
+def _backend(*, app: str, service: str, max_body: int, servers: Iterable[Server]) -> Backend:
     checked = tuple(sorted((check_server(s) for s in servers), key=lambda s: s.name))
-    return Backend(name=backend_name(app, service), app=app, service=service, servers=checked)
+    return Backend(name=backend_name(app, service), app=app, service=service, servers=checked,
+                   max_body=max_body)
 
 
 def _route(route: RouteSpec, *, app: str, service: str, backend: str) -> GatewayRoute:
@@ -201,7 +217,7 @@ def _defaults() -> str:
         "timeout connect 2s",
         "timeout client 30s",
         "timeout server 30s",
-        "timeout http-request 10s",
+        f"timeout http-request {REQUEST_TIMEOUT}",
         "timeout queue 10s",
         "timeout http-keep-alive 10s",
         "option http-keep-alive",
@@ -292,6 +308,7 @@ def _render_backend(backend: Backend) -> str:
         raise ValueError(f"{backend.name}: {len(backend.servers)} servers, more than {SLOTS_PER_BACKEND} slots")
     lines = [
         f"# app {backend.app}, service {backend.service}",
+        *_body_limit(backend),
         "# names the backend for Flotilla's activator, which holds requests while a service scales from zero",
         f"http-request set-header X-Flotilla-Backend {backend.name}",
         f"# {SLOTS_PER_BACKEND} slots; replicas take a free one at run time (set server ... addr)",
@@ -299,6 +316,29 @@ def _render_backend(backend: Backend) -> str:
     lines += [_server_line(slot_name(i), s) for i, s in enumerate(backend.servers, start=1)]
     lines += [_free_slot_line(slot_name(i)) for i in range(len(backend.servers) + 1, SLOTS_PER_BACKEND + 1)]
     return _section(f"backend {backend.name}", lines)
+
+
+def _body_limit(backend: Backend) -> list[str]:
+    """Bodies over max_body are refused (413) from their Content-Length at once, else counted once
+    buffered; one too long to count is refused too (411). No replica waits for a slow body (408)."""
+    limit, over = backend.max_body, f"{{ req.body_size gt {backend.max_body} }}"
+    refuse = _refusal(413, f"request body over {format_memory(limit)} (max_body of {backend.service})", over)
+    lines = [f"# max_body {format_memory(limit)}: said by Content-Length, refused before the body is read",
+             refuse,
+             "# the body (as much as a buffer holds) before a replica is chosen: 408 if it is slow",
+             f"http-request wait-for-body time {REQUEST_TIMEOUT}",
+             "# counted, for a body without Content-Length (chunked)",
+             refuse]
+    if limit >= COUNTED_BODY:
+        lines += ["# a chunked body is counted only within one buffer: a longer one must say its length",
+                  _refusal(411, f"a request body over {format_memory(COUNTED_BODY)} needs a Content-Length",
+                           f"!{{ req.hdr(content-length) -m found }} {{ req.body_len ge {COUNTED_BODY} }}")]
+    return lines
+
+
+def _refusal(status: int, message: str, condition: str) -> str:
+    return (f'http-request deny status {status} content-type text/plain string "{message}\\n" '
+            f"hdr X-Request-ID %[var({REQUEST_ID_VAR})] if {condition}")
 
 
 def slot_name(number: int) -> str:

@@ -42,6 +42,7 @@ class Backend:
     app: str
     service: str
     servers: tuple[Server, ...]
+    max_body: int  # bytes: a longer request body is refused before it reaches a server
 
 
 @dataclass(frozen=True)
