@@ -66,9 +66,10 @@ def test_routes_by_host_and_path_and_strips_prefixes(flotilla, routed_app):
 
 def test_forwarding_headers_reach_the_service(routed_app):
     _, port = routed_app
-    seen = json.loads(get(port, "/debug/request", host="shop.localhost")[1])["headers"]
+    forged = {"X-Forwarded-For": "6.6.6.6", "Forwarded": "for=6.6.6.6"}
+    seen = json.loads(get(port, "/debug/request", host="shop.localhost", headers=forged)[1])["headers"]
     headers = {k.lower(): v for k, v in seen.items()}
-    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["x-forwarded-for"] == "127.0.0.1" and "forwarded" not in headers  # the connection's, only
     assert headers["x-forwarded-proto"] == "http"
     assert len(headers["x-request-id"]) == 36
     given = json.loads(get(port, "/debug/request", host="shop.localhost", headers={"X-Request-ID": "abc-123"})[1])

@@ -61,6 +61,7 @@ class Echo(http.server.BaseHTTPRequestHandler):
             "replica": self.server.label, "path": self.path,
             "host": self.headers.get("Host"),
             "x_forwarded_for": self.headers.get("X-Forwarded-For"),
+            "forwarded": self.headers.get("Forwarded"),
             "x_forwarded_proto": self.headers.get("X-Forwarded-Proto"),
             "x_request_id": self.headers.get("X-Request-ID"),
         }).encode()
@@ -299,6 +300,12 @@ def test_forwarded_headers_are_set(gateway):
     seen = gateway.echo("/", host="shop.localhost", headers={"X-Forwarded-Proto": "https"})
     assert seen["x_forwarded_for"] == "127.0.0.1"
     assert seen["x_forwarded_proto"] == "http"
+
+
+def test_a_forged_client_address_is_replaced_by_the_connections(gateway):
+    seen = gateway.echo("/", host="shop.localhost", headers={"X-Forwarded-For": "6.6.6.6, 10.0.0.1",
+                                                             "Forwarded": "for=6.6.6.6"})
+    assert (seen["x_forwarded_for"], seen["forwarded"]) == ("127.0.0.1", None)
 
 
 # -- request bodies: max_body, chunked bodies, slow bodies ---------------------------------------

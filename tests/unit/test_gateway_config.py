@@ -219,9 +219,16 @@ def test_global_section_serves_the_runtime_api_and_never_daemonizes():
     assert "hard-stop-after 25s" in text
     assert re.search(r"^\s*daemon\s*$", text, re.MULTILINE) is None
     for line in ("balance leastconn", "option redispatch 1", "retries 3",
-                 "retry-on conn-failure empty-response", "option forwardfor",
+                 "retry-on conn-failure empty-response",
                  "timeout http-request 10s", "timeout queue 10s"):
         assert line in text
+
+
+def test_x_forwarded_for_is_the_connections_address_never_the_clients():
+    lines = [line.strip() for line in rendered(build(app("shop", web=service(route("shop.localhost"))))).splitlines()]
+    assert "http-request set-header X-Forwarded-For %[src]" in lines
+    assert "http-request del-header Forwarded" in lines
+    assert not [line for line in lines if "forwardfor" in line]  # option forwardfor appends to what came
 
 
 def backend_rules(max_body: int) -> list[str]:

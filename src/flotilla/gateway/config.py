@@ -24,7 +24,10 @@ A path prefix matches at segment boundaries: ``/api`` matches ``/api``,
 a spec routes the same way on both targets. A service without routes gets
 no backend at all: nothing in the gateway can reach it.
 
-A backend takes a request body only within its service's ``max_body``: a longer one is refused from its Content-Length
+Every request reaches its replica with ``X-Forwarded-For`` set to the
+connection's address (what a client sends there is replaced, not appended to,
+so a replica can trust it), and a backend takes a request body only within
+its service's ``max_body``: a longer one is refused from its Content-Length
 before it is read (413), a body is waited for before a replica is chosen (408
 when it is slow), and a chunked one is counted once buffered (413, or 411
 when it is too long for the gateway to count).
@@ -221,7 +224,6 @@ def _defaults() -> str:
         "timeout queue 10s",
         "timeout http-keep-alive 10s",
         "option http-keep-alive",
-        "option forwardfor",
         "# a refused connection is tried again on another replica (every retry redispatches)",
         "option redispatch 1",
         "retries 3",
@@ -255,6 +257,9 @@ def _render_frontend(frontend: Frontend) -> str:
 def _request_headers() -> list[str]:
     return [
         "http-request set-header X-Forwarded-Proto http",
+        "# the connection's address, replacing whatever the client sent (which anyone can forge)",
+        "http-request set-header X-Forwarded-For %[src]",
+        "http-request del-header Forwarded",
         "# keep the caller's X-Request-ID, make one when there is none; echo it back",
         "http-request set-header X-Request-ID %[uuid()] unless { req.fhdr(x-request-id) -m len gt 0 }",
         f"http-request set-var({REQUEST_ID_VAR}) req.fhdr(x-request-id)",
