@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import pwd
 import signal
 import socket
 import subprocess
@@ -140,6 +141,29 @@ def _alive(pid: int) -> bool:
 def haproxy_workers(flotilla) -> set[str]:
     master = haproxy_masters(flotilla)[0]
     return set(subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split())
+
+
+def uid_of(pid: int | str) -> int:
+    """The real uid of a process, from /proc/PID/status (``Uid: real effective saved fs``)."""
+    with open(f"/proc/{pid}/status") as status:
+        return int(next(line for line in status if line.startswith("Uid:")).split()[1])
+
+
+def test_workers_run_as_the_gateway_user_and_a_reload_still_binds(flotilla, routed_app, tmp_path):
+    app, port = routed_app
+    gateway_uid = pwd.getpwnam("haproxy").pw_uid
+    assert uid_of(haproxy_masters(flotilla)[0]) == 0  # the master keeps root, to bind on reloads
+    assert {uid_of(pid) for pid in haproxy_workers(flotilla)} == {gateway_uid}
+    other = f"{app}y"
+    flotilla.apps.add(other)
+    new_port = free_port()  # a new frontend: the reload must bind it after the workers dropped root
+    flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, routed_spec(other, new_port), "other.yaml")),
+                 "--timeout", "90")
+    assert get(new_port, "/whoami", host="shop.localhost")[0] == 200
+    assert get(port, "/whoami", host="shop.localhost")[0] == 200
+    assert {uid_of(pid) for pid in haproxy_workers(flotilla)} == {gateway_uid}
+    # the Runtime API (a root-only socket) still answers the daemon: the new app's replicas are in rotation
+    assert [r["replicas_in_gateway"] for r in flotilla.json("routes", other)] == [2, 2]
 
 
 def test_scaling_under_load_fails_no_request(flotilla, routed_app):

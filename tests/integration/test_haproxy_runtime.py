@@ -5,8 +5,9 @@ proxy: host and path matching, prefix stripping, the 404 for no route, the
 headers every service gets; then the Runtime API moves a replica through its
 whole life in a pre-declared server slot (a free slot pointed at it while in
 maintenance, ready, draining, back in maintenance, freed) while requests
-flow. Everything listens on 127.0.0.1; HAProxy is started by the test and
-stopped by its pid. No Docker needed; skipped with the reason without HAProxy.
+flow, with the workers dropped to the haproxy user as the daemon runs them.
+Everything listens on 127.0.0.1; HAProxy is started by the test and stopped
+by its pid. No Docker needed; skipped with the reason without HAProxy.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from flotilla.gateway.config import (
 )
 from flotilla.gateway.model import Server, backend_name
 from flotilla.gateway.runtime import GatewayError, RuntimeApi
+from flotilla.gateway.workers import DEFAULT_USER, worker_account
 from flotilla.spec.models import AppSpec, GatewaySpec, RouteSpec, ServiceSpec
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for
@@ -193,7 +195,9 @@ def gateway(tmp_path_factory, echoes):
     servers[("shop", "internal")] = [replica(echoes, "web")]
     config = build_gateway_config({"shop": shop_spec(port)}, servers)
     cfg = root / "haproxy.cfg"
-    cfg.write_text(render_config(config, runtime_socket=str(root / "haproxy.sock")))
+    # workers as the daemon runs them: dropped to the haproxy user, the Runtime API socket root's alone
+    cfg.write_text(render_config(config, runtime_socket=str(root / "haproxy.sock"),
+                                 workers=worker_account(DEFAULT_USER)))
     log = root / "haproxy.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([HAPROXY, "-W", "-S", str(root / "master.sock"), "-f", str(cfg)],

@@ -48,6 +48,7 @@ from flotilla.errors import DaemonError
 from flotilla.gateway.manager import GatewayManager
 from flotilla.gateway.metrics import MetricsWindow
 from flotilla.gateway.process import GatewayFiles
+from flotilla.gateway.workers import worker_user
 from flotilla.secrets.injection import SecretsRuntime
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,8 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str]) -> 
                             clock=time.monotonic)
     ready = ReadyReplicas(apps=apps, runtime=runtime, snapshots=snapshots)
     activator = Activator(wake=autoscaler.wake, ready_replica=ready.find)
-    traffic = Traffic(gateway=GatewayManager(files=GatewayFiles(home.root / "gateway")), metrics=metrics,
-                      clock=time.monotonic, activator_port=activator.port)
+    gateway = GatewayManager(files=GatewayFiles(home.root / "gateway"), worker_user=worker_user(environ))
+    traffic = Traffic(gateway=gateway, metrics=metrics, clock=time.monotonic, activator_port=activator.port)
     reconciler = Reconciler(engine=engine, apps=apps, snapshots=snapshots, runtime=runtime, events=events,
                             wakeups=wakeups, crash_history=store, cache_states=cache_states, clock=time.time,
                             injector=injector, traffic=traffic)

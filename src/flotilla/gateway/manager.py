@@ -32,6 +32,7 @@ from flotilla.gateway.sync import (
     server_changes,
     slot_of,
 )
+from flotilla.gateway.workers import DEFAULT_USER, worker_account
 from flotilla.spec import AppSpec
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class GatewayManager:
         self,
         *,
         files: GatewayFiles,
+        worker_user: str = DEFAULT_USER,
         drain_timeout: float = DRAIN_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -51,6 +53,7 @@ class GatewayManager:
         self.files = files
         self.process = HAProxyProcess(files)
         self.runtime = RuntimeApi(files.runtime_socket)
+        self._worker_user = worker_user  # who HAProxy's workers run as (gateway/workers.py)
         self._drain_timeout = drain_timeout
         self._clock = clock
         self._sleep = sleep
@@ -84,8 +87,8 @@ class GatewayManager:
             self.process.stop()
             self._save_structure("")
             return []
-        text = render_config(config, runtime_socket=str(self.files.runtime_socket))
-        structure = render_config(_without_servers(config), runtime_socket=str(self.files.runtime_socket))
+        text = self._render(config)
+        structure = self._render(_without_servers(config))
         if not self.process.running():
             self.process.start(text)
             self._save_structure(structure)
@@ -198,6 +201,10 @@ class GatewayManager:
                 self.runtime.set_state(change.backend, change.slot, change.op)
         except GatewayError as exc:
             log.warning("gateway %s %s/%s (%s): %s", change.op, change.backend, change.slot, change.reason, exc.message)
+
+    def _render(self, config: GatewayConfig) -> str:
+        return render_config(config, runtime_socket=str(self.files.runtime_socket),
+                             workers=worker_account(self._worker_user))
 
     def _load_structure(self) -> str:
         try:
