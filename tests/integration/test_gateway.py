@@ -5,9 +5,11 @@ from __future__ import annotations
 import http.client
 import json
 import pwd
+import select
 import signal
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -75,6 +77,41 @@ def test_forwarding_headers_reach_the_service(routed_app):
     assert len(headers["x-request-id"]) == 36
     given = json.loads(get(port, "/debug/request", host="shop.localhost", headers={"X-Request-ID": "abc-123"})[1])
     assert {k.lower(): v for k, v in given["headers"].items()}["x-request-id"] == "abc-123"
+
+
+def gateway_log(flotilla, *args: str) -> list[dict]:
+    return [json.loads(line) for line in flotilla.run("logs", "--gateway", *args, "--json").stdout.splitlines()]
+
+
+def test_the_gateway_logs_each_request_of_an_app_without_its_secrets(flotilla, routed_app):
+    app, port = routed_app
+    secrets = {"Authorization": "Bearer secret-token-91", "Cookie": "sid=cookie-secret-91", "X-Request-ID": "gw-1"}
+    assert get(port, "/debug/request?token=query-secret-91", host="shop.localhost", headers=secrets)[0] == 200
+    entry = wait_for(lambda: next((e for e in gateway_log(flotilla, app, "--tail", "20") if e["request_id"] == "gw-1"),
+                                  None), timeout=10, interval=0.2, what="the request in the gateway's log")
+    assert (entry["app"], entry["service"], entry["status"], entry["method"], entry["path"]) == (
+        app, "web", 200, "GET", "/debug/request")
+    assert entry["ms"]["total"] >= 0 and entry["server"].startswith("slot")
+    text = (flotilla.home / "gateway" / "access.log").read_text()
+    assert not [s for s in ("secret-token-91", "cookie-secret-91", "query-secret-91", "Bearer") if s in text]
+    last = flotilla.run("logs", "--gateway", app, "web", "--tail", "1").stdout
+    assert f"{app}/web" in last and " 200 GET /debug/request " in last
+
+
+def test_the_gateway_log_can_be_followed(flotilla, routed_app):
+    app, port = routed_app
+    follow = subprocess.Popen([*flotilla.command_prefix(), "logs", "--gateway", app, "-f", "--tail", "0", "--json"],
+                              env=flotilla.env, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline, line = time.monotonic() + 15, ""
+        while not line and time.monotonic() < deadline:
+            get(port, "/whoami", host="shop.localhost", headers={"X-Request-ID": "gw-followed"})
+            if select.select([follow.stdout], [], [], 0.5)[0]:
+                line = follow.stdout.readline()
+        assert json.loads(line)["request_id"] == "gw-followed"
+    finally:
+        follow.terminate()
+        follow.wait(10)
 
 
 def test_an_internal_service_is_unreachable_through_the_gateway(routed_app):

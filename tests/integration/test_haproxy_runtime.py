@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from flotilla.gateway.accesslog import AccessLog, open_pipe, parse_line
 from flotilla.gateway.config import (
     COUNTED_BODY,
     FREE_ADDRESS,
@@ -158,6 +159,7 @@ class Gateway:
     port: int
     api: RuntimeApi
     log: Path
+    access_log: Path
     echoes: dict = field(repr=False)
 
     def get(self, path: str, *, host: str, headers: dict | None = None
@@ -198,15 +200,23 @@ def gateway(tmp_path_factory, echoes):
     # workers as the daemon runs them: dropped to the haproxy user, the Runtime API socket root's alone
     cfg.write_text(render_config(config, runtime_socket=str(root / "haproxy.sock"),
                                  workers=worker_account(DEFAULT_USER)))
-    log = root / "haproxy.log"
-    with open(log, "wb") as out:
+    log, access_log = root / "haproxy.log", AccessLog(root / "access.log", pipe=root / "access.fifo")
+    access = open_pipe(root / "access.fifo")  # stdout as process.py gives it, drained as the daemon does
+    with open(log, "wb") as errors:
         proc = subprocess.Popen([HAPROXY, "-W", "-S", str(root / "master.sock"), "-f", str(cfg)],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+                                stdin=subprocess.DEVNULL, stdout=access, stderr=errors)
+    os.close(access)
+    draining = threading.Event()
+    drain = threading.Thread(target=access_log.run, args=(draining,), daemon=True)
+    drain.start()
     try:
         wait_listening(port, sock=root / "haproxy.sock", proc=proc, log=log)
-        yield Gateway(port=port, api=RuntimeApi(root / "haproxy.sock"), log=log, echoes=echoes)
+        yield Gateway(port=port, api=RuntimeApi(root / "haproxy.sock"), log=log, access_log=access_log.path,
+                      echoes=echoes)
     finally:
         stop(proc)
+        draining.set()
+        drain.join(5)
 
 
 def wait_listening(port: int, *, sock: Path, proc: subprocess.Popen, log: Path) -> None:
@@ -310,6 +320,44 @@ def test_a_forged_client_address_is_replaced_by_the_connections(gateway):
     seen = gateway.echo("/", host="shop.localhost", headers={"X-Forwarded-For": "6.6.6.6, 10.0.0.1",
                                                              "Forwarded": "for=6.6.6.6"})
     assert (seen["x_forwarded_for"], seen["forwarded"]) == ("127.0.0.1", None)
+
+
+# -- the access log -------------------------------------------------------------------------------
+
+def logged(gateway: Gateway, request_id: str) -> dict:
+    """The access log's entry for the request with this X-Request-ID, once HAProxy has written it."""
+    def entry() -> dict | None:
+        lines = gateway.access_log.read_bytes().splitlines()
+        return next((e for e in map(parse_line, lines) if e and e["request_id"] == request_id), None)
+    return wait_for(entry, timeout=5, interval=0.02, what=f"the access log line of {request_id}")
+
+
+def test_each_request_is_one_json_line_without_its_query_or_headers(gateway):
+    secrets = {"Authorization": "Bearer secret-token-77", "Cookie": "session=cookie-secret-77",
+               "X-Request-ID": "logged-1"}
+    assert gateway.get("/private/area?token=query-secret-77&x=1", host="shop.localhost", headers=secrets)[0] == 200
+    entry = logged(gateway, "logged-1")
+    assert (entry["status"], entry["method"], entry["path"], entry["client"]) == (200, "GET", "/private/area",
+                                                                                 "127.0.0.1")
+    assert (entry["backend"], entry["server"], entry["app"], entry["service"]) == ("be_shop_web", "slot1", "shop",
+                                                                                   "web")
+    assert entry["ms"]["total"] >= 0 and entry["ms"]["response"] >= 0 and entry["bytes_out"] > 0
+    text = gateway.access_log.read_text()
+    for secret in ("secret-token-77", "cookie-secret-77", "query-secret-77", "token=", "Bearer"):
+        assert secret not in text
+    assert all(parse_line(line) for line in text.encode().splitlines() if line.startswith(b"{"))
+
+
+def test_what_a_client_puts_in_a_path_cannot_break_a_line(gateway):
+    status, _, _ = gateway.get('/a"b\\c/%22%0A', host="shop.localhost", headers={"X-Request-ID": 'logged-"2"'})
+    entry = logged(gateway, 'logged-"2"')
+    assert (status, entry["path"]) == (200, '/a"b\\c/%22%0A')
+
+
+def test_a_long_path_is_cut_so_that_a_line_is_one_write_to_the_pipe(gateway):
+    long_path = "/" + "%C3%A9" * 1000  # 6,001 bytes (a client may not send them unencoded)
+    assert gateway.get(long_path, host="shop.localhost", headers={"X-Request-ID": "logged-3"})[0] == 200
+    assert logged(gateway, "logged-3")["path"] == long_path[:512]
 
 
 # -- request bodies: max_body, chunked bodies, slow bodies ---------------------------------------

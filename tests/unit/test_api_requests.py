@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 
 import anyio
@@ -22,6 +23,7 @@ from flotilla.daemon import api as api_module
 from flotilla.daemon.api import HTTP_STATUS, Api, BearerToken, Request, _decode_value, _status_of, stream_logs
 from flotilla.daemon.operations import _check_counts
 from flotilla.daemon.serving import MIB, BodyRefused, ClientGone, HeadLimit, read_body
+from flotilla.gateway.accesslog import AccessLog
 from flotilla.spec import parse_spec
 
 # -- stand-ins for the daemon's parts ------------------------------------------------------
@@ -55,10 +57,20 @@ class Status:
     def app_status(self, app):
         raise errors.NotFoundError(f"no app named {app!r}")
 
+    def runtime_spec(self, app):
+        if app != "shop":
+            raise errors.NotFoundError(f"no app named {app!r}")
+        return parse_spec("app: shop\nservices:\n  web: {image: x}\n  api: {image: x}\n", filename="f.yaml",
+                          environ={})
 
-def make_api() -> tuple[Api, Operations]:
+
+def make_api(access_log: AccessLog | None = None) -> tuple[Api, Operations]:
     operations = Operations()
-    return Api(apps=Apps(), operations=operations, status=Status(), history=None, engine=None), operations
+    return Api(apps=Apps(), operations=operations, status=Status(), history=None, engine=None,
+               access_log=access_log or AccessLog(MISSING / "access.log", pipe=MISSING / "access.fifo")), operations
+
+
+MISSING = Path("/nonexistent/flotilla-test")
 
 
 @dataclass
@@ -299,6 +311,34 @@ def test_when_every_worker_is_busy_a_request_waits_then_gets_503_and_health_stil
 
 
 # -- logs ------------------------------------------------------------------------------------
+
+
+def access_log_with(tmp_path: Path, *backends: str) -> AccessLog:
+    lines = [json.dumps({"backend": b, "path": f"/{i}", "status": 200}) for i, b in enumerate(backends)]
+    (tmp_path / "access.log").write_text("".join(f"{line}\n" for line in lines))
+    return AccessLog(tmp_path / "access.log", pipe=tmp_path / "access.fifo")
+
+
+def entries(answer: Answer) -> list[tuple[str, str, str]]:
+    return [(e["app"], e["service"], e["path"]) for e in map(json.loads, answer.body.splitlines())]
+
+
+def test_the_gateway_log_of_an_app_or_a_service_is_its_json_lines(tmp_path):
+    api, _ = make_api(access_log_with(tmp_path, "be_shop_web", "be_blog_web", "fe_127.0.0.1_8080", "be_shop_api"))
+    answer = request(api, "GET", "/v1/apps/shop/gateway-logs")
+    assert answer.headers[b"content-type"] == b"application/x-ndjson"
+    assert entries(answer) == [("shop", "web", "/0"), ("shop", "api", "/3")]
+    assert entries(request(api, "GET", "/v1/apps/shop/gateway-logs?tail=1")) == [("shop", "api", "/3")]
+    assert entries(request(api, "GET", "/v1/apps/shop/gateway-logs?service=web")) == [("shop", "web", "/0")]
+    assert [e[2] for e in entries(request(api, "GET", "/v1/gateway/logs"))] == ["/0", "/1", "/2", "/3"]
+
+
+def test_the_gateway_log_of_an_unknown_app_or_service_is_404():
+    api, _ = make_api()
+    assert request(api, "GET", "/v1/apps/nope/gateway-logs").json()["message"] == "no app named 'nope'"
+    answer = request(api, "GET", "/v1/apps/shop/gateway-logs?service=db")
+    assert (answer.status, answer.json()["message"]) == (404, "app shop has no service 'db'; it has: web, api")
+    assert request(api, "GET", "/v1/apps/shop/gateway-logs?tail=ten").status == 400
 
 
 class Logs:

@@ -224,6 +224,16 @@ def test_global_section_serves_the_runtime_api_and_never_daemonizes():
         assert line in text
 
 
+def test_requests_are_logged_as_json_on_stdout_with_the_path_taken_before_any_rewrite():
+    text = rendered(build(app("shop", api=service(route("shop.localhost", "/api", strip=True)))))
+    lines = [line.strip() for line in text.splitlines()]
+    assert "log stdout len 4096 format raw local0" in lines
+    assert "log global" in lines and "option dontlognull" in lines
+    assert [line for line in lines if line.startswith("log-format '{\"time\":")]
+    path_var = lines.index("http-request set-var(txn.path) path")
+    assert path_var < next(i for i, line in enumerate(lines) if "replace-path" in line)
+
+
 def test_x_forwarded_for_is_the_connections_address_never_the_clients():
     lines = [line.strip() for line in rendered(build(app("shop", web=service(route("shop.localhost"))))).splitlines()]
     assert "http-request set-header X-Forwarded-For %[src]" in lines
@@ -263,7 +273,7 @@ def test_a_max_body_within_one_buffer_is_counted_for_chunked_bodies_too():
 
 def test_no_routes_at_all_renders_only_global_and_defaults():
     text = rendered(build(app("quiet", db=service())))
-    assert "frontend" not in text and "backend " not in text
+    assert re.search(r"^(frontend|backend) ", text, re.MULTILINE) is None
     assert "stats socket" in text
 
 

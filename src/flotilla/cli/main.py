@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import getpass
+import json
 import logging
 import sys
 from pathlib import Path
@@ -243,23 +244,47 @@ def _parse_counts(counts: tuple[str, ...]) -> dict[str, int]:
 
 
 @cli.command()
-@click.argument("app")
+@click.argument("app", required=False)
 @click.argument("service", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
-@click.option("--tail", default="all", show_default=True, help="Lines from the end of each replica's log.")
+@click.option("--tail", default="all", show_default=True,
+              help="Lines from the end of each replica's log (with --gateway: of the access log).")
+@click.option("--gateway", is_flag=True, help="The gateway's access log of APP (of every app without APP).")
+@click.option("--json", "as_json", is_flag=True, help="With --gateway: each request as its JSON object.")
 @click.pass_context
-def logs(ctx: click.Context, app: str, service: str | None, follow: bool, tail: str) -> None:
+def logs(ctx: click.Context, app: str | None, service: str | None, follow: bool, tail: str, gateway: bool,
+         as_json: bool) -> None:
     """Print the logs of APP's replicas (or of one SERVICE), each line prefixed by its replica.
 
+    With --gateway, print the gateway's access log instead: one line per request
+    to APP (or SERVICE; every app's without APP) with its time, service,
+    status, method, path, duration, bytes sent, client address and request
+    id. Besides the request id, the gateway logs no header value (never
+    Authorization or Cookie) and no query string. The log is
+    $FLOTILLA_HOME/gateway/access.log, kept to 4 files of 10 MiB.
+
     \b
-    Example:
+    Examples:
       flotilla logs shop web -f --tail 20
+      flotilla logs --gateway shop -f
+      flotilla logs --gateway shop web --tail 100 --json
     """
+    if not gateway and (app is None or as_json):
+        raise click.UsageError("give APP (only --gateway may go without one); --json goes with --gateway")
     query = {"follow": int(follow), "tail": tail, **({"service": service} if service else {})}
+    if gateway:
+        _print_access_log(ctx, app, query=query, as_json=as_json)
+        return
     out = click.get_binary_stream("stdout")
     for line in _client(ctx).stream(app_path(app, "logs"), query=query):
         out.write(line)
         out.flush()
+
+
+def _print_access_log(ctx: click.Context, app: str | None, *, query: dict, as_json: bool) -> None:
+    path = app_path(app, "gateway-logs") if app else "/v1/gateway/logs"
+    for line in _client(ctx).stream(path, query=query):
+        click.echo(line.decode().rstrip("\n") if as_json else render.access_line(json.loads(line)))
 
 
 @cli.command()

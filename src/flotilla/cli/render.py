@@ -153,3 +153,12 @@ def _subject(action: dict) -> str:
 def event_line(event: dict) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["time"]))
     return f"{when}  {event['kind']:<7} {event['subject']:<12} {event['message']}"
+
+
+def access_line(entry: dict) -> str:
+    """One request through the gateway: when, which service, status, method and path, time, size, who."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.get("time", 0)))
+    where = f"{entry['app']}/{entry['service']}" if entry.get("app") else "(no route)"
+    took = entry.get("ms", {}).get("total", -1)
+    return (f"{when}  {where:<16} {entry.get('status', '-'):>3} {entry.get('method', '-')} {entry.get('path', '-')}"
+            f"  {took}ms {entry.get('bytes_out', 0)}B  {entry.get('client', '-')}  {entry.get('request_id', '-')}")

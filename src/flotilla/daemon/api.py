@@ -37,6 +37,7 @@ from starlette.responses import Response, StreamingResponse
 
 from flotilla import __version__
 from flotilla.daemon.apps import AppRepository
+from flotilla.daemon.gateway_logs import entry_filter, stream_access_log
 from flotilla.daemon.operations import Operations
 from flotilla.daemon.ports import ReplicaEngine
 from flotilla.daemon.serving import MIB, AsgiApp, BodyRefused, ClientGone, Limits, read_body
@@ -51,6 +52,7 @@ from flotilla.errors import (
     NotFoundError,
     SpecError,
 )
+from flotilla.gateway.accesslog import AccessLog
 
 log = logging.getLogger(__name__)
 HTTP_STATUS = {
@@ -120,12 +122,14 @@ class Api:
         status: StatusViews,
         history: Store,
         engine: ReplicaEngine,
+        access_log: AccessLog,
     ) -> None:
         self._apps = apps
         self._operations = operations
         self._status = status
         self._history = history
         self._engine = engine
+        self._access_log = access_log
         self._workers = anyio.Semaphore(WORKERS)
         self.route_table: list[Route] = [
             ("GET", re.compile(r"/v1/health"), self.health),
@@ -136,6 +140,8 @@ class Api:
             ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/scale"), self.scale),
             ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/events"), self.events),
             ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/logs"), self.logs),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/gateway-logs"), self.gateway_logs),
+            ("GET", re.compile(r"/v1/gateway/logs"), self.gateway_logs),
             ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/routes"), self.routes),
             ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/metrics"), self.metrics),
             ("GET", re.compile(r"/metrics"), self.prometheus),
@@ -268,14 +274,30 @@ class Api:
         return 200, self._operations.rekey()
 
     def logs(self, req: Request):
-        spec = self._status.runtime_spec(req.params["app"])
-        service = req.query.get("service")
-        if service and service not in spec.services:
-            raise NotFoundError(f"app {spec.app} has no service {service!r}; it has: {', '.join(spec.services)}")
+        spec, service = self._app_and_service(req)
         observed = self._engine.observe(spec.app)
         replicas = [r for r in observed.replicas if not service or r.service == service]
         lines = stream_logs(self._engine, replicas, follow=req.flag("follow"), tail=req.query.get("tail", "all"))
         return StreamingResponse(lines, media_type="text/plain; charset=utf-8")
+
+    def gateway_logs(self, req: Request):
+        """The gateway's access log as JSON lines: of one app (and ``?service=``) or, without one, all of it."""
+        app = service = None
+        if "app" in req.params:
+            spec, service = self._app_and_service(req)
+            app = spec.app
+        tail = None if req.query.get("tail", "all") == "all" else req.number("tail", default=100)
+        lines = stream_access_log(self._access_log, keep=entry_filter(app, service), tail=tail,
+                                  follow=req.flag("follow"))
+        return StreamingResponse(lines, media_type="application/x-ndjson")
+
+    def _app_and_service(self, req: Request):
+        """The runtime spec of the URL's app and the ``?service=`` it has (NotFoundError when it has not)."""
+        spec = self._status.runtime_spec(req.params["app"])
+        service = req.query.get("service")
+        if service and service not in spec.services:
+            raise NotFoundError(f"app {spec.app} has no service {service!r}; it has: {', '.join(spec.services)}")
+        return spec, service
 
 
 class BearerToken:

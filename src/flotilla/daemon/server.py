@@ -45,6 +45,7 @@ from flotilla.daemon.wakeups import Loops, Wakeups
 from flotilla.daemon.watchers import EngineWatcher, on_health_change
 from flotilla.engines.docker import DockerEngine
 from flotilla.errors import DaemonError
+from flotilla.gateway.accesslog import AccessLog
 from flotilla.gateway.manager import GatewayManager
 from flotilla.gateway.metrics import MetricsWindow
 from flotilla.gateway.process import GatewayFiles
@@ -91,7 +92,9 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str]) -> 
                             clock=time.monotonic)
     ready = ReadyReplicas(apps=apps, runtime=runtime, snapshots=snapshots)
     activator = Activator(wake=autoscaler.wake, ready_replica=ready.find)
-    gateway = GatewayManager(files=GatewayFiles(home.root / "gateway"), worker_user=worker_user(environ))
+    gateway_files = GatewayFiles(home.root / "gateway")
+    gateway = GatewayManager(files=gateway_files, worker_user=worker_user(environ))
+    access_log = AccessLog(gateway_files.access_log, pipe=gateway_files.access_pipe)
     traffic = Traffic(gateway=gateway, metrics=metrics, clock=time.monotonic, activator_port=activator.port)
     reconciler = Reconciler(engine=engine, apps=apps, snapshots=snapshots, runtime=runtime, events=events,
                             wakeups=wakeups, crash_history=store, cache_states=cache_states, clock=time.time,
@@ -109,8 +112,9 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str]) -> 
         ("metrics", traffic.run_sampler),
         ("caches", keeper.run),
         ("autoscaler", autoscaler.run),
+        ("gateway-log", access_log.run),
     ])
-    api = Api(apps=apps, operations=operations, status=status, history=store, engine=engine)
+    api = Api(apps=apps, operations=operations, status=status, history=store, engine=engine, access_log=access_log)
     return Daemon(store=store, api=api, loops=loops, wakeups=wakeups, activator=activator)
 
 

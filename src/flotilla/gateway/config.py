@@ -39,6 +39,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
+from flotilla.gateway.accesslog import LINE_LIMIT, log_format
 from flotilla.gateway.model import (
     Backend,
     Frontend,
@@ -69,6 +70,7 @@ FREE_PORT = 1
 ROUTE_VAR = "txn.route"
 HOST_VAR = "txn.host"
 REQUEST_ID_VAR = "txn.request_id"
+PATH_VAR = "txn.path"  # the request's path as it came (no query), for the access log
 # Methods HAProxy may send again after the server took the request but sent
 # nothing back (retry-on empty-response): replaying them changes nothing.
 IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE")
@@ -212,6 +214,8 @@ def _global(*, runtime_socket: str, max_drain_seconds: int, workers: WorkerAccou
         "# maxconn follows: about half of this, or of the system's hard limit if lower",
         f"fd-hard-limit {FD_HARD_LIMIT}",
         f"stats socket {_word(runtime_socket)} mode 600 level admin expose-fd listeners",
+        "# the access log: one JSON line per request on stdout, the daemon's access.log (accesslog.py)",
+        f"log stdout len {LINE_LIMIT} format raw local0",
         "# an old worker left after a reload stops once its requests are done, or after this",
         f"hard-stop-after {max(1, int(max_drain_seconds))}s",
     ])
@@ -227,6 +231,10 @@ def _worker_account(workers: WorkerAccount | None) -> list[str]:
 def _defaults() -> str:
     return _section("defaults", [
         "mode http",
+        "log global",
+        "option dontlognull",
+        "# what happened, never what was said: no header value, no query string (accesslog.py)",
+        f"log-format {_word(log_format(path_var=PATH_VAR, request_id_var=REQUEST_ID_VAR))}",
         "timeout connect 2s",
         "timeout client 30s",
         "timeout server 30s",
@@ -266,6 +274,7 @@ def _render_frontend(frontend: Frontend) -> str:
 
 def _request_headers() -> list[str]:
     return [
+        f"http-request set-var({PATH_VAR}) path",
         "http-request set-header X-Forwarded-Proto http",
         "# the connection's address, replacing whatever the client sent (which anyone can forge)",
         "http-request set-header X-Forwarded-For %[src]",

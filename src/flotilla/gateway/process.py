@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flotilla.errors import GatewayError
+from flotilla.gateway.accesslog import open_pipe
 
 HAPROXY = os.environ.get("FLOTILLA_HAPROXY", "haproxy")
 START_TIMEOUT = 10.0
@@ -51,7 +52,18 @@ class GatewayFiles:
 
     @property
     def log_file(self) -> Path:
+        """HAProxy's own messages (its standard error): alerts, warnings, reloads."""
         return self.root / "haproxy.log"
+
+    @property
+    def access_log(self) -> Path:
+        """One JSON line per request, drained by the daemon from ``access_pipe`` (accesslog.py)."""
+        return self.root / "access.log"
+
+    @property
+    def access_pipe(self) -> Path:
+        """HAProxy's standard output: a named pipe, so that the daemon can rotate the log it feeds."""
+        return self.root / "access.fifo"
 
 
 class HAProxyProcess:
@@ -93,17 +105,23 @@ class HAProxyProcess:
     def _launch(self) -> int:
         for stale in (self.files.runtime_socket, self.files.master_socket):
             stale.unlink(missing_ok=True)
-        with open(self.files.log_file, "ab") as log:
-            proc = subprocess.Popen(  # a fixed argv, no shell
-                [
-                    HAPROXY, "-W", "-f", str(self.files.config), "-p", str(self.files.pid_file),
-                    "-S", f"{self.files.master_socket},mode,600",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
+        # stdout: the access log's pipe; stderr: HAProxy's own messages. The workers inherit both
+        # before they drop root.
+        access = open_pipe(self.files.access_pipe)
+        try:
+            with open(self.files.log_file, "ab") as log:
+                proc = subprocess.Popen(  # a fixed argv, no shell
+                    [
+                        HAPROXY, "-W", "-f", str(self.files.config), "-p", str(self.files.pid_file),
+                        "-S", f"{self.files.master_socket},mode,600",
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=access,
+                    stderr=log,
+                    start_new_session=True,
+                )
+        finally:
+            os.close(access)
         self._child = proc
         return self._wait_ready(proc)
 
