@@ -219,6 +219,23 @@ def test_routes_as_ingress(objects):
     assert not [o for o in objects if o["kind"] == "Ingress" and o["metadata"]["name"].startswith("search")]
 
 
+BODY_LIMITS = """
+app: a
+services:
+  default: {image: i:1, port: 80, routes: [{host: d.example}]}
+  big:
+    {image: i:1, port: 80, routes: [{host: b.example}, {host: b.example, path: /x, strip_prefix: true}], max_body: 8M}
+  odd: {image: i:1, port: 80, routes: [{host: o.example}], max_body: 1500}
+"""
+
+
+def test_max_body_is_ingress_nginx_proxy_body_size_on_every_ingress_of_the_service():
+    objects = render(parse_spec(BODY_LIMITS, filename="t.yaml", environ={}), options=RenderOptions())
+    sizes = {o["metadata"]["name"]: o["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+             for o in objects if o["kind"] == "Ingress"}
+    assert sizes == {"default": "1m", "big-regex": "8m", "big-strip": "8m", "odd": "1500"}
+
+
 def test_plain_routes_on_a_host_with_stripping_keep_segment_matching():
     spec = parse_spec("""
 app: a

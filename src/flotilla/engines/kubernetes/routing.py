@@ -15,6 +15,11 @@ removes the prefix before forwarding (``/api/x`` -> ``/x``).
 * HTTPRoute (``PathPrefix``) matches the same way and strips portably with a
   ``URLRewrite`` filter (``ReplacePrefixMatch: /``). One HTTPRoute per service
   and host, because an HTTPRoute's hostnames apply to all its rules.
+
+A service's ``max_body`` becomes ingress-nginx's ``proxy-body-size`` on each of
+its Ingress objects (413 over it, as the one-host gateway answers; nginx
+counts chunked bodies too). The Gateway API has no body limit: there it is
+the Gateway implementation's own setting.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import re
 from flotilla.engines.kubernetes import meta
 from flotilla.engines.kubernetes.options import RenderOptions
 from flotilla.spec.models import AppSpec, RouteSpec
+from flotilla.spec.units import KIB, MIB
 
 NGINX = "nginx.ingress.kubernetes.io/"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -69,8 +75,9 @@ def _ingress(spec: AppSpec, service: str, *, ingress_name: str, routes: list[Rou
     port = spec.services[service].port
     obj = meta.header("networking.k8s.io/v1", "Ingress", name=ingress_name, namespace=meta.namespace_of(spec.app),
                       labels=meta.service_labels(spec.app, service))
+    obj["metadata"]["annotations"] = {NGINX + "proxy-body-size": nginx_size(spec.services[service].max_body)}
     if kind != "plain":
-        obj["metadata"]["annotations"] = {NGINX + "use-regex": "true"}
+        obj["metadata"]["annotations"][NGINX + "use-regex"] = "true"
     if kind == "strip":
         obj["metadata"]["annotations"][NGINX + "rewrite-target"] = "/$2"
     backend = {"service": {"name": service, "port": {"number": port}}}
@@ -80,6 +87,14 @@ def _ingress(spec: AppSpec, service: str, *, ingress_name: str, routes: list[Rou
         rules.append({"host": host, "http": {"paths": [_ingress_path(p, kind=kind, backend=backend) for p in paths]}})
     obj["spec"] = {"ingressClassName": options.ingress_class, "rules": rules}
     return obj
+
+
+def nginx_size(size: int) -> str:
+    """A size as nginx reads it (binary ``m`` and ``k``, else bytes): ``1m``, ``64k``, ``1000``."""
+    for unit, suffix in ((MIB, "m"), (KIB, "k")):
+        if size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return str(size)
 
 
 def _ingress_path(path: str, *, kind: str, backend: dict) -> dict:
