@@ -5,7 +5,9 @@ the same container name, so creating a replica twice (say, after the daemon
 was killed mid-plan) meets a name conflict instead of making a duplicate.
 """
 
+import hashlib
 import re
+from pathlib import Path
 
 
 def internal_network(app: str) -> str:
@@ -57,3 +59,8 @@ def cache_password_secret(cache: str) -> str:
 def volume_name(*, app: str, service: str, index: int, volume: str) -> str:
     """A replica slot's own volume; it outlives the slot's containers, not the slot."""
     return f"flotilla-{app}-{service}-{index}-{volume}"
+
+
+def home_identity(home: Path) -> str:
+    """A daemon home's id on a shared host: its owner label on Docker and its directory on the secrets tmpfs."""
+    return hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]

@@ -7,12 +7,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from flotilla.errors import DaemonError
+from flotilla.naming import home_identity
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Home:
         Derived from the resolved path, as the secrets directory in RAM is, so
         two homes never share an id and a restarted daemon finds its objects.
         """
-        return hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:16]
+        return home_identity(self.root)
 
     def ensure(self) -> Home:
         try:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flotilla.errors import SecretsError
+from flotilla.naming import home_identity
 
 CONTAINER_DIR = "/run/flotilla"
 SHIM_NAME = "flotilla-shim.sh"
@@ -69,7 +69,7 @@ class SecretsRuntime:
     """The RAM-backed directory tree of one daemon (one ``$FLOTILLA_HOME``)."""
 
     def __init__(self, *, home: Path) -> None:
-        self.root = SHARED_ROOT / hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
+        self.root = SHARED_ROOT / home_identity(home)
 
     def materialize(
         self, *, app: str, replica: str, env: Mapping[str, bytes], files: Mapping[str, bytes]
