@@ -92,12 +92,13 @@ ensure_cgroups() {
 start_dockerd() {
     if docker_up; then
         log "Docker Engine is running"
+        warn_without_userns_remap
         return
     fi
     [[ $(id -u) == 0 ]] || die "Docker Engine is not running and only root can start dockerd"
     ensure_cgroups
-    log "starting dockerd (log: $DOCKERD_LOG)..."
-    nohup dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
+    log "starting dockerd with user-namespace remapping (log: $DOCKERD_LOG)..."
+    nohup dockerd --userns-remap=default >"$DOCKERD_LOG" 2>&1 </dev/null &
     local pid=$! waited=0
     echo "$pid" >"$DOCKERD_PIDFILE"
     until docker_up; do
@@ -113,6 +114,18 @@ start_dockerd() {
         waited=$((waited + 1))
     done
     log "dockerd is up (pid $pid, in $DOCKERD_PIDFILE)"
+}
+
+# A replica's uid 0 (or 65534) must not be a uid a host user has, or that user
+# reads its /proc/PID/environ and, through /proc/PID/root, its secret files.
+# A dockerd started here remaps them (--userns-remap=default: container uids
+# land in dockremap's range of /etc/subuid, 100000 and up); one started by
+# someone else is left alone, with a word.
+warn_without_userns_remap() {
+    if ! docker info --format '{{json .SecurityOptions}}' 2>/dev/null | grep -q 'name=userns'; then
+        log "warning: this Docker Engine does not remap user namespaces, so replicas share uids with host users;" \
+            "start dockerd with --userns-remap=default (docs/security.md)"
+    fi
 }
 
 setup_venv() {

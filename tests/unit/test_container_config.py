@@ -7,7 +7,7 @@ ownership labels are made, so each rule is checked here on plain data.
 from __future__ import annotations
 
 from flotilla import labels
-from flotilla.engines.docker.containers import INTERNAL_DNS_OPTIONS, Overrides, replica_container_config
+from flotilla.engines.docker.containers import INTERNAL_DNS_OPTIONS, MountSpec, Overrides, replica_container_config
 from flotilla.spec import parse_spec
 
 SPEC = parse_spec("""\
@@ -66,11 +66,12 @@ def test_only_an_egress_service_joins_the_egress_network_and_keeps_default_dns()
 def test_each_slot_gets_its_own_named_volumes():
     db = config("db")
     assert db.volumes == ("flotilla-shop-db-2-data",)
-    assert db.binds == ("flotilla-shop-db-2-data:/var/lib/db:rw",)
+    assert db.mounts == (MountSpec(kind="volume", source="flotilla-shop-db-2-data", target="/var/lib/db",
+                                   read_only=False),)
 
 
 def test_overrides_mount_secrets_and_wrap_the_command():
-    wrapped = config("web", overrides=Overrides(binds=("/run/s:/run/secrets:ro",), entrypoint=("/shim",),
-                                                command=("serve",)))
-    assert wrapped.binds == ("/run/s:/run/secrets:ro",)
+    secret = MountSpec.bind("/run/s", "/run/secrets")
+    wrapped = config("web", overrides=Overrides(mounts=(secret,), entrypoint=("/shim",), command=("serve",)))
+    assert wrapped.mounts == (secret,) and secret.read_only
     assert (wrapped.entrypoint, wrapped.command) == (("/shim",), ("serve",))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flotilla.daemon.ports import ReplicaEngine
-from flotilla.engines.docker.containers import Overrides
+from flotilla.engines.docker.containers import MountSpec, Overrides
 from flotilla.errors import Problem, SpecError
 from flotilla.naming import container_name
 from flotilla.plan import Observed
@@ -124,12 +124,13 @@ class SecretInjector:
         return self._overrides(svc, mounts)
 
     def _overrides(self, svc: ServiceSpec, mounts: SecretMounts) -> Overrides:
+        binds = tuple(MountSpec.bind(host, target) for host, target in mounts.mounts())
         if not mounts.env_names:
-            return Overrides(binds=tuple(mounts.binds()))
+            return Overrides(mounts=binds)
         entrypoint, cmd = self.engine.image_command(svc.image)
         command = [*entrypoint, *(svc.command or cmd)]
         wrapper, wrapped = mounts.wrap(command)
-        return Overrides(binds=tuple(mounts.binds()), entrypoint=tuple(wrapper or ()), command=tuple(wrapped))
+        return Overrides(mounts=binds, entrypoint=tuple(wrapper or ()), command=tuple(wrapped))
 
     def forget(self, app: str, replica: str) -> None:
         self.runtime.remove(app, replica)

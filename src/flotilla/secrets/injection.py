@@ -54,9 +54,10 @@ class SecretMounts:
     env_names: tuple[str, ...]
     files: tuple[tuple[str, str], ...]  # (host path, path in the container)
 
-    def binds(self) -> list[str]:
-        binds = [f"{self.host_dir}:{CONTAINER_DIR}:ro"] if self.env_names else []
-        return binds + [f"{host}:{target}:ro" for host, target in self.files]
+    def mounts(self) -> list[tuple[str, str]]:
+        """(host path, path in the container) of each read-only bind mount."""
+        shim_dir = [(self.host_dir, CONTAINER_DIR)] if self.env_names else []
+        return shim_dir + list(self.files)
 
     def wrap(self, command: list[str]) -> tuple[list[str] | None, list[str]]:
         """(entrypoint, command) that run ``command`` through the shim when needed."""

@@ -24,6 +24,33 @@ INTERNAL_DNS_OPTIONS = ("timeout:1", "attempts:1")
 
 
 @dataclass(frozen=True)
+class MountSpec:
+    """One mount of a replica, given to Docker as a ``Mount`` object.
+
+    Never as a ``src:dst:mode`` string: in that syntax a ``:`` in a path the
+    spec names would inject a mode, or split the path.
+    """
+
+    kind: str  # "bind" (a host file or directory) or "volume" (a named volume)
+    source: str
+    target: str
+    read_only: bool
+
+    @classmethod
+    def bind(cls, source: str, target: str) -> MountSpec:
+        """A host path, read-only: how secrets reach a replica."""
+        return cls(kind="bind", source=source, target=target, read_only=True)
+
+    @classmethod
+    def volume(cls, name: str, target: str) -> MountSpec:
+        return cls(kind="volume", source=name, target=target, read_only=False)
+
+    def to_docker(self) -> dict:
+        """Docker API's ``Mount`` (what ``docker.types.Mount`` builds): fields, not a string to parse."""
+        return {"Type": self.kind, "Source": self.source, "Target": self.target, "ReadOnly": self.read_only}
+
+
+@dataclass(frozen=True)
 class ReplicaContainerConfig:
     name: str
     hostname: str
@@ -36,9 +63,9 @@ class ReplicaContainerConfig:
     network: str
     aliases: tuple[str, ...]
     extra_networks: tuple[str, ...]
-    binds: tuple[str, ...] = ()
+    mounts: tuple[MountSpec, ...] = ()
     entrypoint: tuple[str, ...] | None = None
-    volumes: tuple[str, ...] = ()  # the slot's own named volumes, mounted by binds
+    volumes: tuple[str, ...] = ()  # the slot's own named volumes, created before the container
     dns_options: tuple[str, ...] = ()
 
     def create_kwargs(self, api) -> dict:
@@ -49,7 +76,7 @@ class ReplicaContainerConfig:
             network_mode=self.network,
             log_config={"type": "json-file", "config": {"max-size": LOG_MAX_SIZE, "max-file": LOG_MAX_FILES}},
             restart_policy={"Name": "no"},
-            binds=list(self.binds) or None,
+            mounts=[m.to_docker() for m in self.mounts] or None,
             dns_opt=list(self.dns_options) or None,
         )
         return {
@@ -73,7 +100,7 @@ class ReplicaContainerConfig:
 class Overrides:
     """What the daemon adds to a replica beyond its spec: mounts, a wrapped command."""
 
-    binds: tuple[str, ...] = ()
+    mounts: tuple[MountSpec, ...] = ()
     entrypoint: tuple[str, ...] | None = None
     command: tuple[str, ...] | None = None
 
@@ -106,7 +133,7 @@ def replica_container_config(
         image=svc.image,
         command=overrides.command or svc.command,
         entrypoint=overrides.entrypoint,
-        binds=(*overrides.binds, *(f"{name}:{path}:rw" for name, path in volumes.items())),
+        mounts=(*overrides.mounts, *(MountSpec.volume(name, path) for name, path in volumes.items())),
         volumes=tuple(volumes),
         environment=environment,
         labels={
