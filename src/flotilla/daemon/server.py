@@ -64,6 +64,7 @@ class Daemon:
     loops: Loops
     wakeups: Wakeups
     activator: Activator
+    engine: DockerEngine
 
 
 def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str]) -> Daemon:
@@ -115,7 +116,7 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str]) -> 
         ("gateway-log", access_log.run),
     ])
     api = Api(apps=apps, operations=operations, status=status, history=store, engine=engine, access_log=access_log)
-    return Daemon(store=store, api=api, loops=loops, wakeups=wakeups, activator=activator)
+    return Daemon(store=store, api=api, loops=loops, wakeups=wakeups, activator=activator, engine=engine)
 
 
 def run_daemon(home: Home, *, docker_url: str | None = None, api_listen: str | None = None) -> None:
@@ -125,6 +126,7 @@ def run_daemon(home: Home, *, docker_url: str | None = None, api_listen: str | N
     try:
         home.pid_file.write_text(f"{os.getpid()}\n")
         daemon = build(home, docker_url=docker_url, environ=os.environ)
+        daemon.engine.guard_host()  # before any replica of an app already here runs again
         daemon.activator.start()
         servers = [_bind(home, daemon.api)]
         if api_listen:

@@ -23,6 +23,7 @@ import requests.exceptions
 
 from flotilla import labels
 from flotilla.engines.docker.containers import Overrides, replica_container_config
+from flotilla.engines.docker.firewall import BRIDGE_OPTION, HostFirewall, bridge_name
 from flotilla.errors import EngineError, EngineUnavailableError, NotFoundError
 from flotilla.naming import internal_network
 from flotilla.plan.model import Observed, ObservedReplica
@@ -62,7 +63,10 @@ def translated(doing: str) -> Iterator[None]:
 class DockerEngine:
     """Observe and change one host's containers and networks, by label."""
 
-    def __init__(self, *, home: str, home_path: str = "", base_url: str | None = None, timeout: int = 60) -> None:
+    def __init__(
+        self, *, home: str, home_path: str = "", base_url: str | None = None, timeout: int = 60,
+        firewall: HostFirewall | None = None,
+    ) -> None:
         self.home = home  # the owner label this engine stamps and filters by (labels.HOME)
         self._home_path = home_path
         self._base_url = base_url
@@ -70,6 +74,7 @@ class DockerEngine:
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
         self._shells: dict[str, bool] = {}
+        self._firewall = firewall or HostFirewall()
 
     @property
     def _api(self) -> docker.APIClient:
@@ -177,7 +182,23 @@ class DockerEngine:
 
     # -- change ------------------------------------------------------------
 
+    def guard_host(self) -> None:
+        """Keep replicas off the host's addresses (engines/docker/firewall.py), bridges of older networks too.
+
+        The chain is made even when Docker is down; the older networks' bridges
+        are then guarded at the next start.
+        """
+        self._firewall.guard()
+        try:
+            with translated("listing Flotilla's networks"):
+                networks = self._api.networks(filters={"label": self._mine()})
+        except EngineUnavailableError as exc:
+            log.warning("bridges of existing networks not checked: %s", exc)
+            return
+        self._firewall.guard_bridges(_bridge_of(n) for n in networks)
+
     def ensure_network(self, *, app: str, name: str, internal: bool) -> None:
+        self._firewall.guard()  # before the first replica can reach the bridge
         with translated(f"creating network {name}"):
             existing = self._api.networks(names=[name])
             for net in existing:
@@ -195,6 +216,7 @@ class DockerEngine:
                 driver="bridge",
                 internal=internal,
                 labels=self._owned(app, role="network"),
+                options={BRIDGE_OPTION: bridge_name(name)},
                 check_duplicate=True,
             )
 
@@ -318,6 +340,11 @@ class DockerEngine:
         except NotFoundError:
             return []
         return raw.decode(errors="replace").splitlines()[-lines:]
+
+
+def _bridge_of(network: Mapping) -> str:
+    """The host interface of a bridge network: the name Flotilla gave it, else Docker's ``br-`` + id."""
+    return (network.get("Options") or {}).get(BRIDGE_OPTION) or f"br-{network['Id'][:12]}"
 
 
 def _cpu_accounting_paths(container_id: str) -> tuple[str, ...]:
