@@ -265,7 +265,7 @@ def test_routes_as_http_routes(spec):
     assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/api"}}]
     assert rule["filters"] == [{"type": "URLRewrite", "urlRewrite": {
         "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}]
-    assert rule["backendRefs"] == [{"name": "web", "port": 8000}]
+    assert rule["backendRefs"] == [{"group": "", "kind": "Service", "name": "web", "port": 8000, "weight": 1}]
     plain = routes["market.example"]["spec"]["rules"]
     assert [r["matches"][0]["path"]["value"] for r in plain] == ["/static", "/"]
     assert all("filters" not in r for r in plain)

@@ -124,7 +124,9 @@ def _http_route(spec: AppSpec, service: str, *, host: str, routes: list[RouteSpe
         if strips(route):
             rule["filters"] = [{"type": "URLRewrite", "urlRewrite": {
                 "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}]
-        rule["backendRefs"] = [{"name": service, "port": port}]
+        # With the defaults the server would fill in (group, kind, weight) written out:
+        # backendRefs is atomic, so a default added there makes every apply a change.
+        rule["backendRefs"] = [{"group": "", "kind": "Service", "name": service, "port": port, "weight": 1}]
         rules.append(rule)
     obj["spec"] = {"parentRefs": [_parent_ref(options)], "hostnames": [host], "rules": rules}
     return obj

@@ -71,10 +71,13 @@ def hpa(spec: AppSpec, name: str, *, scale: AutoscaleSpec) -> dict:
 
 
 def hpa_metrics(spec: AppSpec, name: str, *, scale: AutoscaleSpec) -> list[dict]:
+    """External metrics first, CPU last: the order the API server stores them in.
+
+    ``metrics`` is an atomic list, and a server that keeps HPAs through
+    autoscaling/v1 (1.26 does) gives the CPU target back after the others. In
+    any other order every apply would rewrite the object.
+    """
     metrics = []
-    if scale.target.cpu is not None:
-        metrics.append({"type": "Resource", "resource": {"name": "cpu", "target": {
-            "type": "Utilization", "averageUtilization": max(1, round(scale.target.cpu))}}})
     for metric, value in (("flotilla_concurrency", scale.target.concurrency), ("flotilla_rps", scale.target.rps)):
         if value is None:
             continue
@@ -82,6 +85,9 @@ def hpa_metrics(spec: AppSpec, name: str, *, scale: AutoscaleSpec) -> list[dict]
         metrics.append({"type": "External", "external": {
             "metric": {"name": metric, "selector": selector},
             "target": {"type": "AverageValue", "averageValue": _quantity(value)}}})
+    if scale.target.cpu is not None:
+        metrics.append({"type": "Resource", "resource": {"name": "cpu", "target": {
+            "type": "Utilization", "averageUtilization": max(1, round(scale.target.cpu))}}})
     return metrics
 
 
