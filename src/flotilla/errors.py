@@ -13,7 +13,8 @@ API answers each class with the HTTP status on its right (500 for the rest).
     │   └── SecretNotFoundError           no such secret (or version of it) for the app
     ├── ConflictError             exit 4  the request clashes with the current state       HTTP 409
     ├── EngineError               exit 5  the container engine refused or failed
-    │   └── EngineUnavailableError        Docker Engine cannot be reached                  HTTP 503
+    │   ├── EngineUnavailableError        Docker Engine cannot be reached                  HTTP 503
+    │   └── RolloutFailedError            a cluster's rollout cannot finish (ImagePullBackOff...)
     ├── DaemonError               exit 6  the Flotilla daemon failed or cannot be reached
     │   └── DaemonUnavailableError
     ├── WaitTimeoutError          exit 7  a wait ran out (for example ``up --timeout``)
@@ -123,6 +124,12 @@ class EngineUnavailableError(EngineError):
     code = "engine_unavailable"
 
 
+class RolloutFailedError(EngineError):
+    """A Kubernetes rollout that waiting will not finish: the message holds the cluster's reasons."""
+
+    code = "rollout_failed"
+
+
 class DaemonError(FlotillaError):
     exit_code = 6
     code = "daemon_error"
@@ -188,6 +195,7 @@ _BY_CODE = {
         ConflictError,
         EngineError,
         EngineUnavailableError,
+        RolloutFailedError,
         DaemonError,
         DaemonUnavailableError,
         WaitTimeoutError,

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -25,7 +26,7 @@ pytest.importorskip("kubernetes", reason="the kubernetes client is not installed
 
 from flotilla.engines.kubernetes import RenderOptions, kinds, render
 from flotilla.engines.kubernetes import apply as kube
-from flotilla.errors import EngineError, EngineUnavailableError
+from flotilla.errors import EngineError, EngineUnavailableError, RolloutFailedError, WaitTimeoutError
 from flotilla.spec import load_spec, parse_spec
 from tests.kubernetes.fake_apiserver import FakeApiServer
 from tests.support.ports import free_port
@@ -211,17 +212,94 @@ def test_a_bad_kubeconfig_is_engine_unavailable(tmp_path):
         kube.connect(kubeconfig=str(tmp_path / "kubeconfig"), context="nope")
 
 
-def test_cli_apply_and_its_output(api, tmp_path):
+@pytest.fixture
+def controller(api):
+    """What kube-controller-manager would do: report every workload rolled out, a moment after its apply."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(0.3):
+            api.settle()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join()
+
+
+def cli_apply(api, tmp_path, *args: str) -> subprocess.CompletedProcess:
     config = kubeconfig(tmp_path / "kubeconfig", api.start())
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "FLOTILLA_HOME": str(tmp_path / "home"),
            "TMPDIR": str(tmp_path)}
-    proc = subprocess.run([sys.executable, str(REPO / "tests" / "kubernetes" / "cli.py"), "apply", "-f", str(SHOP),
-                           "--target", "kubernetes", "--kubeconfig", str(config), "--context", "fake", "--json"],
+    return subprocess.run([sys.executable, "-m", "flotilla", "apply", "-f", str(SHOP),
+                           "--target", "kubernetes", "--kubeconfig", str(config), "--context", "fake", *args],
                           capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_cli_apply_and_its_output(api, controller, tmp_path):
+    proc = cli_apply(api, tmp_path, "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["app"] == "shop" and "Deployment shop/web" in report["applied"] and report["pruned"] == []
+    assert report["rollout"]["done"] and {w["name"] for w in report["rollout"]["workloads"]} >= {"web", "cart"}
+    assert "Deployment web: 1/1 available" in proc.stderr or "Deployment web: 2/2 available" in proc.stderr
     assert not (tmp_path / "home").exists()  # no secrets in the spec: the daemon was not needed
+
+
+def test_a_second_apply_writes_nothing(api, run):
+    for options in (RenderOptions(), RenderOptions(autoscale_mode="hpa-external")):
+        run(load_spec(EVERY), options=options)
+        writes = api.writes
+        run(load_spec(EVERY), options=options)
+        assert api.writes == writes, f"{options.autoscale_mode}: {api.writes - writes} object(s) rewritten"
+
+
+def test_the_api_servers_warnings_reach_the_user(api, run, tmp_path):
+    api.warnings["Deployment"] = 'would violate PodSecurity "restricted:latest": host ports'
+    result = run(load_spec(EVERY))
+    assert 'Deployment market/web: would violate PodSecurity "restricted:latest": host ports' in result.warnings
+    proc = cli_apply(api, tmp_path, "--detach")
+    assert proc.returncode == 0, proc.stderr
+    assert 'warning from the API server: Deployment shop/web: would violate PodSecurity' in proc.stderr
+
+
+def connected(api, tmp_path):
+    return kube.connect(kubeconfig=str(kubeconfig(tmp_path / "kubeconfig", api.start())), context="fake")
+
+
+def test_apply_waits_for_every_workload_and_shows_its_progress(api, run, controller, tmp_path):
+    spec = load_spec(EVERY)
+    run(spec)
+    lines = []
+    rollout = kube.wait_for_rollout(spec, api_client=connected(api, tmp_path), timeout=30, on_progress=lines.append,
+                                    interval=0.1)
+    assert rollout.done and {w.kind for w in rollout.workloads} == {"Deployment", "StatefulSet"}
+    assert any("rolling out" in line for line in lines) and any("(available)" in line for line in lines)
+
+
+def pull_failure(namespace: str, app: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-5d9c-x2", "namespace": namespace, "labels": {"io.flotilla.app": app}},
+            "status": {"containerStatuses": [{"name": "web", "state": {"waiting": {
+                "reason": "ImagePullBackOff", "message": 'Back-off pulling image "shop-web:nope"'}}}]}}
+
+
+def test_a_pod_that_cannot_pull_its_image_ends_the_wait_with_the_clusters_reason(api, run, tmp_path):
+    spec = load_spec(SHOP)
+    run(spec)
+    api.seed(pull_failure("shop", "shop"))
+    with pytest.raises(RolloutFailedError, match=r"Pod web-5d9c-x2 container web: ImagePullBackOff \(Back-off"):
+        kube.wait_for_rollout(spec, api_client=connected(api, tmp_path), timeout=30, interval=0.1)
+    proc = cli_apply(api, tmp_path)
+    assert proc.returncode == RolloutFailedError.exit_code and "ImagePullBackOff" in proc.stderr, proc.stderr
+
+
+def test_the_deadline_ends_the_wait_with_what_is_pending(api, run, tmp_path):
+    spec = load_spec(SHOP)
+    run(spec)
+    with pytest.raises(WaitTimeoutError, match=r"within 0.5s: Deployment \S+: 0/\d available"):
+        kube.wait_for_rollout(spec, api_client=connected(api, tmp_path), timeout=0.5, interval=0.1)
 
 
 @pytest.mark.skipif(not os.environ.get("FLOTILLA_TEST_KUBECONFIG"),

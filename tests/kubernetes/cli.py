@@ -1,8 +1,8 @@
 """The Kubernetes commands in a `flotilla`-like group, for tests that run them as a user would.
 
-cli/main.py registers them in the real `flotilla` command; until then (and
-independently of it) this entry point runs `render` and `apply` with the same
-`--home` handling.
+cli/main.py registers them in the real `flotilla` command, which tests that
+check exit codes run; this group, with the same `--home` handling, lets unit
+tests invoke them in-process with click's CliRunner, without the rest of the CLI.
 """
 
 from pathlib import Path

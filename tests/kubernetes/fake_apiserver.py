@@ -7,6 +7,13 @@ LIST with an equality label selector, and DELETE. Every request is recorded
 (method, path, query, content type, body) so tests can assert what the client
 sent. Stored objects get ``managedFields`` naming the field manager, as a real
 server does, so pruning can tell Flotilla's objects from others'.
+
+Like a real server it keeps an object's ``status`` across applies (another
+manager's field), drops empty lists and mappings (``omitempty``), and gives a
+new ``resourceVersion`` only when an apply changed what it stores: ``writes``
+counts those. ``warnings`` puts a ``Warning`` header on the answers of a kind's
+patches. It runs no controller: a test sets a workload's status itself
+(``settle``, ``set_status``), as kube-controller-manager would.
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from flotilla.engines.kubernetes.kinds import KINDS
+from flotilla.engines.kubernetes.kinds import KINDS, Kind
 
+SERVED_TOO = (Kind("v1", "Pod"),)  # read by `apply`'s rollout wait; Flotilla renders none
 PLURALS = {"NetworkPolicy": "networkpolicies", "Ingress": "ingresses", "PodDisruptionBudget": "poddisruptionbudgets",
            "HorizontalPodAutoscaler": "horizontalpodautoscalers"}
 
@@ -44,7 +52,9 @@ class FakeApiServer:
     refusals: dict = field(default_factory=dict)  # (method, kind) -> (status, message)
     objects: dict = field(default_factory=dict)
     requests: list = field(default_factory=list)
+    warnings: dict = field(default_factory=dict)  # kind -> the text of a Warning header on its patches
     version: int = 0
+    writes: int = 0  # applies that changed a stored object
 
     def start(self) -> str:
         handler = type("Handler", (_Handler,), {"api": self})
@@ -58,7 +68,21 @@ class FakeApiServer:
         self._server.server_close()
 
     def kinds(self):
-        return [k for k in KINDS if k.kind not in self.without]
+        return [k for k in (*KINDS, *SERVED_TOO) if k.kind not in self.without]
+
+    def set_status(self, kind: str, name: str, status: dict) -> None:
+        for key, obj in self.objects.items():
+            if key[1] == kind and key[3] == name:
+                obj["status"] = status
+
+    def settle(self) -> None:
+        """Every Deployment and StatefulSet fully rolled out, as its controller would report it."""
+        for (_, kind, _, _), obj in list(self.objects.items()):
+            if kind in ("Deployment", "StatefulSet") and "status" not in obj:
+                replicas = obj["spec"].get("replicas", 1)
+                obj["status"] = {"observedGeneration": obj["metadata"].get("generation", 1), "replicas": replicas,
+                                 "updatedReplicas": replicas, "availableReplicas": replicas,
+                                 "readyReplicas": replicas, "currentRevision": "r1", "updateRevision": "r1"}
 
     def seed(self, obj: dict, *, manager: str = "someone-else", operation: str = "Update") -> None:
         obj = json.loads(json.dumps(obj))
@@ -105,6 +129,16 @@ class FakeApiServer:
         return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}
 
 
+def stored_form(value):
+    """``value`` without empty lists and mappings, as the API server stores it (``omitempty``)."""
+    if isinstance(value, dict):
+        kept = {k: stored_form(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in ({}, []) or k.endswith("Selector")}
+    if isinstance(value, list):
+        return [stored_form(v) for v in value]
+    return value
+
+
 def _selector_matches(selector: str, labels: dict) -> bool:
     for term in filter(None, selector.split(",")):
         key, _, value = term.partition("=")
@@ -119,9 +153,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # quiet
         pass
 
-    def _send(self, status: int, body: dict) -> None:
+    def _send(self, status: int, body: dict, *, warning: str | None = None) -> None:
         data = json.dumps(body).encode()
         self.send_response(status)
+        if warning:
+            self.send_header("Warning", '299 - "' + warning.replace('"', '\\"') + '"')
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -165,16 +201,26 @@ class _Handler(BaseHTTPRequestHandler):
         if kind.namespaced and (None, "Namespace", None, namespace) not in {
                 (None, k[1], None, k[3]) for k in self.api.objects} and not req.query.get("dryRun"):
             return self._status(404, f'namespaces "{namespace}" not found')
-        obj = json.loads(req.body)
+        obj = stored_form(json.loads(req.body))
         key = (kind.api_version, kind.kind, namespace, name)
-        created = key not in self.api.objects
+        old = self.api.objects.get(key)
         if not req.query.get("dryRun"):
-            self.api.version += 1
-            obj["metadata"]["resourceVersion"] = str(self.api.version)
-            obj["metadata"]["managedFields"] = [
-                {"manager": req.query.get("fieldManager", ["?"])[0], "operation": "Apply"}]
-            self.api.objects[key] = obj
-        self._send(201 if created else 200, obj)
+            obj = self._store(key, obj, old, manager=req.query.get("fieldManager", ["?"])[0])
+        self._send(200 if old else 201, obj, warning=self.api.warnings.get(kind.kind))
+
+    def _store(self, key, obj: dict, old: dict | None, *, manager: str) -> dict:
+        if old is not None and "status" in old:
+            obj["status"] = old["status"]
+        obj["metadata"]["managedFields"] = [{"manager": manager, "operation": "Apply"}]
+        unchanged = old is not None and {**old, "metadata": {
+            k: v for k, v in old["metadata"].items() if k != "resourceVersion"}} == obj
+        if unchanged:
+            return old
+        self.api.version += 1
+        self.api.writes += 1
+        obj["metadata"]["resourceVersion"] = str(self.api.version)
+        self.api.objects[key] = obj
+        return obj
 
     def do_DELETE(self) -> None:
         req = self._record()

@@ -158,22 +158,30 @@ def write_manifests(objects: list[dict], out_dir: Path, *, source: str, private:
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), help="The kubeconfig file [default: $KUBECONFIG "
               "or ~/.kube/config].")
 @click.option("--dry-run", is_flag=True, help="Let the API server check everything (dryRun=All); store nothing.")
+@click.option("--detach", is_flag=True, help="Return once the objects are applied; do not wait for the rollout.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True,
+              help="Seconds to wait for every Deployment and StatefulSet to be available.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @_options
 @click.pass_context
 def apply_command(ctx: click.Context, spec_file: str, target: str, context: str | None, kubeconfig: str | None,
-                  dry_run: bool, as_json: bool, **chosen) -> None:
-    """Deploy a spec to a Kubernetes cluster with server-side apply, and prune what left it.
+                  dry_run: bool, detach: bool, timeout: float, as_json: bool, **chosen) -> None:
+    """Deploy a spec to a Kubernetes cluster with server-side apply, prune what left it, and wait for the rollout.
 
     Every object is applied with field manager `flotilla`; Secrets are filled
     from the local vault and sent straight to the API server (never written
     to disk); objects labelled for the app that the spec no longer renders
-    are deleted. Re-running it changes nothing.
+    are deleted. Re-running it changes nothing. The API server's warnings are
+    printed. Then it waits, showing each Deployment's and StatefulSet's
+    progress, until all are available; a state that waiting will not fix
+    (ImagePullBackOff, CrashLoopBackOff, Unschedulable, a failed Job) or the
+    --timeout ends it with a non-zero exit and the cluster's reason.
 
     \b
     Examples:
       flotilla apply -f examples/shop/flotilla.yaml --target kubernetes --context kind-kind --dry-run
       flotilla apply -f flotilla.yaml --target kubernetes --ingress gateway-api --gateway infra/public
+      flotilla apply -f flotilla.yaml --target kubernetes --detach
     """
     from dataclasses import replace
 
@@ -186,7 +194,17 @@ def apply_command(ctx: click.Context, spec_file: str, target: str, context: str 
     options = replace(options, secret_versions=versions)
     client = kube.connect(context=context, kubeconfig=kubeconfig)
     result = kube.apply(spec, options=options, secret_value=reveal, api_client=client, dry_run=dry_run)
-    _report(spec.app, result, as_json=as_json)
+    if not as_json:
+        _report(spec.app, result)
+    rollout = None
+    if not (dry_run or detach):
+        rollout = kube.wait_for_rollout(spec, api_client=client, timeout=timeout,
+                                        on_progress=lambda line: click.echo(f"{spec.app}: {line}", err=True))
+    if as_json:
+        rolled = rollout.to_dict() if rollout else None
+        click.echo(json.dumps({"app": spec.app, **result.to_dict(), "rollout": rolled}, indent=2))
+    elif rollout:
+        click.echo(f"{spec.app}: rolled out, {len(rollout.workloads)} workload(s) available", err=True)
 
 
 def _uses_secrets(spec: AppSpec) -> bool:
@@ -212,10 +230,9 @@ def _secret_versions(ctx: click.Context, spec: AppSpec) -> dict[str, int]:
     return {row["name"]: int(row["version"]) for row in rows}
 
 
-def _report(app: str, result, *, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps({"app": app, **result.to_dict()}, indent=2))
-        return
+def _report(app: str, result) -> None:
+    for line in result.warnings:
+        click.echo(f"warning from the API server: {line}", err=True)
     verb = "would apply" if result.dry_run else "applied"
     for line in result.applied:
         click.echo(f"{verb} {line}")

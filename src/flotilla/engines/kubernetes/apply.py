@@ -17,6 +17,13 @@ longer rendered, only if Flotilla applied them (its field manager appears as
 ``Apply`` in ``managedFields``) and nothing owns them: KEDA copies a
 ScaledObject's labels onto the HPA it makes, and that HPA is not ours.
 
+The API server's ``Warning`` headers (deprecations, "would violate
+PodSecurity") are kept for the user: the client drops them, so the REST
+client's ``request`` is wrapped to read them (``ServerWarnings``).
+``wait_for_rollout`` then polls the app's workloads, pods and Jobs until every
+Deployment and StatefulSet is available, and stops early, with the cluster's
+reason, on a state waiting will not resolve (engines/kubernetes/feedback.py).
+
 ``dry_run`` sends the same requests with ``dryRun=All``: the API server
 validates and admits them and stores nothing. Client errors are translated
 into Flotilla's errors here (``EngineUnavailableError`` when the cluster
@@ -25,8 +32,10 @@ cannot be reached or no kubeconfig works, ``EngineError`` when it refuses).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets as random_tokens
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -38,10 +47,10 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from urllib3.exceptions import HTTPError as TransportError
 
 from flotilla import labels
-from flotilla.engines.kubernetes import kinds, meta, secrets
+from flotilla.engines.kubernetes import feedback, kinds, meta, secrets
 from flotilla.engines.kubernetes.options import RenderOptions
 from flotilla.engines.kubernetes.render import render, secret_names
-from flotilla.errors import EngineError, EngineUnavailableError
+from flotilla.errors import EngineError, EngineUnavailableError, RolloutFailedError, WaitTimeoutError
 from flotilla.spec.models import AppSpec
 
 SecretValue = Callable[[str], bytes]
@@ -59,11 +68,12 @@ class ApplyResult:
     pruned: tuple[str, ...] = ()
     kept: tuple[str, ...] = ()
     unchecked: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # "Kind ns/name: the server's warning"
     dry_run: bool = False
 
     def to_dict(self) -> dict:
         return {"applied": list(self.applied), "pruned": list(self.pruned), "kept": list(self.kept),
-                "unchecked": list(self.unchecked), "dry_run": self.dry_run}
+                "unchecked": list(self.unchecked), "warnings": list(self.warnings), "dry_run": self.dry_run}
 
 
 def connect(*, context: str | None = None, kubeconfig: str | None = None) -> ApiClient:
@@ -83,6 +93,7 @@ def apply(spec: AppSpec, *, options: RenderOptions, secret_value: SecretValue, a
           new_password: Callable[[], str] = lambda: random_tokens.token_urlsafe(32)) -> ApplyResult:
     """Apply every object of ``spec`` and prune the app's objects that left it."""
     cluster = Cluster(api_client, dry_run=dry_run, discovery_cache=discovery_cache)
+    warnings = ServerWarnings(api_client)
     namespace = meta.namespace_of(spec.app)
     objects = render(spec, options=replace(options, include_secrets=False))
     log = _Log(dry_run=dry_run)
@@ -90,10 +101,93 @@ def apply(spec: AppSpec, *, options: RenderOptions, secret_value: SecretValue, a
     outgoing = objects + app_secrets(spec, secret_value) + cache_secrets(cluster, spec, new_password=new_password,
                                                                         log=log)
     for obj in sorted(outgoing, key=kinds.sort_key):
-        cluster.apply(obj, log=log)
+        with warnings.about(describe(obj)):
+            cluster.apply(obj, log=log)
     if cluster.namespace_exists(namespace):
         prune(cluster, app=spec.app, namespace=namespace, wanted=wanted, log=log)
-    return log.result()
+    return replace(log.result(), warnings=tuple(warnings.messages))
+
+
+class ServerWarnings:
+    """The ``Warning`` headers of the API server's answers, each named after the object it was about."""
+
+    def __init__(self, api_client: ApiClient) -> None:
+        self.messages: list[str] = []
+        self._subject = ""
+        rest = api_client.rest_client
+        send = rest.request
+
+        def request(*args, **kwargs):
+            response = send(*args, **kwargs)
+            self._record(response.headers.getlist("Warning") if hasattr(response.headers, "getlist")
+                         else [response.headers.get("Warning")] if response.headers.get("Warning") else [])
+            return response
+
+        rest.request = request
+
+    @contextlib.contextmanager
+    def about(self, subject: str):
+        self._subject = subject
+        try:
+            yield
+        finally:
+            self._subject = ""
+
+    def _record(self, headers: list[str]) -> None:
+        for header in headers:
+            line = f"{self._subject}: {feedback.parse_warning(header)}" if self._subject \
+                else feedback.parse_warning(header)
+            if line not in self.messages:
+                self.messages.append(line)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Where each Deployment and StatefulSet of the app stands."""
+
+    workloads: tuple[feedback.Progress, ...]
+
+    @property
+    def done(self) -> bool:
+        return all(w.done for w in self.workloads)
+
+    def to_dict(self) -> dict:
+        return {"done": self.done, "workloads": [w.to_dict() for w in self.workloads]}
+
+
+def wait_for_rollout(spec: AppSpec, *, api_client: ApiClient, timeout: float,
+                     on_progress: Callable[[str], None] = lambda line: None,
+                     clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                     interval: float = 1.0) -> Rollout:
+    """Poll until every workload of ``spec`` is available; raise on a stuck state or at the deadline."""
+    cluster = Cluster(api_client, dry_run=False)
+    namespace, deadline, shown = meta.namespace_of(spec.app), clock() + timeout, set()
+    while True:
+        objects = {kind: cluster.list_labelled("v1" if kind == "Pod" else _api_of(kind), kind,
+                                               namespace=namespace, app=spec.app)
+                   for kind in (*feedback.WORKLOADS, "Pod", "Job")}
+        rollout = Rollout(tuple(feedback.progress(w) for kind in feedback.WORKLOADS for w in objects[kind]))
+        for line in (w.line() for w in rollout.workloads):
+            if line not in shown:
+                shown.add(line)
+                on_progress(line)
+        if rollout.done:
+            return rollout
+        stuck = feedback.stuck(workloads=[w for k in feedback.WORKLOADS for w in objects[k]],
+                               pods=objects["Pod"], jobs=objects["Job"])
+        if stuck:
+            raise RolloutFailedError(f"the rollout of {spec.app} cannot finish: "
+                                     + "; ".join(s.line() for s in stuck)
+                                     + "; fix the cause (image, command, resources) and apply again")
+        if clock() >= deadline:
+            pending = ", ".join(w.line() for w in rollout.workloads if not w.done)
+            raise WaitTimeoutError(f"the rollout of {spec.app} did not finish within {timeout:g}s: {pending}; "
+                                   f"`flotilla status --target kubernetes -f FILE` shows where it stands")
+        sleep(interval)
+
+
+def _api_of(kind: str) -> str:
+    return {"Deployment": "apps/v1", "StatefulSet": "apps/v1", "Job": "batch/v1"}[kind]
 
 
 def app_secrets(spec: AppSpec, secret_value: SecretValue) -> list[dict]:
@@ -193,12 +287,16 @@ class Cluster:
         return not self._missing_namespace and self.exists("v1", "Namespace", name=namespace)
 
     def list_owned(self, kind: kinds.Kind, *, namespace: str, app: str) -> list[dict]:
+        return self.list_labelled(kind.api_version, kind.kind, namespace=namespace, app=app)
+
+    def list_labelled(self, api_version: str, kind: str, *, namespace: str, app: str) -> list[dict]:
+        """Objects of ``kind`` labelled for ``app``; none for a kind the cluster does not serve."""
         try:
-            resource = self._client.resources.get(api_version=kind.api_version, kind=kind.kind)
+            resource = self._client.resources.get(api_version=api_version, kind=kind)
         except ResourceNotFoundError:
-            return []  # a kind the cluster does not serve holds nothing to prune
+            return []
         selector = f"{labels.APP}={app}"
-        found = _guard(f"list {kind.kind} in {namespace}", lambda: self._client.get(
+        found = _guard(f"list {kind} in {namespace}", lambda: self._client.get(
             resource, namespace=namespace, label_selector=selector), host=self._host)
         return [_plain(item) for item in found.items]
 
