@@ -280,7 +280,7 @@ def test_apply_waits_for_every_workload_and_shows_its_progress(api, run, control
 
 def pull_failure(namespace: str, app: str) -> dict:
     return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "web-5d9c-x2", "namespace": namespace, "labels": {"io.flotilla.app": app}},
+            "metadata": {"name": "web-5d9c-x2", "namespace": namespace, "labels": {"io.flotilla.app": app, "io.flotilla.service": "web"}},
             "status": {"containerStatuses": [{"name": "web", "state": {"waiting": {
                 "reason": "ImagePullBackOff", "message": 'Back-off pulling image "shop-web:nope"'}}}]}}
 
@@ -328,3 +328,21 @@ services:
         from kubernetes import client as k8s
 
         k8s.CoreV1Api(client).delete_namespace(app)
+
+
+def test_status_shows_a_row_per_pod_and_each_workloads_progress(api, run, tmp_path):
+    run(load_spec(SHOP))
+    api.seed(pull_failure("shop", "shop"))
+    config = kubeconfig(tmp_path / "kubeconfig", api.start())
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "FLOTILLA_HOME": str(tmp_path / "home")}
+    command = [sys.executable, "-m", "flotilla", "status", "--target", "kubernetes", "-f", str(SHOP),
+               "--kubeconfig", str(config), "--context", "fake"]
+    shown = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    header, row = shown.stdout.splitlines()[:2]
+    assert header.split() == ["SERVICE", "POD", "STATE", "READY", "RESTARTS", "IMAGE", "NODE", "IP"]
+    assert row.split()[:3] == ["web", "web-5d9c-x2", "ImagePullBackOff"]
+    assert "Deployment web: 0/" in shown.stderr and "(rolling out)" in shown.stderr
+    as_json = json.loads(subprocess.run([*command, "--json"], capture_output=True, text=True, env=env,
+                                        timeout=60).stdout)
+    assert as_json["pods"][0]["state"] == "ImagePullBackOff" and as_json["namespace"] == "shop"

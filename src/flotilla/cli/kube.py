@@ -28,9 +28,10 @@ _FILE_NAME = re.compile(r"^\d{2,}-[a-z]+-[a-z0-9.-]+\.yaml$")
 
 
 def register(cli_group: click.Group) -> None:
-    """Add ``render`` and ``apply`` to the ``flotilla`` command group."""
+    """Add ``render``, ``apply`` and ``status`` to the ``flotilla`` command group."""
     cli_group.add_command(render_command)
     cli_group.add_command(apply_command)
+    cli_group.add_command(status_command)
 
 
 def _options(func):
@@ -245,3 +246,43 @@ def _report(app: str, result) -> None:
     click.echo(f"{app}: {len(result.applied)} applied, {len(result.pruned)} pruned"
                f"{' (dry run: nothing changed)' if result.dry_run else ''}", err=True)
 
+
+
+POD_COLUMNS = (("SERVICE", "service"), ("POD", "pod"), ("STATE", "state"), ("READY", "ready"),
+               ("RESTARTS", "restarts"), ("IMAGE", "image"), ("NODE", "node"), ("IP", "ip"))
+
+
+@click.command("status")
+@click.option("-f", "--file", "spec_file", default="flotilla.yaml", show_default=True,
+              type=click.Path(dir_okay=False), help="The app spec (its app name says what to show).")
+@click.option("--target", type=click.Choice(["kubernetes"]), required=True,
+              help="Where to read from (on one host, `flotilla ps` shows the same).")
+@click.option("--context", help="The kubeconfig context [default: the current one].")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="The kubeconfig file.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def status_command(spec_file: str, target: str, context: str | None, kubeconfig: str | None, as_json: bool) -> None:
+    """Show an app on a Kubernetes cluster: a row per pod, as `flotilla ps` shows replicas, then each workload.
+
+    Read from the cluster now: each pod's service, state (a waiting reason
+    such as ImagePullBackOff or CrashLoopBackOff when it has one), ready
+    containers, restarts, image, node and IP; then each Deployment's and
+    StatefulSet's rollout progress.
+
+    \b
+    Example:
+      flotilla status --target kubernetes -f examples/shop/flotilla.yaml --context kind-kind
+    """
+    from flotilla.cli.render import table
+    from flotilla.engines.kubernetes import apply as kube
+
+    spec = load_spec(spec_file)
+    client = kube.connect(context=context, kubeconfig=kubeconfig)
+    found = kube.cluster_status(spec.app, api_client=client)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    click.echo(table(found["pods"], POD_COLUMNS) if found["pods"] else f"{spec.app}: no pods in {found['namespace']}")
+    for workload in found["workloads"]:
+        state = "available" if workload["done"] else "rolling out"
+        click.echo(f"{workload['kind']} {workload['name']}: {workload['available']}/{workload['desired']} "
+                   f"available ({state})", err=True)

@@ -186,6 +186,17 @@ def wait_for_rollout(spec: AppSpec, *, api_client: ApiClient, timeout: float,
         sleep(interval)
 
 
+def cluster_status(app: str, *, api_client: ApiClient) -> dict:
+    """The app's workloads and pods as the cluster reports them now."""
+    cluster = Cluster(api_client, dry_run=False)
+    namespace = meta.namespace_of(app)
+    workloads = [feedback.progress(w) for kind in feedback.WORKLOADS
+                 for w in cluster.list_labelled(_api_of(kind), kind, namespace=namespace, app=app)]
+    pods = cluster.list_labelled("v1", "Pod", namespace=namespace, app=app)
+    return {"app": app, "namespace": namespace, "workloads": [w.to_dict() for w in workloads],
+            "pods": [feedback.pod_row(p) for p in pods]}
+
+
 def _api_of(kind: str) -> str:
     return {"Deployment": "apps/v1", "StatefulSet": "apps/v1", "Job": "batch/v1"}[kind]
 

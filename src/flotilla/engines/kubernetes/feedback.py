@@ -9,7 +9,8 @@ headers (deprecations, "would violate PodSecurity"), which the Python client
 drops, are parsed here for the user to see.
 
 Pure: plain dicts in (as the API returns them), plain data out; apply.py
-does the reading and the waiting.
+does the reading and the waiting, and ``pod_row`` shapes what ``flotilla
+status --target kubernetes`` prints.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from flotilla import labels
+from flotilla.engines.kubernetes.meta import CACHE
 
 # Waiting reasons of a container that more waiting will not fix.
 STUCK_WAITING = frozenset({
@@ -112,6 +116,25 @@ def _pod_stuck(pod: Mapping) -> list[Stuck]:
             found.append(Stuck(f"{name} container {container.get('name', '?')}", waiting["reason"],
                                waiting.get("message", "")))
     return found
+
+
+def pod_row(pod: Mapping) -> dict:
+    """One row of ``flotilla status --target kubernetes``: a pod as ``ps`` shows a replica."""
+    metadata, status = pod.get("metadata") or {}, pod.get("status") or {}
+    pod_labels = metadata.get("labels") or {}
+    containers = status.get("containerStatuses") or []
+    waiting = [c["state"]["waiting"].get("reason", "Waiting") for c in containers
+               if (c.get("state") or {}).get("waiting")]
+    return {
+        "service": pod_labels.get(labels.SERVICE) or pod_labels.get(CACHE) or "-",
+        "pod": metadata.get("name", "?"),
+        "state": waiting[0] if waiting else status.get("phase", "Unknown"),
+        "ready": f"{sum(1 for c in containers if c.get('ready'))}/{len(containers)}",
+        "restarts": sum(int(c.get("restartCount") or 0) for c in containers),
+        "image": ",".join(c.get("image", "?") for c in containers) or "-",
+        "node": (pod.get("spec") or {}).get("nodeName") or "-",
+        "ip": status.get("podIP") or "-",
+    }
 
 
 def _job_failed(job: Mapping) -> list[Stuck]:
