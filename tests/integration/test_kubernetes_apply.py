@@ -12,6 +12,7 @@ nothing, and clear errors. The live test runs only with
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -285,7 +286,8 @@ def test_apply_waits_for_every_workload_and_shows_its_progress(api, run, tmp_pat
 
 def pull_failure(namespace: str, app: str) -> dict:
     return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "web-5d9c-x2", "namespace": namespace, "labels": {"io.flotilla.app": app, "io.flotilla.service": "web"}},
+            "metadata": {"name": "web-5d9c-x2", "namespace": namespace,
+                         "labels": {"io.flotilla.app": app, "io.flotilla.service": "web"}},
             "status": {"containerStatuses": [{"name": "web", "state": {"waiting": {
                 "reason": "ImagePullBackOff", "message": 'Back-off pulling image "shop-web:nope"'}}}]}}
 
@@ -333,6 +335,41 @@ services:
         from kubernetes import client as k8s
 
         k8s.CoreV1Api(client).delete_namespace(app)
+
+
+def resource_versions(client, app: str) -> dict[str, str]:
+    """Every object labelled for ``app`` on the live cluster, with its resourceVersion."""
+    cluster = kube.Cluster(client, dry_run=False)
+    return {f"{kind.kind}/{item['metadata']['name']}": item["metadata"]["resourceVersion"]
+            for kind in kinds.KINDS if kind.namespaced
+            for item in cluster.list_owned(kind, namespace=app, app=app)}
+
+
+@pytest.mark.skipif(not os.environ.get("FLOTILLA_TEST_KUBECONFIG"),
+                    reason="set FLOTILLA_TEST_KUBECONFIG to the kubeconfig of a disposable cluster to run this")
+def test_live_cluster_second_apply_changes_nothing_and_a_missing_image_is_reported():
+    client = kube.connect(kubeconfig=os.environ["FLOTILLA_TEST_KUBECONFIG"],
+                          context=os.environ.get("FLOTILLA_TEST_CONTEXT"))
+    spec = load_spec(EVERY)
+    app = f"fltest-{uuid.uuid4().hex[:6]}"
+    spec = spec.model_copy(update={"app": app})
+    broken = parse_spec(f"app: {app}-img\nservices:\n  web: {{image: 'flotilla.invalid/nope:1', port: 80}}\n",
+                        filename="broken.yaml", environ={})
+    options = RenderOptions(autoscale_mode="hpa-external")
+    try:
+        kube.apply(spec, options=options, secret_value=secret_value, api_client=client)
+        before = resource_versions(client, app)
+        kube.apply(spec, options=options, secret_value=secret_value, api_client=client)
+        assert resource_versions(client, app) == before
+        kube.apply(broken, options=RenderOptions(), secret_value=secret_value, api_client=client)
+        with pytest.raises((RolloutFailedError, WaitTimeoutError), match="ImagePull|ErrImagePull|Unschedulable"):
+            kube.wait_for_rollout(broken, api_client=client, timeout=120)
+    finally:
+        from kubernetes import client as k8s
+
+        for namespace in (app, f"{app}-img"):
+            with contextlib.suppress(Exception):
+                k8s.CoreV1Api(client).delete_namespace(namespace)
 
 
 def test_status_shows_a_row_per_pod_and_each_workloads_progress(api, run, tmp_path):
