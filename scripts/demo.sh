@@ -51,6 +51,9 @@ Try it:
   # every cart replica, let Flotilla replace them, and alice's cart is still there:
   docker kill \$(docker ps -q --filter label=io.flotilla.app=$APP --filter label=io.flotilla.service=cart)
   sleep 3; curl -H 'Host: shop.localhost' http://127.0.0.1:8080/api/cart/alice
+  # every replica is hardened: no capability, no-new-privileges, a pids limit, no core
+  # dumps; the shop's run read-only as nobody (docs/spec.md, "Hardening"):
+  docker inspect --format '{{json .HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}} pids={{.HostConfig.PidsLimit}} {{.HostConfig.Ulimits}} ro={{.HostConfig.ReadonlyRootfs}} user={{.Config.User}}' $web
   # scale, watch, read the logs:
   $FLOTILLA scale $APP catalog=4 --wait && $FLOTILLA ps $APP
   $FLOTILLA logs $APP catalog --tail 5

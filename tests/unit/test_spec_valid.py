@@ -409,10 +409,12 @@ def _with_web(spec: AppSpec, **changes: object) -> AppSpec:
 
 def test_config_hash_is_stable_across_processes() -> None:
     # A literal: the hash must not depend on PYTHONHASHSEED or dict order. If this changes,
-    # every running replica of every app is replaced on upgrade, so change it on purpose only.
-    assert config_hash(_full(), "web") == "0cc3ca771ca7"
+    # every running replica of every app is replaced on upgrade, so change it on purpose only
+    # (it changed when the hash took in user, read_only, cap_add and pids_limit: replicas made
+    # before hardening are replaced by hardened ones).
+    assert config_hash(_full(), "web") == "b8dfe522e93c"
     reordered = _with_web(_full(), env={"UPSTREAM": "http://upstream:9000", "LOG_LEVEL": "info"})
-    assert config_hash(reordered, "web") == "0cc3ca771ca7"
+    assert config_hash(reordered, "web") == "b8dfe522e93c"
 
 
 @pytest.mark.parametrize("changes", [
@@ -425,6 +427,10 @@ def test_config_hash_is_stable_across_processes() -> None:
     {"egress": True},
     {"secrets": {"DB_PASSWORD": "db-password-2", "/run/secrets/tls.key": "tls-key"}},
     {"caches": ()},
+    {"user": "65534"},
+    {"read_only": True},
+    {"cap_add": ("NET_BIND_SERVICE",)},
+    {"pids_limit": 64},
 ])
 def test_config_hash_changes_with_what_is_in_the_container(changes: dict) -> None:
     assert config_hash(_with_web(_full(), **changes), "web") != config_hash(_full(), "web")

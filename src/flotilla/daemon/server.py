@@ -44,7 +44,7 @@ from flotilla.daemon.traffic import Traffic
 from flotilla.daemon.wakeups import Loops, Wakeups
 from flotilla.daemon.watchers import EngineWatcher, on_health_change
 from flotilla.engines.docker import DockerEngine
-from flotilla.errors import DaemonError
+from flotilla.errors import DaemonError, FlotillaError
 from flotilla.gateway.accesslog import AccessLog
 from flotilla.gateway.manager import GatewayManager
 from flotilla.gateway.metrics import MetricsWindow
@@ -53,6 +53,12 @@ from flotilla.gateway.workers import worker_user
 from flotilla.secrets.injection import SecretsRuntime
 
 log = logging.getLogger(__name__)
+NO_USERNS_WARNING = (
+    "Docker Engine does not remap user namespaces, so a replica's uid is the same uid on the host "
+    "and a host user sharing it can read the replica's environment and secret files under /proc; "
+    'start dockerd with --userns-remap=default (or "userns-remap": "default" in '
+    "/etc/docker/daemon.json, then restart Docker; scripts/setup.sh does it when it starts dockerd)"
+)
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,8 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str]) -> 
     keeper = CacheKeeper(apps=apps, runtime=runtime, snapshots=snapshots, states=cache_states,
                          client=ClusterClient(), vault=vault, events=events, wakeups=wakeups, clock=time.monotonic)
     status = StatusViews(apps=apps, runtime=runtime, snapshots=snapshots, reconciler=reconciler,
-                         cache_states=cache_states, traffic=traffic, autoscaler=autoscaler)
+                         cache_states=cache_states, traffic=traffic, autoscaler=autoscaler,
+                         warnings=_host_warnings(engine))
     operations = Operations(apps=apps, runtime=runtime, engine=engine, reconciler=reconciler, counts=counts,
                             events=events, wakeups=wakeups, injector=injector)
     loops = Loops([
@@ -117,6 +124,19 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str]) -> 
     ])
     api = Api(apps=apps, operations=operations, status=status, history=store, engine=engine, access_log=access_log)
     return Daemon(store=store, api=api, loops=loops, wakeups=wakeups, activator=activator, engine=engine)
+
+
+def _host_warnings(engine: DockerEngine) -> tuple[str, ...]:
+    """What this host does that weakens every app, asked of Docker once, at start, and logged."""
+    try:
+        remapped = engine.remaps_users()
+    except FlotillaError as exc:
+        log.warning("could not ask Docker whether it remaps user namespaces: %s", exc.message)
+        return ()
+    if remapped:
+        return ()
+    log.warning("%s", NO_USERNS_WARNING)
+    return (NO_USERNS_WARNING,)
 
 
 def run_daemon(home: Home, *, docker_url: str | None = None, api_listen: str | None = None) -> None:

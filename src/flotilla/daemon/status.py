@@ -2,7 +2,8 @@
 
 Turns one observation of an app into rows and per-service summaries, with
 whether the app has converged (plan/convergence.py decides), each cache's
-nodes, the gateway's view of each replica and the autoscaler's last reason.
+nodes, the gateway's view of each replica and the autoscaler's last reason,
+and the host's warnings (a Docker that does not remap user namespaces).
 Read-only: it takes the parts it reads, and changes nothing.
 """
 
@@ -38,6 +39,7 @@ class StatusViews:
         cache_states: CacheStates,
         traffic: Traffic | None = None,
         autoscaler: Autoscaler | None = None,
+        warnings: tuple[str, ...] = (),
     ) -> None:
         self._apps = apps
         self._runtime = runtime
@@ -46,6 +48,7 @@ class StatusViews:
         self._cache_states = cache_states
         self._traffic = traffic
         self._autoscaler = autoscaler
+        self._warnings = warnings
 
     def runtime_spec(self, app: str) -> AppSpec:
         """The runtime spec of a stored app (NotFoundError, saying what to do, if none)."""
@@ -66,6 +69,7 @@ class StatusViews:
             "failing": [
                 {"replica": name, "failures": rec.count} for name, rec in self._reconciler.crash_loops(app).items()
             ],
+            "warnings": list(self._warnings),
         }
 
     def cache_status(self, spec: AppSpec, cache: str, observed: Observed) -> dict:

@@ -3,7 +3,8 @@
 Every container Flotilla creates carries this hash in a label. The reconciler
 compares it with the hash of the current spec; a difference means the replica
 is replaced. So the hash covers what is baked into a container (image,
-command, port, env, resources, egress, secrets and caches it is wired to, plus
+command, port, env, resources, egress, secrets and caches it is wired to, its
+user, read_only, cap_add and pids_limit, plus
 ``extra`` such as secret versions) and nothing that can change in place
 (replicas, autoscale, routes, max_body, health). It is sha256 over canonical JSON, so
 it is the same in every process, unlike ``hash()``.
@@ -35,6 +36,8 @@ def config_hash(spec: AppSpec, service: str, *, extra: Mapping[str, str] | None 
         "egress": svc.egress,
         "secrets": dict(svc.secrets),
         "caches": list(svc.caches),
+        "security": {"user": svc.user, "read_only": svc.read_only, "cap_add": list(svc.cap_add),
+                     "pids_limit": svc.pids_limit},
         **({"volumes": dict(svc.volumes)} if svc.volumes else {}),
         "extra": dict(extra or {}),
     }

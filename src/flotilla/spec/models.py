@@ -22,6 +22,10 @@ Probe = Literal["http", "tcp", "none"]
 # so of ingress-nginx's proxy-body-size, so a spec without max_body means the
 # same on one host and on Kubernetes.
 DEFAULT_MAX_BODY = 1 * MIB
+# The most processes and threads a replica may have unless its spec says
+# otherwise: plenty for a threaded server, far below what lets a fork bomb
+# starve the host.
+DEFAULT_PIDS_LIMIT = 1024
 
 
 class _Frozen(BaseModel):
@@ -100,6 +104,12 @@ class ServiceSpec(_Frozen):
     secrets: dict[str, str] = Field(default_factory=dict)  # env name or file path -> secret
     autoscale: AutoscaleSpec | None = None
     caches: tuple[str, ...] = ()
+    # How far the process may act (spec/hardening.py); every replica starts with
+    # no capability, no-new-privileges and no core dumps.
+    user: str | None = None  # UID[:GID] or NAME[:GROUP]; None: the image's USER
+    read_only: bool = False  # a read-only root filesystem, with a tmpfs at /tmp
+    cap_add: tuple[str, ...] = ()  # capabilities given back, without CAP_
+    pids_limit: int = DEFAULT_PIDS_LIMIT
     # Set only by add-ons for the services they make (a cache's nodes), never
     # by a spec file: the validator knows no such keys.
     volumes: dict[str, str] = Field(default_factory=dict)  # volume name -> mount path, one per slot

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from flotilla.spec.models import (
     DEFAULT_MAX_BODY,
+    DEFAULT_PIDS_LIMIT,
     AppSpec,
     AutoscaleSpec,
     CacheSpec,
@@ -48,6 +49,19 @@ def _service(service: ServiceSpec) -> dict:
     if service.autoscale is not None:
         data["autoscale"] = _autoscale(service.autoscale)
     data["caches"] = list(service.caches)
+    data.update(_hardening(service))
+    return data
+
+
+def _hardening(service: ServiceSpec) -> dict:
+    """Only what differs from the defaults, so a spec without these keys reads as it was written."""
+    data: dict = {"user": service.user} if service.user is not None else {}
+    if service.read_only:
+        data["read_only"] = True
+    if service.cap_add:
+        data["cap_add"] = list(service.cap_add)
+    if service.pids_limit != DEFAULT_PIDS_LIMIT:
+        data["pids_limit"] = service.pids_limit
     return data
 
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 import shlex
 
 from flotilla.spec import checks as c
+from flotilla.spec import hardening, units
 from flotilla.spec import service_parts as parts
-from flotilla.spec import units
 from flotilla.spec.locate import Path, Reporter
 from flotilla.spec.models import ServiceSpec
 from flotilla.spec.service_parts import MAX_REPLICAS, ServiceContext, env_name
 
 SERVICE_KEYS = ("image", "command", "port", "replicas", "env", "health", "resources", "egress",
-                "routes", "max_body", "secrets", "autoscale", "caches")
+                "routes", "max_body", "secrets", "autoscale", "caches",
+                "user", "read_only", "cap_add", "pids_limit")
 _PORT_HINT = "add port: the port the service listens on inside its container"
 
 
@@ -149,6 +150,8 @@ _CHECKS = {
     "image": _image, "command": _command, "port": _port, "replicas": _replicas, "env": _env,
     "health": parts.health, "resources": parts.resources, "egress": _egress, "routes": parts.routes,
     "max_body": _max_body, "secrets": parts.secrets, "autoscale": parts.autoscale, "caches": _caches,
+    "user": hardening.user, "read_only": hardening.read_only, "cap_add": hardening.cap_add,
+    "pids_limit": hardening.pids_limit,
 }
 
 

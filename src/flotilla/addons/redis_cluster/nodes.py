@@ -90,6 +90,13 @@ def node_service(cache: str, spec: CacheSpec, *, node: str, image: str) -> Servi
         volumes={"data": DATA_DIR},
         restart_delay=RESTART_DELAY if spec.replicas else 0.0,
         addon=ADDON_PREFIX + cache,
+        # Hardened like any replica (no capability, no-new-privileges, pids limit, no
+        # core dumps), and the root read-only: redis-server writes only its /data volume.
+        # The user stays the image's, uid 0 inside but with no capability, which Docker's
+        # remapping makes a host uid of no one's: a new volume belongs to root unless the
+        # image has a /data of its user's own, and the Debian-built image has none, so a
+        # non-root redis could not write nodes.conf there.
+        read_only=True,
     )
 
 

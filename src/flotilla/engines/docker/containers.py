@@ -2,7 +2,7 @@
 
 Separated from the engine's I/O so that the mapping from spec to container
 (labels, environment, limits, networks and their DNS aliases, no published
-ports) can be read and tested on its own.
+ports, the hardened defaults) can be read and tested on its own.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from flotilla import labels
 from flotilla.naming import container_name, egress_network, internal_network, replica_name, volume_name
-from flotilla.spec import AppSpec
+from flotilla.spec import AppSpec, ServiceSpec
 
 LOG_MAX_SIZE = "10m"
 LOG_MAX_FILES = "3"
@@ -21,6 +21,9 @@ LOG_MAX_FILES = "3"
 # replica that is being replaced (a Redis node mid-failover) would stall for
 # 10 s. One try of one second bounds that; egress services keep the defaults.
 INTERNAL_DNS_OPTIONS = ("timeout:1", "attempts:1")
+# A read-only root's scratch space: writable by any user (mode 1777, Docker's
+# default), never a place for setuid binaries or device files.
+TMP_OPTIONS = "rw,nosuid,nodev,size=64m"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,38 @@ class MountSpec:
 
 
 @dataclass(frozen=True)
+class Hardening:
+    """How little a replica's process may do: Flotilla's defaults and the spec's exceptions.
+
+    Every replica drops every capability (giving back only ``cap_add``), runs
+    with ``no-new-privileges`` (no setuid binary or file capability raises it),
+    under a pids limit, and with core dumps off (a crash must not write the
+    process's memory, secrets included, to Docker's data root).
+    """
+
+    user: str | None = None
+    read_only: bool = False
+    cap_add: tuple[str, ...] = ()
+    pids_limit: int | None = None
+
+    @classmethod
+    def of(cls, svc: ServiceSpec) -> Hardening:
+        return cls(user=svc.user, read_only=svc.read_only, cap_add=svc.cap_add, pids_limit=svc.pids_limit)
+
+    def host_options(self) -> dict:
+        """The fields of Docker's HostConfig (``create_host_config`` keywords)."""
+        return {
+            "cap_drop": ["ALL"],
+            "cap_add": list(self.cap_add) or None,
+            "security_opt": ["no-new-privileges"],
+            "pids_limit": self.pids_limit,
+            "ulimits": [{"Name": "core", "Soft": 0, "Hard": 0}],
+            "read_only": self.read_only,
+            "tmpfs": {"/tmp": TMP_OPTIONS} if self.read_only else None,
+        }
+
+
+@dataclass(frozen=True)
 class ReplicaContainerConfig:
     name: str
     hostname: str
@@ -67,6 +102,7 @@ class ReplicaContainerConfig:
     entrypoint: tuple[str, ...] | None = None
     volumes: tuple[str, ...] = ()  # the slot's own named volumes, created before the container
     dns_options: tuple[str, ...] = ()
+    hardening: Hardening = Hardening()
 
     def create_kwargs(self, api) -> dict:
         host_config = api.create_host_config(
@@ -78,6 +114,7 @@ class ReplicaContainerConfig:
             restart_policy={"Name": "no"},
             mounts=[m.to_docker() for m in self.mounts] or None,
             dns_opt=list(self.dns_options) or None,
+            **self.hardening.host_options(),
         )
         return {
             "image": self.image,
@@ -87,6 +124,7 @@ class ReplicaContainerConfig:
             "hostname": self.hostname,
             "environment": self.environment,
             "labels": self.labels,
+            "user": self.hardening.user,
             "host_config": host_config,
         }
 
@@ -148,4 +186,5 @@ def replica_container_config(
         aliases=(service, replica),
         extra_networks=(egress_network(spec.app),) if svc.egress else (),
         dns_options=() if svc.egress else INTERNAL_DNS_OPTIONS,
+        hardening=Hardening.of(svc),
     )

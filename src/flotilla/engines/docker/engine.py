@@ -91,6 +91,16 @@ class DockerEngine:
         with translated("a ping"):
             self._api.ping()
 
+    def remaps_users(self) -> bool:
+        """Whether Docker runs containers in a user namespace of their own (``--userns-remap``).
+
+        Without it a replica's uid is the same uid on the host, so a host user
+        with that uid can read the replica's /proc/PID/environ and its files.
+        """
+        with translated("asking Docker Engine for its security options"):
+            options = self._api.info().get("SecurityOptions") or []
+        return any("name=userns" in option.split(",") for option in options)
+
     # -- observe -----------------------------------------------------------
 
     def observe(self, app: str) -> Observed:

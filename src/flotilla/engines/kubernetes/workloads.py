@@ -8,7 +8,10 @@ spec's health check, and ``FLOTILLA_APP`` / ``FLOTILLA_SERVICE`` /
 ``FLOTILLA_REPLICA`` are in every container's environment. What Kubernetes
 adds is made restrictive by default: no service-account token, a non-root
 UID, no privilege escalation, no capabilities, a read-only root filesystem
-with a writable ``/tmp``, and the runtime's default seccomp profile.
+with a writable ``/tmp``, and the runtime's default seccomp profile. The
+spec's ``user`` and ``cap_add`` refine that where Pod Security's
+``restricted`` profile (the namespace's) allows: a non-root numeric user, and
+NET_BIND_SERVICE.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import math
 from flotilla import labels
 from flotilla.engines.kubernetes import meta, secrets
 from flotilla.engines.kubernetes.options import RenderOptions
+from flotilla.errors import ConflictError
 from flotilla.naming import cache_variables
 from flotilla.spec.hashing import config_hash
 from flotilla.spec.models import AppSpec, ServiceSpec
@@ -25,6 +29,8 @@ from flotilla.spec.models import AppSpec, ServiceSpec
 REDIS_PORT = 6379
 TMP_VOLUME = "tmp"
 TMP_SIZE = "64Mi"
+# The only capability Pod Security's restricted profile lets a container add.
+RESTRICTED_CAPABILITIES = ("NET_BIND_SERVICE",)
 
 
 def service_objects(spec: AppSpec, name: str, *, options: RenderOptions) -> list[dict]:
@@ -85,18 +91,43 @@ def pod_security(options: RenderOptions) -> dict:
     }
 
 
-def container_security(options: RenderOptions) -> dict:
-    uid = options.run_as_user
+def container_security(options: RenderOptions, svc: ServiceSpec | None = None, *, name: str = "") -> dict:
+    """Every container's context; a service's ``user`` and ``cap_add`` refine it."""
+    uid, gid = _run_as(svc.user if svc else None, default=options.run_as_user, name=name)
+    capabilities: dict = {"drop": ["ALL"]}
+    if svc and svc.cap_add:
+        capabilities["add"] = list(_restricted_capabilities(svc.cap_add, name=name))
     return {
         "allowPrivilegeEscalation": False,
         "privileged": False,
         "readOnlyRootFilesystem": True,
         "runAsNonRoot": True,
         "runAsUser": uid,
-        "runAsGroup": uid,
-        "capabilities": {"drop": ["ALL"]},
+        "runAsGroup": gid,
+        "capabilities": capabilities,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def _run_as(user: str | None, *, default: int, name: str) -> tuple[int, int]:
+    """(uid, gid) from ``UID[:GID]``; a user given by name (Kubernetes takes numbers only) runs as ``default``."""
+    ids = (user or "").split(":")
+    if not all(part.isdigit() for part in ids):
+        return default, default
+    uid = int(ids[0])
+    if uid == 0:
+        raise ConflictError(f"service {name!r} runs as user 0 (root), which the namespace's Pod Security "
+                            f"profile (restricted) refuses; give it a non-root user, e.g. user: \"65534\"")
+    return uid, int(ids[1]) if len(ids) == 2 else uid
+
+
+def _restricted_capabilities(capabilities: tuple[str, ...], *, name: str) -> tuple[str, ...]:
+    refused = [cap for cap in capabilities if cap not in RESTRICTED_CAPABILITIES]
+    if refused:
+        raise ConflictError(f"service {name!r} adds {', '.join(refused)}, which the namespace's Pod Security "
+                            f"profile (restricted) refuses: it allows only {', '.join(RESTRICTED_CAPABILITIES)}; "
+                            f"remove it from cap_add to deploy on Kubernetes")
+    return capabilities
 
 
 def tmp_volume() -> dict:
@@ -117,7 +148,7 @@ def container(spec: AppSpec, name: str, *, options: RenderOptions) -> dict:
     body["env"] = container_env(spec, name, options=options)
     body["resources"] = resources(svc)
     body.update(probes(svc))
-    body["securityContext"] = container_security(options)
+    body["securityContext"] = container_security(options, svc, name=name)
     body["volumeMounts"] = [tmp_mount(), *secrets.file_mounts(svc)]
     return body
 
