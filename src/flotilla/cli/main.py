@@ -138,6 +138,8 @@ def up(ctx: click.Context, spec_file: str, timeout: float, detach: bool, as_json
         render.echo_json(status)
     else:
         click.echo(render.up_line(status))
+        for warning in status.get("warnings", []):  # what the host does that weakens every app
+            _say(f"warning: {warning}")
 
 
 def _submit(client: DaemonClient, spec_file: str, spec) -> dict:
