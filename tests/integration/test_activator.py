@@ -11,6 +11,8 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -216,3 +218,36 @@ def test_a_large_body_is_streamed_not_buffered(activator_for):
         server.server_close()
     assert answer == {"bytes": size}
     assert grown < 32, f"this process grew {grown} MiB relaying a 128 MiB body"
+
+
+PROBE = r"""
+import socket, sys
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.settimeout(5)
+try:
+    sock.connect(sys.argv[1])
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Flotilla-Backend: be_shop_web\r\n\r\n")
+    print(repr(sock.recv(65536)))
+except OSError as exc:
+    print(exc.strerror)
+"""
+
+
+def test_a_peer_the_socket_lets_in_but_that_is_not_the_gateway_is_closed_unread(replica):
+    # The socket's group is 65534's own, so only the peer check stands between it and the activator.
+    root = Path(tempfile.mkdtemp(prefix="flotilla-activator-test-"))
+    root.chmod(0o711)
+    scaler = Scaler(replica, delay=0)
+    activator = Activator(path=root / "id" / "activator.sock", access=GatewayAccess(group=65534, peers=frozenset({0})),
+                          wake=scaler.wake, ready_replica=scaler.ready, held=lambda app, service: True)
+    activator.start()
+    try:
+        probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3",
+                                "-I", "-c", PROBE, str(activator.path)], capture_output=True, text=True, timeout=30)
+        assert post(activator, {"X-Flotilla-Backend": "be_shop_web"})[0] == 201, "root is served"
+    finally:
+        activator.stop()
+        root.rmdir()
+    said = probe.stdout.strip()
+    assert said in ("b''", "Broken pipe", "Connection reset by peer"), probe  # closed, nothing answered
+    assert scaler.woken == [("shop", "web")], "only root's request woke the service"

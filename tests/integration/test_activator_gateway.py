@@ -206,6 +206,9 @@ def test_a_local_user_cannot_reach_the_activator_nor_an_internal_service_through
     # Through the gateway the header is the backend's own: a forged one changes nothing.
     status, body = public_request(port, "work.localhost", headers={"X-Flotilla-Backend": f"be_{app_name}_inner"})
     assert status == 200 and '"worker"' in body, body
+    runtime = RuntimeApi(flotilla.home / "gateway" / "haproxy.sock")
+    wait_for(lambda: runtime.servers(f"be_{app_name}_worker")["activator"].admin == "maint", timeout=15,
+             what="the activator out of rotation once a replica serves")
 
 
 def desired(flotilla, app: str, service: str) -> int:

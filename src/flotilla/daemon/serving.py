@@ -86,7 +86,7 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.close_now()
             return
         if self.peers is not None and (uid := peer_uid(transport.get_extra_info("socket"))) not in self.peers:
-            log.warning("closing a connection from uid %s: this server serves only uids %s", uid, sorted(self.peers))
+            log.debug("closing a connection from uid %s: this server serves only uids %s", uid, sorted(self.peers))
             self.transport.close_now()
             return
         self._watch_head()
