@@ -32,7 +32,7 @@ from flotilla.gateway.model import (
     parse_backend_name,
 )
 from flotilla.spec import spec_from_dict
-from flotilla.spec.models import ServiceSpec
+from flotilla.spec.models import AutoscaleSpec, AutoscaleTarget, ServiceSpec
 from tests.support.gateway_specs import app, build, route, servers, service
 
 SOCKET = "/run/flotilla-test/haproxy.sock"
@@ -348,3 +348,36 @@ def test_stat_csv_rows_are_typed():
         ("frontend", 3, 0, 40, 40), ("backend", 3, 1, 38, 38), ("server", 2, 0, 0, 20)]
     assert (rows[1].rtime, rows[1].ttime, rows[1].hrsp_5xx, rows[2].status) == (12, 15, 1, "no check")
     assert parse_stat_csv("") == []
+
+
+# -- the activator (scale from zero) ------------------------------------------------------------
+
+ACTIVATOR_SOCKET = "/run/flotilla-activator/abc/activator.sock"
+
+
+def zero_app():
+    scaled = ServiceSpec(image="img:1", port=8000, routes=(route("z.test"),),
+                         autoscale=AutoscaleSpec(min=0, max=3, target=AutoscaleTarget(concurrency=2)))
+    return app("shop", web=scaled, always=service(route("a.test")), inner=service())
+
+
+def backend_text(text: str, name: str) -> str:
+    return text.split(f"backend {name}\n", 1)[1].split("\n\n", 1)[0]
+
+
+def test_a_service_that_may_scale_to_zero_has_the_activator_on_its_unix_socket_disabled_until_held():
+    config = build_gateway_config({"shop": zero_app()}, {}, activator=ACTIVATOR_SOCKET)
+    text = rendered(config)
+    line = f"server activator unix@{ACTIVATOR_SOCKET} maxconn 64"
+    assert f"{line} disabled" in backend_text(text, "be_shop_web")
+    assert "activator" not in backend_text(text, "be_shop_always").replace("Flotilla's activator", "")
+    assert "be_shop_inner" not in text, "an internal service has no backend, so no activator either"
+    assert "127.0.0.1" not in backend_text(text, "be_shop_web"), "no loopback port another user could bind"
+    held = rendered(build_gateway_config({"shop": zero_app()}, {}, activator=ACTIVATOR_SOCKET,
+                                         held={("shop", "web")}))
+    assert f"{line}\n" in backend_text(held, "be_shop_web") + "\n"
+
+
+def test_without_an_activator_no_backend_names_one():
+    text = rendered(build_gateway_config({"shop": zero_app()}, {}, held={("shop", "web")}))
+    assert "server activator" not in text

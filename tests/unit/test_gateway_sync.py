@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flotilla.gateway.metrics import MetricsWindow, Sample, prometheus_text, request_rate
-from flotilla.gateway.sync import DesiredServer, enabled_for_config, server_changes
+from flotilla.gateway.sync import DesiredServer, activator_changes, enabled_for_config, server_changes
 
 
 @dataclass(frozen=True)
@@ -149,3 +149,14 @@ def test_prometheus_text_format():
     assert 'flotilla_service_in_flight_requests{app="shop",service="web"} 3' in text
     assert 'flotilla_service_ready_replicas{app="shop",service="web"} 2' in text
     assert text.endswith("\n")
+
+
+def test_the_activator_is_no_slot_and_is_ready_first_and_in_maintenance_last():
+    pool = {**slots(), "activator": Now("-", 0, "maint")}
+    assert ops(server_changes("be", [], pool)) == [], "never freed as a slot whose replica is gone"
+    assert ops(activator_changes("be", held=True, current=pool["activator"])[0]) == [("activator", "ready")]
+    assert activator_changes("be", held=False, current=pool["activator"]) == ([], [])
+    ready = Now("-", 0, "ready")
+    before, after = activator_changes("be", held=False, current=ready)
+    assert before == [] and ops(after) == [("activator", "maint")]
+    assert activator_changes("be", held=True, current=None) == ([], []), "a backend without one"

@@ -18,7 +18,7 @@ class RefusingGateway:
         self.refused, self.error = refused, error
         self.applied: list[set[str]] = []
 
-    def apply(self, specs, desired):
+    def apply(self, specs, desired, held=frozenset()):
         if self.refused in specs:
             raise self.error
         self.applied.append(set(specs))
@@ -73,3 +73,48 @@ def test_an_app_routed_as_before_renders_nothing_until_the_full_sync_interval():
     clock[0] += 5.0
     traffic.sync(app("a"), unhealthy)
     assert len(gateway.applied) == 3, "and the whole picture is applied again every few seconds"
+
+
+def zero(name: str):
+    return parse_spec(f"app: {name}\nservices:\n  web: {{image: x, port: 8000, routes: [{{host: {name}.test}}], "
+                      "autoscale: {min: 0, max: 2, target: {concurrency: 2}}}\n", filename="f.yaml", environ={})
+
+
+class HoldingGateway(RefusingGateway):
+    def __init__(self) -> None:
+        super().__init__("none", ValueError())
+        self.held: list[frozenset] = []
+
+    def apply(self, specs, desired, held=frozenset()):
+        self.held.append(frozenset(held))
+        return super().apply(specs, desired, held)
+
+
+def test_a_service_at_zero_is_held_and_released_with_a_grace():
+    gateway = HoldingGateway()
+    clock = [0.0]
+    traffic = Traffic(gateway=gateway, metrics=MetricsWindow(), clock=lambda: clock[0], scale_from_zero=True)
+    assert not traffic.held("z", "web"), "nothing is held before the gateway took it"
+    traffic.sync(zero("z"), Observed(app="z", replicas=()))
+    assert gateway.held[-1] == {("z", "web")}
+    assert traffic.held("z", "web") and not traffic.held("z", "other") and not traffic.held("y", "web")
+    traffic.sync(zero("z"), running("z"))
+    assert gateway.held[-1] == frozenset(), "a healthy replica serves: the activator leaves"
+    assert traffic.held("z", "web"), "requests the gateway gave it just before are still relayed"
+    clock[0] += 6.0
+    assert not traffic.held("z", "web")
+
+
+def test_held_follows_what_the_gateway_took_not_a_refused_sync():
+    gateway = RefusingGateway("z", GatewayError("haproxy -c refused it"))
+    traffic = Traffic(gateway=gateway, metrics=MetricsWindow(), clock=lambda: 0.0, scale_from_zero=True)
+    with pytest.raises(GatewayError):
+        traffic.sync(zero("z"), Observed(app="z", replicas=()))
+    assert not traffic.held("z", "web")
+
+
+def test_without_scale_from_zero_nothing_is_held():
+    gateway = HoldingGateway()
+    traffic = Traffic(gateway=gateway, metrics=MetricsWindow(), clock=lambda: 0.0)
+    traffic.sync(zero("z"), Observed(app="z", replicas=()))
+    assert gateway.held == [frozenset()] and not traffic.held("z", "web")

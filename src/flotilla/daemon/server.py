@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from flotilla.addons.redis_cluster.client import ClusterClient
 from flotilla.addons.redis_cluster.nodes import DEFAULT_IMAGE as DEFAULT_CACHE_IMAGE
 from flotilla.addons.redis_cluster.nodes import IMAGE_SETTING as CACHE_IMAGE_SETTING
-from flotilla.daemon.activator import Activator
+from flotilla.daemon.activator import Activator, gateway_access
+from flotilla.daemon.activator import socket_path as activator_socket
 from flotilla.daemon.api import LIMITS as API_LIMITS
 from flotilla.daemon.api import Api, BearerToken
 from flotilla.daemon.apps import AppRepository
@@ -98,11 +99,14 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str]) -> 
     autoscaler = Autoscaler(apps=apps, snapshots=snapshots, metrics=metrics, engine=engine, counts=counts,
                             clock=time.monotonic)
     ready = ReadyReplicas(apps=apps, runtime=runtime, snapshots=snapshots)
-    activator = Activator(wake=autoscaler.wake, ready_replica=ready.find)
+    activator_path = activator_socket(home=home.root, identity=home.identity)
     gateway_files = GatewayFiles(home.root / "gateway")
-    gateway = GatewayManager(files=gateway_files, worker_user=worker_user(environ))
+    gateway = GatewayManager(files=gateway_files, worker_user=worker_user(environ),
+                             activator_socket=str(activator_path))
     access_log = AccessLog(gateway_files.access_log, pipe=gateway_files.access_pipe)
-    traffic = Traffic(gateway=gateway, metrics=metrics, clock=time.monotonic, activator_port=activator.port)
+    traffic = Traffic(gateway=gateway, metrics=metrics, clock=time.monotonic, scale_from_zero=True)
+    activator = Activator(path=activator_path, access=gateway_access(worker_user(environ)),
+                          wake=autoscaler.wake, ready_replica=ready.find, held=traffic.held)
     reconciler = Reconciler(engine=engine, apps=apps, snapshots=snapshots, runtime=runtime, events=events,
                             wakeups=wakeups, crash_history=store, cache_states=cache_states, clock=time.time,
                             injector=injector, traffic=traffic)

@@ -18,8 +18,10 @@ connections costs no thread and cannot keep out a client that sends its
 request.
 
 Sockets are bound by the caller and handed over (``HttpServer(sockets=…)``):
-the UNIX socket must be created under a umask, and the activator's port must
-be known before the daemon's other parts are built.
+a UNIX socket must be created under a umask, in a directory made for it. A
+server on a UNIX socket may also name the only users it serves
+(``peers``): each connection's peer is read from the kernel (SO_PEERCRED), and
+any other is closed before a byte is read.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import contextlib
 import json
 import logging
 import socket
+import struct
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -70,6 +73,7 @@ class GuardedH11Protocol(H11Protocol):
 
     limits: Limits
     waiting: dict[GuardedH11Protocol, asyncio.TimerHandle]
+    peers: frozenset[int] | None  # the uids served (UNIX sockets); None: anyone who can connect
 
     transport: LingeringClose
     head_refused = False  # send_400_response answered: the client may still be sending that head
@@ -79,6 +83,10 @@ class GuardedH11Protocol(H11Protocol):
                                                still_sending=self._still_sending))
         if len(self.connections) > self.limits.connections:
             log.debug("closing a new connection: %d are open already", self.limits.connections)
+            self.transport.close_now()
+            return
+        if self.peers is not None and (uid := peer_uid(transport.get_extra_info("socket"))) not in self.peers:
+            log.debug("closing a connection from uid %s: this server serves only uids %s", uid, sorted(self.peers))
             self.transport.close_now()
             return
         self._watch_head()
@@ -206,8 +214,18 @@ def _head_size(scope: dict) -> int:
     return target + sum(len(name) + len(value) + 4 for name, value in scope["headers"])
 
 
-def protocol_for(limits: Limits) -> type[GuardedH11Protocol]:
-    return type("ServerH11Protocol", (GuardedH11Protocol,), {"limits": limits, "waiting": {}})
+def protocol_for(limits: Limits, peers: frozenset[int] | None = None) -> type[GuardedH11Protocol]:
+    return type("ServerH11Protocol", (GuardedH11Protocol,), {"limits": limits, "waiting": {}, "peers": peers})
+
+
+def peer_uid(sock) -> int | None:
+    """The uid of the process at the other end of a UNIX socket, as the kernel saw it connect."""
+    try:
+        _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                        struct.calcsize("3i")))
+    except (OSError, AttributeError):
+        return None
+    return uid
 
 
 class _Server(uvicorn.Server):
@@ -219,12 +237,14 @@ class _Server(uvicorn.Server):
 
 
 class HttpServer:
-    """One uvicorn server for an ASGI app on sockets bound beforehand, with ``limits``."""
+    """One uvicorn server for an ASGI app on sockets bound beforehand, with ``limits``;
+    ``peers``: the only uids it serves (UNIX sockets only)."""
 
-    def __init__(self, app: AsgiApp, *, sockets: list[socket.socket], limits: Limits) -> None:
+    def __init__(self, app: AsgiApp, *, sockets: list[socket.socket], limits: Limits,
+                 peers: frozenset[int] | None = None) -> None:
         config = uvicorn.Config(
             HeadLimit(app, limit=limits.head_bytes),
-            http=protocol_for(limits),
+            http=protocol_for(limits, peers),
             ws="none",
             loop="asyncio",
             lifespan="off",

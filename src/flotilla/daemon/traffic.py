@@ -2,8 +2,9 @@
 
 Bridges the reconciler's picture (specs and observed replicas with their
 health, kept per app so that one app's pass syncs only what it changed) to
-the gateway manager, drains a routed replica before its container
-stops, and samples HAProxy's counters once a second into the metrics window
+the gateway manager, tells the activator which services it may hold (those
+at zero, as the gateway last took them), drains a routed replica before its
+container stops, and samples HAProxy's counters once a second into the metrics window
 that `flotilla` commands, the API and the autoscaler read.
 """
 
@@ -15,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from flotilla.errors import FlotillaError, GatewayError
+from flotilla.gateway.config import may_scale_to_zero
 from flotilla.gateway.manager import GatewayManager
 from flotilla.gateway.metrics import MetricsWindow, Sample
 from flotilla.gateway.sync import DesiredServer
@@ -27,6 +29,11 @@ SAMPLE_INTERVAL = 1.0
 # often the whole picture is applied anyway: a gateway that drifted (a server
 # state changed by hand, a HAProxy that died) is put right within it.
 FULL_SYNC_INTERVAL = 5.0
+# A service whose replica began serving is still held this long for the activator:
+# requests HAProxy gave the activator just before the switch are relayed, not refused.
+RELEASE_GRACE = 5.0
+ServiceKey = tuple[str, str]
+Entry = tuple[AppSpec, list[tuple[str, DesiredServer]], frozenset[str]]  # spec, servers, services held
 
 
 class Traffic:
@@ -38,20 +45,25 @@ class Traffic:
         gateway: GatewayManager,
         metrics: MetricsWindow,
         clock: Callable[[], float],
-        activator_port: int | None = None,
+        scale_from_zero: bool = False,
     ) -> None:
         self.gateway = gateway
         self.metrics = metrics
         self._clock = clock
-        self._activator_port = activator_port  # None: no scale-from-zero holding
-        self._apps: dict[str, tuple[AppSpec, list[tuple[str, DesiredServer]]]] = {}
+        self._scale_from_zero = scale_from_zero  # False: no activator holds requests
+        self._apps: dict[str, Entry] = {}
         self._applied_at = float("-inf")  # when the gateway last took the whole picture
         self._lock = threading.Lock()
+        # what the gateway holds now, and when each service last stopped being held; read by the
+        # activator's threads while a sync may be running, so under a lock of its own
+        self._held: frozenset[ServiceKey] = frozenset()
+        self._released: dict[ServiceKey, float] = {}
+        self._held_lock = threading.Lock()
 
     def prime(self, spec: AppSpec, observed: Observed) -> None:
         """Learn what serves ``spec.app`` without touching the gateway yet."""
         with self._lock:
-            self._apps[spec.app] = (spec, self._servers_of(spec, observed))
+            self._apps[spec.app] = self._entry(spec, observed)
 
     def sync(self, spec: AppSpec, observed: Observed) -> None:
         """Route ``spec.app`` to its healthy replicas; every other app keeps what it had.
@@ -62,7 +74,7 @@ class Traffic:
         """
         with self._lock:
             before = self._apps.get(spec.app)
-            entry = (spec, self._servers_of(spec, observed))
+            entry = self._entry(spec, observed)
             if entry == before and self._clock() - self._applied_at < FULL_SYNC_INTERVAL:
                 return  # routes as they were: nothing to render, most passes of a settled app
             self._apps[spec.app] = entry
@@ -74,7 +86,17 @@ class Traffic:
                     raise
                 raise GatewayError(f"the gateway cannot take the routes of {spec.app}: {exc!r}") from exc
 
-    def _restore(self, app: str, entry: tuple | None) -> None:
+    def held(self, app: str, service: str) -> bool:
+        """Whether the activator may hold a request for ``service`` of ``app``: the gateway routes it
+        to the activator now, or did until less than RELEASE_GRACE seconds ago."""
+        key = (app, service)
+        with self._held_lock:
+            if key in self._held:
+                return True
+            released = self._released.get(key)
+        return released is not None and self._clock() - released < RELEASE_GRACE
+
+    def _restore(self, app: str, entry: Entry | None) -> None:
         if entry is None:
             self._apps.pop(app, None)
         else:
@@ -87,30 +109,35 @@ class Traffic:
                 self._apply()
 
     def _apply(self) -> None:
-        desired: dict[tuple[str, str], list[DesiredServer]] = defaultdict(list)
-        for app, (_, servers) in self._apps.items():
+        desired: dict[ServiceKey, list[DesiredServer]] = defaultdict(list)
+        for app, (_, servers, _) in self._apps.items():
             for service, server in servers:
                 desired[(app, service)].append(server)
-        self.gateway.apply({app: spec for app, (spec, _) in self._apps.items()}, desired)
+        held = frozenset((app, service) for app, (_, _, services) in self._apps.items() for service in services)
+        self.gateway.apply({app: spec for app, (spec, _, _) in self._apps.items()}, desired, held)
         self._applied_at = self._clock()
+        self._now_held(held)
 
-    def _servers_of(self, spec: AppSpec, observed: Observed) -> list[tuple[str, DesiredServer]]:
+    def _now_held(self, held: frozenset[ServiceKey]) -> None:
+        with self._held_lock:
+            now = self._clock()
+            self._released.update((key, now) for key in self._held - held)
+            for key in held:
+                self._released.pop(key, None)
+            self._released = {k: t for k, t in self._released.items() if now - t < RELEASE_GRACE}
+            self._held = held
+
+    def _entry(self, spec: AppSpec, observed: Observed) -> Entry:
         servers = [(r.service, s) for r in observed.replicas if (s := _desired_server(spec, r))]
-        return servers + self._held_at_zero(spec, servers)
+        return spec, servers, self._held_at_zero(spec, servers)
 
-    def _held_at_zero(self, spec: AppSpec, servers: list[tuple[str, DesiredServer]]) -> list[tuple[str, DesiredServer]]:
+    def _held_at_zero(self, spec: AppSpec, servers: list[tuple[str, DesiredServer]]) -> frozenset[str]:
         """A routed service that may scale to zero and has no healthy replica is
         served by the activator, which holds requests while a replica starts."""
-        if self._activator_port is None:
-            return []
-        held = []
-        for name, svc in spec.services.items():
-            if not (svc.routes and svc.autoscale and svc.autoscale.min == 0):
-                continue
-            if not any(service == name and s.healthy for service, s in servers):
-                held.append((name, DesiredServer(name="activator", address="127.0.0.1",
-                                                 port=self._activator_port, healthy=True)))
-        return held
+        if not self._scale_from_zero:
+            return frozenset()
+        return frozenset(name for name, svc in spec.services.items()
+                         if may_scale_to_zero(svc) and not any(service == name and s.healthy for service, s in servers))
 
     def drain(self, app: str, replica: ObservedReplica) -> None:
         """Take one replica out of rotation and let its requests finish (bounded)."""

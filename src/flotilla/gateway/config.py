@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
+from dataclasses import replace
 
 from flotilla.gateway.accesslog import LINE_LIMIT, log_format
 from flotilla.gateway.model import (
@@ -52,7 +53,7 @@ from flotilla.gateway.model import (
     server_address,
 )
 from flotilla.gateway.workers import WorkerAccount
-from flotilla.spec.models import AppSpec, RouteSpec
+from flotilla.spec.models import AppSpec, RouteSpec, ServiceSpec
 from flotilla.spec.units import KIB, format_memory
 
 # HAProxy sizes maxconn from the file descriptors it may use (about half of
@@ -67,6 +68,10 @@ FD_HARD_LIMIT = 20000
 SLOTS_PER_BACKEND = 101
 FREE_ADDRESS = "0.0.0.0"
 FREE_PORT = 1
+# The activator's server in a backend of a service that may scale to zero, and how
+# many requests HAProxy gives it at once (more wait in HAProxy's queue, timeout queue).
+ACTIVATOR_SERVER = "activator"
+ACTIVATOR_MAXCONN = 64
 ROUTE_VAR = "txn.route"
 HOST_VAR = "txn.host"
 REQUEST_ID_VAR = "txn.request_id"
@@ -96,11 +101,17 @@ _INDENT = "    "
 def build_gateway_config(
     apps: Mapping[str, AppSpec],
     servers: Mapping[tuple[str, str], Sequence[Server]],
+    *,
+    activator: str | None = None,
+    held: Set[tuple[str, str]] = frozenset(),
 ) -> GatewayConfig:
     """What the gateway routes: a frontend per listen address, a backend per routed service.
 
     ``servers`` maps ``(app, service)`` to that service's replicas; entries for
     services without routes are ignored (an internal service has no backend).
+    ``activator`` is the activator's UNIX socket: each backend of a service that
+    may scale to zero gets it as a server of its own, enabled for the
+    ``(app, service)`` in ``held`` (no replica serves them now).
     """
     backends: list[Backend] = []
     routes_by_bind: dict[tuple[str, int], list[GatewayRoute]] = defaultdict(list)
@@ -111,8 +122,11 @@ def build_gateway_config(
             service_routes = spec.services[service_name].routes
             if not service_routes:
                 continue
-            backend = _backend(app=spec.app, service=service_name, max_body=spec.services[service_name].max_body,
+            svc = spec.services[service_name]
+            backend = _backend(app=spec.app, service=service_name, max_body=svc.max_body,
                                servers=servers.get((spec.app, service_name), ()))
+            if activator and may_scale_to_zero(svc):
+                backend = replace(backend, activator=activator, held=(spec.app, service_name) in held)
             backends.append(backend)
             routes_by_bind[bind] += [_route(r, app=spec.app, service=service_name, backend=backend.name)
                                      for r in service_routes]
@@ -145,6 +159,11 @@ def shadowed_routes(frontend: Frontend) -> tuple[GatewayRoute, ...]:
 def normalize_path(path: str) -> str:
     """A route prefix without trailing '/': ``/api/`` routes like ``/api``; ``/`` stays."""
     return path.rstrip("/") or "/"
+
+
+def may_scale_to_zero(service: ServiceSpec) -> bool:
+    """A routed service with ``autoscale.min: 0``: the activator holds its requests while it has no replica."""
+    return bool(service.routes and service.autoscale and service.autoscale.min == 0)
 
 
 def _backend(*, app: str, service: str, max_body: int, servers: Iterable[Server]) -> Backend:
@@ -339,7 +358,18 @@ def _render_backend(backend: Backend) -> str:
     ]
     lines += [_server_line(slot_name(i), s) for i, s in enumerate(backend.servers, start=1)]
     lines += [_free_slot_line(slot_name(i)) for i in range(len(backend.servers) + 1, SLOTS_PER_BACKEND + 1)]
+    lines += _activator_lines(backend)
     return _section(f"backend {backend.name}", lines)
+
+
+def _activator_lines(backend: Backend) -> list[str]:
+    """The activator as one more server, on its UNIX socket: enabled (``set server ... state``) only
+    while the service is held at zero. A socket path, never an address another local user could bind."""
+    if backend.activator is None:
+        return []
+    line = f"server {ACTIVATOR_SERVER} {_word('unix@' + backend.activator)} maxconn {ACTIVATOR_MAXCONN}"
+    return ["# scale from zero: holds requests while the first replica starts (enabled at run time)",
+            line if backend.held else line + " disabled"]
 
 
 def _body_limit(backend: Backend) -> list[str]:

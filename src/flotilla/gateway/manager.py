@@ -5,7 +5,8 @@ replicas it wants behind each routed service. Only FlotillaErrors leave this
 module: an error from building, rendering or loading the configuration is
 translated into a GatewayError here, at the boundary. Route changes (anything but
 servers) re-render the configuration and reload HAProxy gracefully; replicas
-coming and going are Runtime API changes, no reload. ``drain`` takes one
+coming and going are Runtime API changes, no reload, and so is the activator of
+a service held at zero (enabled while no replica serves it). ``drain`` takes one
 replica out of rotation and waits for its in-flight requests before its
 container is stopped.
 """
@@ -15,18 +16,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from dataclasses import replace
 
 from flotilla.errors import FlotillaError, GatewayError, NoFreeSlotError
-from flotilla.gateway.config import FREE_ADDRESS, FREE_PORT, build_gateway_config, render_config
+from flotilla.gateway.config import ACTIVATOR_SERVER, FREE_ADDRESS, FREE_PORT, build_gateway_config, render_config
 from flotilla.gateway.model import Backend, GatewayConfig, Server
 from flotilla.gateway.process import GatewayFiles, HAProxyProcess
 from flotilla.gateway.runtime import RuntimeApi
 from flotilla.gateway.sync import (
     DesiredServer,
     ServerChange,
+    activator_changes,
     enabled_for_config,
     is_free,
     server_changes,
@@ -46,6 +48,7 @@ class GatewayManager:
         *,
         files: GatewayFiles,
         worker_user: str = DEFAULT_USER,
+        activator_socket: str | None = None,
         drain_timeout: float = DRAIN_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -54,6 +57,7 @@ class GatewayManager:
         self.process = HAProxyProcess(files)
         self.runtime = RuntimeApi(files.runtime_socket)
         self._worker_user = worker_user  # who HAProxy's workers run as (gateway/workers.py)
+        self._activator = activator_socket  # None: no scale-from-zero holding
         self._drain_timeout = drain_timeout
         self._clock = clock
         self._sleep = sleep
@@ -66,22 +70,28 @@ class GatewayManager:
     # -- the whole picture -------------------------------------------------------
 
     def apply(
-        self, apps: Mapping[str, AppSpec], desired: Mapping[ServiceKey, Sequence[DesiredServer]]
+        self, apps: Mapping[str, AppSpec], desired: Mapping[ServiceKey, Sequence[DesiredServer]],
+        held: Set[ServiceKey] = frozenset(),
     ) -> list[ServerChange]:
         """Bring HAProxy in line; returns the server changes made at run time.
+
+        ``held`` names the services whose requests the activator holds (none of
+        their replicas serves): their activator server is enabled.
 
         Raises only FlotillaErrors: whatever else building, rendering or loading
         the configuration raises becomes a GatewayError, so a caller that syncs
         one app at a time can make it that app's error and carry on.
         """
         with self._lock, _as_gateway_error("the gateway could not take the routes"):
-            return self._apply(apps, desired)
+            return self._apply(apps, desired, held)
 
     def _apply(
-        self, apps: Mapping[str, AppSpec], desired: Mapping[ServiceKey, Sequence[DesiredServer]]
+        self, apps: Mapping[str, AppSpec], desired: Mapping[ServiceKey, Sequence[DesiredServer]],
+        held: Set[ServiceKey],
     ) -> list[ServerChange]:
         current = self._current_servers()
-        config = build_gateway_config(apps, _servers_for_config(desired, current, self._backend_names(apps)))
+        config = build_gateway_config(apps, _servers_for_config(desired, current, self._backend_names(apps)),
+                                      activator=self._activator, held=held)
         self._backends = {(b.app, b.service): b.name for b in config.backends}
         if not config.frontends:
             self.process.stop()
@@ -161,7 +171,8 @@ class GatewayManager:
         return current
 
     def _remember(self, current: Mapping[str, Mapping]) -> None:
-        occupied = [(b, slot, s) for b, slots in current.items() for slot, s in slots.items() if not is_free(s)]
+        occupied = [(b, slot, s) for b, slots in current.items() for slot, s in slots.items()
+                    if not is_free(s) and slot != ACTIVATOR_SERVER]
         self._admin = {(b, s.address): s.admin for b, _, s in occupied}
         self._slots = {(b, s.address): slot for b, slot, s in occupied}
 
@@ -173,12 +184,17 @@ class GatewayManager:
         self, config: GatewayConfig, desired: Mapping[ServiceKey, Sequence[DesiredServer]], current: dict
     ) -> list[ServerChange]:
         changes: list[ServerChange] = []
+        after: list[ServerChange] = []  # the activator leaves rotation only once the replicas are in it
         for backend in config.backends:
             wanted = desired.get((backend.app, backend.service), ())
+            slots = current.get(backend.name, {})
+            enable, disable = activator_changes(backend.name, held=backend.held, current=slots.get(ACTIVATOR_SERVER))
+            changes, after = enable + changes, after + disable
             try:
-                changes += server_changes(backend.name, wanted, current.get(backend.name, {}), draining=self._draining)
+                changes += server_changes(backend.name, wanted, slots, draining=self._draining)
             except NoFreeSlotError as exc:
                 log.warning("%s", exc)
+        changes += after
         for change in changes:
             self._execute(change)
         self._remember(self._current_servers_of(config))
@@ -249,7 +265,7 @@ def _servers_for_config(
 
 
 def _without_servers(config: GatewayConfig) -> GatewayConfig:
-    backends: tuple[Backend, ...] = tuple(replace(b, servers=()) for b in config.backends)
+    backends: tuple[Backend, ...] = tuple(replace(b, servers=(), held=False) for b in config.backends)
     return replace(config, backends=backends)
 
 

@@ -43,6 +43,10 @@ class Backend:
     service: str
     servers: tuple[Server, ...]
     max_body: int  # bytes: a longer request body is refused before it reaches a server
+    # The activator's UNIX socket, for a service that may scale to zero (None: no activator server);
+    # ``held``: the activator is the backend's server now, because no replica serves (docs/architecture.md).
+    activator: str | None = None
+    held: bool = False
 
 
 @dataclass(frozen=True)

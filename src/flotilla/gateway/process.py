@@ -6,6 +6,10 @@ finds it by its pid file and adopts it rather than starting a second one.
 A configuration is checked with ``haproxy -c`` before it is ever loaded, and
 reloads are SIGUSR2 to the master, which hands the listening sockets to the
 new worker (no connection refused) and lets the old one finish its requests.
+
+HAProxy (and every ``haproxy -c``) starts with a clean environment, PATH and
+nothing else: the daemon's own may hold FLOTILLA_MASTER_KEY or a token, and
+HAProxy's workers face the network (``child_environment``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +27,12 @@ from flotilla.gateway.accesslog import open_pipe
 
 HAPROXY = os.environ.get("FLOTILLA_HAPROXY", "haproxy")
 START_TIMEOUT = 10.0
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def child_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """What HAProxy's processes may see of ``environ``: PATH alone (the configuration uses no variable)."""
+    return {"PATH": environ.get("PATH") or DEFAULT_PATH}
 
 
 @dataclass(frozen=True)
@@ -87,7 +98,8 @@ class HAProxyProcess:
         self.files.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.files.candidate.write_text(text)
         result = subprocess.run(
-            [HAPROXY, "-c", "-q", "-f", str(self.files.candidate)], capture_output=True, text=True
+            [HAPROXY, "-c", "-q", "-f", str(self.files.candidate)], capture_output=True, text=True,
+            env=child_environment(),
         )
         if result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()
@@ -118,6 +130,7 @@ class HAProxyProcess:
                     stdin=subprocess.DEVNULL,
                     stdout=access,
                     stderr=log,
+                    env=child_environment(),
                     start_new_session=True,
                 )
         finally:

@@ -14,6 +14,12 @@ out. The rules that keep requests from failing live here:
 * an unhealthy replica stops receiving new requests;
 * a replica being drained is left alone: its removal is under way elsewhere;
 * a slot whose replica is gone is put in maintenance and freed.
+
+A backend of a service that may scale to zero has one more server, the
+activator (config.py), which is no slot: it is ready while the service is
+held (no replica serves it) and in maintenance otherwise. It is made ready
+before any slot leaves rotation and put in maintenance only after the slots
+changed, so the backend is never left without a server in between.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from flotilla.errors import NoFreeSlotError
-from flotilla.gateway.config import FREE_ADDRESS, FREE_PORT
+from flotilla.gateway.config import ACTIVATOR_SERVER, FREE_ADDRESS, FREE_PORT
 
 READY = "ready"
 MAINT = "maint"
@@ -70,7 +76,8 @@ def server_changes(
     *,
     draining: Set[str] = frozenset(),
 ) -> list[ServerChange]:
-    """``draining`` holds the addresses of replicas being drained."""
+    """``draining`` holds the addresses of replicas being drained. The activator is no slot: it is left out."""
+    slots = {name: s for name, s in slots.items() if name != ACTIVATOR_SERVER}
     changes: list[ServerChange] = []
     free = sorted((n for n, s in slots.items() if is_free(s)), key=_slot_number)
     for server in desired:
@@ -88,6 +95,23 @@ def server_changes(
         if not is_free(now) and (now.address, now.port) not in wanted and now.address not in draining:
             changes += _release(backend, slot, now.admin, "its replica is gone")
     return changes
+
+
+def activator_changes(
+    backend: str, *, held: bool, current: CurrentServer | None
+) -> tuple[list[ServerChange], list[ServerChange]]:
+    """The activator's state change, as (before the slots' changes, after them).
+
+    ``current`` is the backend's activator server as HAProxy has it (None: the
+    backend has none, so there is nothing to change).
+    """
+    if current is None:
+        return [], []
+    if held and current.admin != READY:
+        return [ServerChange(backend, ACTIVATOR_SERVER, "ready", "no replica serves: requests are held")], []
+    if not held and current.admin != MAINT:
+        return [], [ServerChange(backend, ACTIVATOR_SERVER, "maint", "a replica serves: nothing to hold")]
+    return [], []
 
 
 def enabled_for_config(server: DesiredServer, current: CurrentServer | None) -> bool:
