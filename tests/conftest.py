@@ -114,6 +114,15 @@ class Flotilla:
 
         shutil.rmtree(SecretsRuntime(home=self.home).root, ignore_errors=True)
 
+    def remove_activator_socket(self) -> None:
+        """The activator's socket directory, which a daemon killed with SIGKILL leaves behind."""
+        import shutil
+
+        from flotilla.daemon.activator import socket_path
+        from flotilla.naming import home_identity
+
+        shutil.rmtree(socket_path(home=self.home, identity=home_identity(self.home)).parent, ignore_errors=True)
+
     def write_spec(self, tmp_path: Path, text: str, name: str = "flotilla.yaml") -> Path:
         """``text`` as a spec file; a routed spec must not put its gateway on the demo's port."""
         from tests.support.specs import check_gateway_port
@@ -167,6 +176,7 @@ def tear_down(fl: Flotilla, docker_client) -> None:
     fl.kill_daemon(signal.SIGKILL)
     fl.kill_gateway()
     fl.remove_secrets_runtime()
+    fl.remove_activator_socket()
 
 
 def remove_labelled(client, app: str) -> None:
