@@ -29,8 +29,9 @@ from pathlib import Path
 
 from flotilla.errors import SecretsError
 from flotilla.naming import home_identity
+from flotilla.spec.service_parts import FLOTILLA_DIR
 
-CONTAINER_DIR = "/run/flotilla"
+CONTAINER_DIR = FLOTILLA_DIR  # the spec refuses file secrets here (service_parts.py)
 SHIM_NAME = "flotilla-shim.sh"
 SHIM = """#!/bin/sh
 # Written by Flotilla: export secrets kept in RAM, then run the image's command.
