@@ -14,8 +14,8 @@ from pathlib import Path
 
 from flotilla.daemon.ports import ReplicaEngine
 from flotilla.engines.docker.containers import MountSpec, Overrides
-from flotilla.errors import Problem, SpecError
-from flotilla.naming import container_name
+from flotilla.errors import BadRequestError, Problem, SpecError
+from flotilla.naming import cache_password_secret, container_name
 from flotilla.plan import Observed
 from flotilla.secrets import (
     MasterKey,
@@ -29,6 +29,32 @@ from flotilla.secrets import (
 from flotilla.secrets.injection import SecretMounts, SecretsRuntime
 from flotilla.secrets.keys import ENV_SOURCE
 from flotilla.spec import AppSpec, ServiceSpec, config_hash
+
+
+# A cache password reaches redis-server as a config line (``requirepass PASSWORD``): a space
+# or a quote breaks the line, and redis-server then echoes it, password and all.
+_CACHE_PASSWORD_SUFFIX = cache_password_secret("")  # "<cache>-redis-password"
+
+
+def cache_password_rule(app: str, name: str) -> str:
+    return ("a cache password is letters and digits only (Redis reads it from a config line), and a "
+            f"trailing newline counts: set one with `openssl rand -hex 24 | tr -d '\\n' | flotilla secrets set "
+            f"{app} {name}` (the cache's nodes then restart with it, one at a time)")
+
+
+def cache_password_problem(name: str, value: bytes) -> str | None:
+    """Why ``value`` cannot be the cache password secret ``name``; None when it can (or is no such secret)."""
+    if not name.endswith(_CACHE_PASSWORD_SUFFIX) or value.isalnum():  # bytes: ASCII letters and digits
+        return None
+    odd = sum(1 for byte in value if not bytes([byte]).isalnum())
+    return f"secret {name} is a cache password and holds {odd} byte(s) that are not ASCII letters or digits"
+
+
+def check_cache_password(app: str, name: str, value: bytes) -> None:
+    """``flotilla secrets set``: a bad cache password is refused before it is stored."""
+    problem = cache_password_problem(name, value)
+    if problem:
+        raise BadRequestError(f"{problem}; {cache_password_rule(app, name)}")
 
 
 @dataclass(frozen=True)
@@ -100,14 +126,24 @@ class SecretInjector:
 
     def check(self, spec: AppSpec, *, generated: set[str] = frozenset()) -> None:
         """Every named secret is set (or ``generated`` by Flotilla), and env secrets have a shell to run the shim."""
-        versions = {**dict.fromkeys(generated, 0), **self.vault.versions(spec.app)}
-        problems = []
+        stored = self.vault.versions(spec.app)
+        versions = {**dict.fromkeys(generated, 0), **stored}
+        problems = self._bad_cache_passwords(spec, set(stored))
         for name, svc in spec.services.items():
             problems += _unset(spec.app, name, svc, versions)
             if svc.secret_env and not self.engine.image_has_shell(svc.image):
                 problems.append(_no_shell(name, svc))
         if problems:
             raise SpecError(problems)
+
+    def _bad_cache_passwords(self, spec: AppSpec, stored: set[str]) -> list[Problem]:
+        """A cache password set before the rule was enforced is refused at ``up``."""
+        found = ((cache, cache_password_secret(cache)) for cache in spec.caches)
+        return [
+            Problem.at_path(f"caches.{cache}", problem, hint=cache_password_rule(spec.app, name))
+            for cache, name in found
+            if name in stored and (problem := cache_password_problem(name, self.vault.get(spec.app, name)))
+        ]
 
     def prepare(self, spec: AppSpec, *, service: str, index: int, config_hash: str) -> Overrides:
         """Put one new replica's secrets in RAM; the container settings that mount them."""

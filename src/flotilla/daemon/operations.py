@@ -17,7 +17,7 @@ from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.caches import generate_passwords
 from flotilla.daemon.counts import ReplicaCounts
 from flotilla.daemon.events import EventLog
-from flotilla.daemon.injection import SecretInjector
+from flotilla.daemon.injection import SecretInjector, check_cache_password
 from flotilla.daemon.ports import ReplicaEngine
 from flotilla.daemon.reconciler import Reconciler
 from flotilla.daemon.runtime import RuntimeSpecs
@@ -113,6 +113,7 @@ class Operations:
 
     def set_secret(self, app: str, name: str, value: bytes) -> dict:
         """Store a new version; services that use it roll, one replica at a time."""
+        check_cache_password(app, name, value)
         version = self.vault.set(app, name, value)
         users = self._secret_users(app, name)
         self._events.record(app, "secret", name, f"secret {name} set to version {version}" + (

@@ -82,7 +82,7 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str]) -> 
     vault, keys = open_vault(home=home.root, store=home.store, environ=environ, clock=time.time)
     injector = SecretInjector(vault=vault, runtime=SecretsRuntime(home=home.root), engine=engine, keys=keys)
     apps = AppRepository(store)
-    events = EventLog(store)
+    events = EventLog(store, secret_values=vault.values)
     wakeups = Wakeups(clock=time.time)
     prober = HealthProber(on_change=on_health_change(events=events, wakeups=wakeups), clock=time.time)
     snapshots = Snapshots(engine=engine, prober=prober)
