@@ -19,6 +19,7 @@ from flotilla.daemon.injection import SecretInjector, cache_password_problem, ch
 from flotilla.daemon.store import Store
 from flotilla.errors import BadRequestError, SpecError
 from flotilla.secrets import Vault, generate_key
+from flotilla.secrets.injection import SecretsRuntime
 from flotilla.secrets.scrub import MARKER, scrub, strip_controls
 from flotilla.spec import spec_from_dict
 from tests.support.memory_engine import MemoryEngine
@@ -84,7 +85,7 @@ def test_an_event_that_cannot_be_scrubbed_is_withheld(tmp_path) -> None:
 
 
 def test_a_crash_report_holds_neither_the_secret_nor_escapes(tmp_path) -> None:
-    from tests.unit.test_reconciler import Daemon, Clock, spec
+    from tests.unit.test_reconciler import Clock, Daemon, spec
 
     daemon = Daemon(tmp_path / "state.db", MemoryEngine(), Clock())
     daemon.reconciler._events = EventLog(daemon.store, secret_values=lambda app: [PASSWORD.encode()])
@@ -116,7 +117,8 @@ CACHE_SPEC = {"app": "shop", "services": {"web": {"image": "x", "caches": ["sess
 
 def test_up_refuses_a_stored_cache_password_that_breaks_the_rule(tmp_path) -> None:
     vault = Vault(tmp_path / "vault.db", generate_key(), clock=lambda: 1.0)
-    injector = SecretInjector(vault=vault, runtime=None, engine=MemoryEngine(), keys=None)
+    runtime = SecretsRuntime(home=tmp_path, shared_root=tmp_path / "ram")
+    injector = SecretInjector(vault=vault, runtime=runtime, engine=MemoryEngine(), keys=None)
     spec = spec_from_dict(CACHE_SPEC)
     injector.check(spec, generated={"sessions-redis-password"})  # not set yet: generated, fine
     vault.set("shop", "sessions-redis-password", PASSWORD.encode())  # set before the rule was enforced

@@ -26,10 +26,10 @@ from flotilla.secrets import (
     load_master_key,
     write_key_file,
 )
-from flotilla.secrets.injection import SecretMounts, SecretsRuntime
+from flotilla.secrets.budget import budget_problem, most_replicas, service_need, value_sizes
+from flotilla.secrets.injection import CONTAINER_DIR, SHIM, SecretMounts, SecretsRuntime
 from flotilla.secrets.keys import ENV_SOURCE
 from flotilla.spec import AppSpec, ServiceSpec, config_hash
-
 
 # A cache password reaches redis-server as a config line (``requirepass PASSWORD``): a space
 # or a quote breaks the line, and redis-server then echoes it, password and all.
@@ -128,13 +128,31 @@ class SecretInjector:
         """Every named secret is set (or ``generated`` by Flotilla), and env secrets have a shell to run the shim."""
         stored = self.vault.versions(spec.app)
         versions = {**dict.fromkeys(generated, 0), **stored}
-        problems = self._bad_cache_passwords(spec, set(stored))
+        problems = self._bad_cache_passwords(spec, set(stored)) + self.budget_problems(spec)
         for name, svc in spec.services.items():
-            problems += _unset(spec.app, name, svc, versions)
+            problems += _unset(spec.app, name, svc, versions) + _volume_clashes(name, svc)
             if svc.secret_env and not self.engine.image_has_shell(svc.image):
                 problems.append(_no_shell(name, svc))
         if problems:
             raise SpecError(problems)
+
+    def budget_problems(self, spec: AppSpec) -> list[Problem]:
+        """The app's secrets, at the most replicas each service may run, against what the shared
+        tmpfs can give it (secrets/budget.py); also for ``flotilla scale``."""
+        stored = self.vault.versions(spec.app)
+        used = {n for svc in spec.services.values() for n in svc.secrets.values() if n in stored}
+        sizes = {name: len(self.vault.get(spec.app, name)) for name in used}
+        needs = [
+            service_need(service=name, value_sizes=value_sizes(svc.secrets, sizes, unknown=1),
+                         most_replicas=most_replicas(svc.replicas, svc.autoscale.max if svc.autoscale else None),
+                         shim_size=len(SHIM))
+            for name, svc in spec.services.items() if svc.secrets
+        ]
+        found = budget_problem(app=spec.app, needs=needs, room=self.runtime.room(spec.app))
+        if found is None:
+            return []
+        service, message, hint = found
+        return [Problem.at_path(f"services.{service}.secrets", message, hint=hint)]
 
     def _bad_cache_passwords(self, spec: AppSpec, stored: set[str]) -> list[Problem]:
         """A cache password set before the rule was enforced is refused at ``up``."""
@@ -187,6 +205,16 @@ def _unset(app: str, service: str, svc: ServiceSpec, versions: Mapping[str, int]
         )
         for key, name in svc.secrets.items()
         if name not in versions
+    ]
+
+
+def _volume_clashes(service: str, svc: ServiceSpec) -> list[Problem]:
+    """A file secret (or the env-secret directory) at a volume's path: one mount point twice."""
+    mine = [*svc.secret_files, *([CONTAINER_DIR] if svc.secret_env else [])]
+    return [
+        Problem.at_path(f"services.{service}.secrets.{target}", f"{target} is also the path of volume {volume}",
+                        hint="mount the secret at another path")
+        for volume, path in svc.volumes.items() for target in mine if target == path
     ]
 
 

@@ -156,7 +156,7 @@ def _write_new_file(path: Path, key: MasterKey) -> None:
     """Create ``path`` (0600 from the first instant, never an existing file) holding ``key``."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        _write_all(fd, key.to_base64().encode("ascii") + b"\n")
+        write_all(fd, key.to_base64().encode("ascii") + b"\n")
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -206,7 +206,8 @@ def _check_private(path: Path, st: os.stat_result, *, what: str) -> None:
         )
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """All of ``data`` to ``fd``: os.write may write less than it was given."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
