@@ -688,11 +688,14 @@ services:
              "name the secret with lowercase letters, digits, '.', '_' and '-' (starting with a "
              'letter or digit, at most 63 characters)'),
             ('flotilla.yaml:9:7: services.web.secrets./proc/self/environ: invalid secret file '
-             "path '/proc/self/environ'; use an absolute file path without '..', not under "
-             '/proc, /sys or /dev, e.g. /run/secrets/tls.key'),
+             "path '/proc/self/environ': /proc/self/environ is in a kernel filesystem (/proc, /sys, "
+             "/dev); use an absolute file path without ':', ',', whitespace or '..', not under "
+             '/proc, /sys, /dev or /run/flotilla, e.g. /run/secrets/tls.key'),
             ('flotilla.yaml:10:7: services.web.secrets./run/../etc/shadow: invalid secret file '
-             "path '/run/../etc/shadow'; use an absolute file path without '..', not under "
-             '/proc, /sys or /dev, e.g. /run/secrets/tls.key'),
+             "path '/run/../etc/shadow': '..' is resolved inside the image, where a symlink "
+             "(/var/run -> /run) can take it anywhere; use an absolute file path without ':', ',', "
+             "whitespace or '..', not under /proc, /sys, /dev or /run/flotilla, e.g. "
+             '/run/secrets/tls.key'),
             ('flotilla.yaml:11:7: services.web.secrets.run/secrets/key: invalid secret target '
              "'run/secrets/key'; use an environment variable name (letters, digits and '_') or "
              'an absolute file path such as /run/secrets/tls.key'),

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from flotilla.daemon.ports import ReplicaEngine
 from flotilla.engines.docker.containers import MountSpec, Overrides
-from flotilla.errors import Problem, SpecError
-from flotilla.naming import container_name
+from flotilla.errors import BadRequestError, Problem, SpecError
+from flotilla.naming import cache_password_secret, container_name
 from flotilla.plan import Observed
 from flotilla.secrets import (
     MasterKey,
@@ -26,9 +26,35 @@ from flotilla.secrets import (
     load_master_key,
     write_key_file,
 )
-from flotilla.secrets.injection import SecretMounts, SecretsRuntime
+from flotilla.secrets.budget import budget_problem, most_replicas, service_need, value_sizes
+from flotilla.secrets.injection import CONTAINER_DIR, SHIM, SecretMounts, SecretsRuntime
 from flotilla.secrets.keys import ENV_SOURCE
 from flotilla.spec import AppSpec, ServiceSpec, config_hash
+
+# A cache password reaches redis-server as a config line (``requirepass PASSWORD``): a space
+# or a quote breaks the line, and redis-server then echoes it, password and all.
+_CACHE_PASSWORD_SUFFIX = cache_password_secret("")  # "<cache>-redis-password"
+
+
+def cache_password_rule(app: str, name: str) -> str:
+    return ("a cache password is letters and digits only (Redis reads it from a config line), and a "
+            f"trailing newline counts: set one with `openssl rand -hex 24 | tr -d '\\n' | flotilla secrets set "
+            f"{app} {name}` (the cache's nodes then restart with it, one at a time)")
+
+
+def cache_password_problem(name: str, value: bytes) -> str | None:
+    """Why ``value`` cannot be the cache password secret ``name``; None when it can (or is no such secret)."""
+    if not name.endswith(_CACHE_PASSWORD_SUFFIX) or value.isalnum():  # bytes: ASCII letters and digits
+        return None
+    odd = sum(1 for byte in value if not bytes([byte]).isalnum())
+    return f"secret {name} is a cache password and holds {odd} byte(s) that are not ASCII letters or digits"
+
+
+def check_cache_password(app: str, name: str, value: bytes) -> None:
+    """``flotilla secrets set``: a bad cache password is refused before it is stored."""
+    problem = cache_password_problem(name, value)
+    if problem:
+        raise BadRequestError(f"{problem}; {cache_password_rule(app, name)}")
 
 
 @dataclass(frozen=True)
@@ -100,14 +126,42 @@ class SecretInjector:
 
     def check(self, spec: AppSpec, *, generated: set[str] = frozenset()) -> None:
         """Every named secret is set (or ``generated`` by Flotilla), and env secrets have a shell to run the shim."""
-        versions = {**dict.fromkeys(generated, 0), **self.vault.versions(spec.app)}
-        problems = []
+        stored = self.vault.versions(spec.app)
+        versions = {**dict.fromkeys(generated, 0), **stored}
+        problems = self._bad_cache_passwords(spec, set(stored)) + self.budget_problems(spec)
         for name, svc in spec.services.items():
-            problems += _unset(spec.app, name, svc, versions)
+            problems += _unset(spec.app, name, svc, versions) + _volume_clashes(name, svc)
             if svc.secret_env and not self.engine.image_has_shell(svc.image):
                 problems.append(_no_shell(name, svc))
         if problems:
             raise SpecError(problems)
+
+    def budget_problems(self, spec: AppSpec) -> list[Problem]:
+        """The app's secrets, at the most replicas each service may run, against what the shared
+        tmpfs can give it (secrets/budget.py); also for ``flotilla scale``."""
+        stored = self.vault.versions(spec.app)
+        used = {n for svc in spec.services.values() for n in svc.secrets.values() if n in stored}
+        sizes = {name: len(self.vault.get(spec.app, name)) for name in used}
+        needs = [
+            service_need(service=name, value_sizes=value_sizes(svc.secrets, sizes, unknown=1),
+                         most_replicas=most_replicas(svc.replicas, svc.autoscale.max if svc.autoscale else None),
+                         shim_size=len(SHIM))
+            for name, svc in spec.services.items() if svc.secrets
+        ]
+        found = budget_problem(app=spec.app, needs=needs, room=self.runtime.room(spec.app))
+        if found is None:
+            return []
+        service, message, hint = found
+        return [Problem.at_path(f"services.{service}.secrets", message, hint=hint)]
+
+    def _bad_cache_passwords(self, spec: AppSpec, stored: set[str]) -> list[Problem]:
+        """A cache password set before the rule was enforced is refused at ``up``."""
+        found = ((cache, cache_password_secret(cache)) for cache in spec.caches)
+        return [
+            Problem.at_path(f"caches.{cache}", problem, hint=cache_password_rule(spec.app, name))
+            for cache, name in found
+            if name in stored and (problem := cache_password_problem(name, self.vault.get(spec.app, name)))
+        ]
 
     def prepare(self, spec: AppSpec, *, service: str, index: int, config_hash: str) -> Overrides:
         """Put one new replica's secrets in RAM; the container settings that mount them."""
@@ -151,6 +205,16 @@ def _unset(app: str, service: str, svc: ServiceSpec, versions: Mapping[str, int]
         )
         for key, name in svc.secrets.items()
         if name not in versions
+    ]
+
+
+def _volume_clashes(service: str, svc: ServiceSpec) -> list[Problem]:
+    """A file secret (or the env-secret directory) at a volume's path: one mount point twice."""
+    mine = [*svc.secret_files, *([CONTAINER_DIR] if svc.secret_env else [])]
+    return [
+        Problem.at_path(f"services.{service}.secrets.{target}", f"{target} is also the path of volume {volume}",
+                        hint="mount the secret at another path")
+        for volume, path in svc.volumes.items() for target in mine if target == path
     ]
 
 

@@ -17,7 +17,7 @@ from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.caches import generate_passwords
 from flotilla.daemon.counts import ReplicaCounts
 from flotilla.daemon.events import EventLog
-from flotilla.daemon.injection import SecretInjector
+from flotilla.daemon.injection import SecretInjector, check_cache_password
 from flotilla.daemon.ports import ReplicaEngine
 from flotilla.daemon.reconciler import Reconciler
 from flotilla.daemon.runtime import RuntimeSpecs
@@ -83,11 +83,23 @@ class Operations:
         """``flotilla scale``: refused for autoscaled services outside their bounds."""
         spec = self._apps.require(app)
         _check_counts(spec, counts)
+        self._check_secrets_fit(spec, counts)
         summary = ", ".join(f"{s} {spec.services[s].replicas} -> {n}" for s, n in counts.items())
         return self._counts.store(app, counts, kind="scale", summary=summary)
 
     def remove(self, app: str) -> dict:
         return self._reconciler.remove_app(app)
+
+    def _check_secrets_fit(self, spec: AppSpec, counts: dict[str, int]) -> None:
+        """More replicas need more of the shared secrets tmpfs: refuse what cannot fit."""
+        if self._injector is None:
+            return
+        runtime = self._runtime.of(spec)
+        scaled = {s: runtime.services[s].model_copy(update={"replicas": n}) for s, n in counts.items()}
+        problems = self._injector.budget_problems(
+            runtime.model_copy(update={"services": {**runtime.services, **scaled}}))
+        if problems:
+            raise ConflictError(f"{problems[0].message}; {problems[0].hint}")
 
     def _check_owner(self, app: str) -> None:
         """Refuse an app name another Flotilla home already uses on this Docker host."""
@@ -113,6 +125,7 @@ class Operations:
 
     def set_secret(self, app: str, name: str, value: bytes) -> dict:
         """Store a new version; services that use it roll, one replica at a time."""
+        check_cache_password(app, name, value)
         version = self.vault.set(app, name, value)
         users = self._secret_users(app, name)
         self._events.record(app, "secret", name, f"secret {name} set to version {version}" + (

@@ -8,6 +8,7 @@ created with mode 0600 so only its owner can talk to the daemon.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -52,6 +53,7 @@ from flotilla.gateway.metrics import MetricsWindow
 from flotilla.gateway.process import GatewayFiles
 from flotilla.gateway.workers import worker_user
 from flotilla.secrets.injection import SecretsRuntime
+from flotilla.secrets.keys import read_private_file
 
 log = logging.getLogger(__name__)
 NO_USERNS_WARNING = (
@@ -60,6 +62,7 @@ NO_USERNS_WARNING = (
     'start dockerd with --userns-remap=default (or "userns-remap": "default" in '
     "/etc/docker/daemon.json, then restart Docker; scripts/setup.sh does it when it starts dockerd)"
 )
+TOKEN_VARIABLE = "FLOTILLA_API_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str]) -> 
     vault, keys = open_vault(home=home.root, store=home.store, environ=environ, clock=time.time)
     injector = SecretInjector(vault=vault, runtime=SecretsRuntime(home=home.root), engine=engine, keys=keys)
     apps = AppRepository(store)
-    events = EventLog(store)
+    events = EventLog(store, secret_values=vault.values)
     wakeups = Wakeups(clock=time.time)
     prober = HealthProber(on_change=on_health_change(events=events, wakeups=wakeups), clock=time.time)
     snapshots = Snapshots(engine=engine, prober=prober)
@@ -148,13 +151,14 @@ def run_daemon(home: Home, *, docker_url: str | None = None, api_listen: str | N
     home.ensure()
     lock = _take_lock(home)
     try:
+        token = api_token(home, os.environ) if api_listen else ""  # refused before anything starts
         home.pid_file.write_text(f"{os.getpid()}\n")
         daemon = build(home, docker_url=docker_url, environ=os.environ)
         daemon.engine.guard_host()  # before any replica of an app already here runs again
         daemon.activator.start()
         servers = [_bind(home, daemon.api)]
         if api_listen:
-            servers.append(_listen_tcp(home, daemon.api, api_listen))
+            servers.append(_listen_tcp(daemon.api, api_listen, token=token))
         _stop_on_signals(servers, daemon)
         daemon.loops.start()
         log.info("flotilla daemon %d serving on %s", os.getpid(), home.socket)
@@ -193,13 +197,12 @@ def _bind(home: Home, api: Api) -> HttpServer:
     return HttpServer(api, sockets=[sock], limits=API_LIMITS)
 
 
-def _listen_tcp(home: Home, api: Api, listen: str) -> HttpServer:
-    """The API on TCP too, where every request needs the bearer token."""
+def _listen_tcp(api: Api, listen: str, *, token: str) -> HttpServer:
+    """The API on TCP too, where every request needs the bearer token (never empty: ``api_token``)."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit() or int(port) > 65535:
         raise DaemonError(f"--api-listen {listen!r}: write HOST:PORT, for example 127.0.0.1:7070")
-    token = os.environ.get("FLOTILLA_API_TOKEN") or _token_file(home)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         sock = socket.create_server((host, int(port)), family=family, backlog=API_LIMITS.backlog)
@@ -209,14 +212,33 @@ def _listen_tcp(home: Home, api: Api, listen: str) -> HttpServer:
     return HttpServer(BearerToken(api, token=token), sockets=[sock], limits=API_LIMITS)
 
 
+def api_token(home: Home, environ: Mapping[str, str]) -> str:
+    """The TCP listener's token: FLOTILLA_API_TOKEN when set (even empty: an empty one is an
+    error, never a fall-back to the file), else the token file. Never empty, so that
+    ``Authorization: Bearer`` with nothing after it can never match."""
+    if TOKEN_VARIABLE in environ:
+        return _non_empty(environ[TOKEN_VARIABLE], what=TOKEN_VARIABLE,
+                          fix=f"set {TOKEN_VARIABLE} to a long random token, or unset it to use {home.root}/api.token")
+    return _token_file(home)
+
+
 def _token_file(home: Home) -> str:
-    """The TCP listener's token: $FLOTILLA_HOME/api.token, made (0600) on first use."""
+    """$FLOTILLA_HOME/api.token, made (0600) on first use, then checked as master.key is."""
     path = home.root / "api.token"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(secrets.token_urlsafe(32) + "\n")
-    return path.read_text().strip()
+    text = read_private_file(path, what="the API token file").decode("utf-8", errors="replace")
+    return _non_empty(text, what=f"the API token file {path}",
+                      fix="delete it (the daemon then makes a new one) or write a long random token into it")
+
+
+def _non_empty(token: str, *, what: str, fix: str) -> str:
+    token = token.strip()
+    if not token:
+        raise DaemonError(f"{what} is empty, and an empty token would let anyone in: {fix}")
+    return token
 
 
 def _stop_on_signals(servers: list[HttpServer], daemon: Daemon) -> None:

@@ -13,24 +13,31 @@ allows), bind-mounted read-only into the container at ``/run/flotilla``:
   spec names.
 
 The directory is removed with its replica. Its parents are private to root,
-so other users of the host cannot reach it.
+so other users of the host cannot reach it. The tmpfs is shared by every app
+and daemon of the host: ``up`` refuses secrets that cannot fit
+(secrets/budget.py), and a tmpfs full anyway is a SecretsError that leaves no
+half-written directory behind, so no replica starts with part of its secrets.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from flotilla.errors import SecretsError
 from flotilla.naming import home_identity
+from flotilla.secrets.budget import MIB, TMPFS_BYTES
+from flotilla.secrets.keys import write_all
+from flotilla.spec.service_parts import FLOTILLA_DIR
 
-CONTAINER_DIR = "/run/flotilla"
+CONTAINER_DIR = FLOTILLA_DIR  # the spec refuses file secrets here (service_parts.py)
 SHIM_NAME = "flotilla-shim.sh"
 SHIM = """#!/bin/sh
 # Written by Flotilla: export secrets kept in RAM, then run the image's command.
@@ -44,6 +51,10 @@ exec "$@"
 SHARED_ROOT = Path("/run/flotilla-secrets")
 LOCK_FILE = "/run/flotilla-secrets.lock"
 RAM_FILESYSTEMS = ("tmpfs", "ramfs")
+FULL = (errno.ENOSPC, errno.EDQUOT)
+# `mount` runs with this environment only: the daemon's own holds FLOTILLA_MASTER_KEY.
+MOUNT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+Writer = Callable[[Path, bytes], None]
 
 
 @dataclass(frozen=True)
@@ -69,27 +80,58 @@ class SecretMounts:
 class SecretsRuntime:
     """The RAM-backed directory tree of one daemon (one ``$FLOTILLA_HOME``)."""
 
-    def __init__(self, *, home: Path) -> None:
-        self.root = SHARED_ROOT / home_identity(home)
+    def __init__(self, *, home: Path, shared_root: Path = SHARED_ROOT, write: Writer | None = None) -> None:
+        self.shared_root = shared_root
+        self.root = shared_root / home_identity(home)
+        self._write = write or _write
 
     def materialize(
         self, *, app: str, replica: str, env: Mapping[str, bytes], files: Mapping[str, bytes]
     ) -> SecretMounts:
-        """Write one replica's secrets to RAM; returns how to mount them."""
+        """Write one replica's secrets to RAM; returns how to mount them. All or nothing: on any
+        failure the replica's directory is removed (a full tmpfs says so: ``SecretsError``)."""
         base = self._replica_dir(app, replica)
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(base)
+        try:
+            return self._write_files(base, env=env, files=files)
+        except BaseException as exc:
+            shutil.rmtree(base, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise self._write_error(replica, exc) from exc
+            raise
+
+    def _write_files(self, base: Path, *, env: Mapping[str, bytes], files: Mapping[str, bytes]) -> SecretMounts:
         (base / "env").mkdir(parents=True, mode=0o755)
         os.chmod(base, 0o755)
-        _write(base / SHIM_NAME, SHIM.encode())
+        self._write(base / SHIM_NAME, SHIM.encode())
         for name, value in env.items():
-            _write(base / "env" / name, value)
+            self._write(base / "env" / name, value)
         mounted = []
         for number, (target, value) in enumerate(sorted(files.items())):
             host = base / f"file-{number}"
-            _write(host, value)
+            self._write(host, value)
             mounted.append((str(host), target))
         return SecretMounts(host_dir=str(base), env_names=tuple(sorted(env)), files=tuple(mounted))
+
+    def _write_error(self, replica: str, exc: OSError) -> SecretsError:
+        if exc.errno in FULL:
+            return SecretsError(
+                f"the secrets tmpfs {self.shared_root} is full ({exc.strerror}), so {replica} was not started "
+                f"and nothing of its secrets was kept; it is shared by every app on this host: remove apps or "
+                f"replicas you no longer need (`flotilla ps` lists them), or lower replicas of services with "
+                f"large secrets, then run `flotilla up` again"
+            )
+        return SecretsError(f"cannot write the secrets of {replica} to {self.shared_root}: {exc.strerror}; "
+                            f"{replica} was not started")
+
+    def room(self, app: str) -> int:
+        """Bytes the tmpfs can give ``app``: what is free plus what the app holds now (its replicas
+        give theirs back as they are replaced). The whole tmpfs when it is not mounted yet."""
+        if not _on_ram(self.shared_root):
+            return TMPFS_BYTES
+        fs = os.statvfs(self.shared_root)
+        return fs.f_bavail * fs.f_frsize + _used(self.root / app)
 
     def remove(self, app: str, replica: str) -> None:
         shutil.rmtree(self._replica_dir(app, replica), ignore_errors=True)
@@ -108,10 +150,10 @@ class SecretsRuntime:
         return app_dir / replica
 
     def _ensure_ram(self) -> None:
-        if not _on_ram(SHARED_ROOT):
+        if not _on_ram(self.shared_root):
             with _host_lock():  # two daemons starting at once must not mount twice
-                if not _on_ram(SHARED_ROOT):
-                    _mount_tmpfs(SHARED_ROOT)
+                if not _on_ram(self.shared_root):
+                    _mount_tmpfs(self.shared_root)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
@@ -123,11 +165,22 @@ def _host_lock():
 
 
 def _write(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    """Every byte of ``data`` (one os.write may write less on a nearly full tmpfs) in a new file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
     try:
-        os.write(fd, data)
+        write_all(fd, data)
     finally:
         os.close(fd)
+
+
+def _used(directory: Path) -> int:
+    """Bytes the files under ``directory`` take (their blocks); 0 when there is none."""
+    total = 0
+    for parent, _, names in os.walk(directory):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(parent, name)).st_blocks * 512
+    return total
 
 
 def _on_ram(path: Path) -> bool:
@@ -144,11 +197,13 @@ def _on_ram(path: Path) -> bool:
 
 def _mount_tmpfs(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=0o711)
-    for options in ("size=64m,mode=0711,noswap", "size=64m,mode=0711"):
+    size = f"size={TMPFS_BYTES // MIB}m,mode=0711"
+    for options in (f"{size},noswap", size):
         result = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", options, "flotilla-secrets", str(path)],
             capture_output=True,
             text=True,
+            env=MOUNT_ENV,
         )
         if result.returncode == 0:
             return

@@ -156,7 +156,7 @@ def _write_new_file(path: Path, key: MasterKey) -> None:
     """Create ``path`` (0600 from the first instant, never an existing file) holding ``key``."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        _write_all(fd, key.to_base64().encode("ascii") + b"\n")
+        write_all(fd, key.to_base64().encode("ascii") + b"\n")
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -166,15 +166,7 @@ def _write_new_file(path: Path, key: MasterKey) -> None:
 
 
 def _read_key_file(path: Path) -> MasterKey:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise SecretsError(f"cannot read the master key file {path}: {exc.strerror}") from exc
-    try:
-        _check_private(path, os.fstat(fd))
-        data = os.read(fd, 4096)
-    finally:
-        os.close(fd)
+    data = read_private_file(path, what="the master key file")
     key = decode_key_text(data.decode("ascii", errors="replace"))
     if key is None:
         raise SecretsError(
@@ -184,18 +176,38 @@ def _read_key_file(path: Path) -> MasterKey:
     return key
 
 
-def _check_private(path: Path, st: os.stat_result) -> None:
+def read_private_file(path: Path, *, what: str, limit: int = 4096) -> bytes:
+    """The first ``limit`` bytes of a credential file (``what``: "the master key file"), refused
+    unless it is a regular file owned by this process's user and closed to every other user."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SecretsError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    try:
+        _check_private(path, os.fstat(fd), what=what)
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def _check_private(path: Path, st: os.stat_result, *, what: str) -> None:
     if not stat.S_ISREG(st.st_mode):
-        raise SecretsError(f"the master key file {path} is not a regular file")
+        raise SecretsError(f"{what} {path} is not a regular file")
+    if st.st_uid != os.geteuid():
+        raise SecretsError(
+            f"{what} {path} belongs to uid {st.st_uid}, not to the daemon's user (uid {os.geteuid()}), "
+            f"who could then change it: run chown {os.geteuid()} {path}"
+        )
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
         raise SecretsError(
-            f"the master key file {path} is open to other users (mode {mode:04o}); "
+            f"{what} {path} is open to other users (mode {mode:04o}); "
             f"it must be readable by its owner only: run chmod 600 {path}"
         )
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """All of ``data`` to ``fd``: os.write may write less than it was given."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]

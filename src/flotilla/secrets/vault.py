@@ -146,6 +146,15 @@ class Vault:
                               (app,)).fetchall()
         return dict(rows)
 
+    def values(self, app: str) -> builtins.list[bytes]:
+        """Every kept version of every secret of the app, in plaintext: what to scrub from output."""
+        _check_app(app)
+        with self._tx(write=False) as db:
+            rows = db.execute(f"SELECT name, version, {_SEALED} FROM secrets WHERE app=?", (app,)).fetchall()
+            key = self._key
+        return [self._open(key, app=app, name=name, version=version, sealed=(nonce, ciphertext))
+                for name, version, nonce, ciphertext in rows]
+
     def list(self, app: str) -> builtins.list[SecretInfo]:
         """The app's secrets by name: latest version, when it was set, versions kept."""
         _check_app(app)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 from flotilla.spec import checks as c
 from flotilla.spec import units, urls
@@ -27,7 +26,15 @@ MAX_REPLICAS = 100
 MAX_CPUS = 64
 MIN_MEMORY = 6 * units.MIB
 _SECRET = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
-_FORBIDDEN_DIRS = ("/proc", "/sys", "/dev")
+# Where Flotilla puts a replica's env-secret shim and values (secrets/injection.py mounts
+# it): a file secret there would replace the shim or export a reserved variable.
+# /var/run is /run in Debian-based images (a symlink Docker follows inside the image).
+FLOTILLA_DIR = "/run/flotilla"
+_RESERVED_DIRS = (FLOTILLA_DIR, "/var" + FLOTILLA_DIR)
+_KERNEL_DIRS = ("/proc", "/sys", "/dev")  # /dev/shm too: shared memory of the container
+MAX_SECRET_FILES = 64  # file targets per service: each is a bind mount and a file in the secrets tmpfs
+_FILE_HINT = ("use an absolute file path without ':', ',', whitespace or '..', not under /proc, /sys, "
+              "/dev or /run/flotilla, e.g. /run/secrets/tls.key")
 _ENV_HINT = "use letters, digits and '_', not starting with a digit"
 
 
@@ -145,10 +152,6 @@ def _url_path(rep: Reporter, path: Path, value: str, *, what: str, query: bool) 
     return urls.normalize_escapes(value)
 
 
-def _has_space(text: str) -> bool:
-    return any(char.isspace() for char in text)
-
-
 def secrets(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> dict | None:
     items = c.string_map(rep, path, value, hint="map an env variable name or a file path to a "
                          "secret name, e.g. secrets: {DB_PASSWORD: db-password}")
@@ -156,9 +159,11 @@ def secrets(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> di
         return None
     clean = {key: (_secret_target(rep, path + (key,), key), _secret_name(rep, path + (key,), item))
              for key, item in items.items()}
-    if any(None in pair for pair in clean.values()):
+    targets = [(key, pair[0]) for key, pair in clean.items() if pair[0] and pair[0].startswith("/")]
+    ok = _distinct_files(rep, path, targets) & _few_files(rep, path, len(targets))
+    if not ok or any(None in pair for pair in clean.values()):
         return None
-    return {key: pair[1] for key, pair in clean.items()}
+    return {target: name for target, name in clean.values()}
 
 
 def _secret_target(rep: Reporter, path: Path, key: str) -> str | None:
@@ -169,15 +174,75 @@ def _secret_target(rep: Reporter, path: Path, key: str) -> str | None:
         return None
     if not key.startswith("/"):
         return env_name(rep, path, key)
-    parts = PurePosixPath(key).parts
-    bad = (key == "/" or ".." in parts or _has_space(key) or "\0" in key
-           or any(key == d or key.startswith(d + "/") for d in _FORBIDDEN_DIRS))
-    if bad:
-        rep.add(path, f"invalid secret file path {c.clip(key)}",
-                "use an absolute file path without '..', not under /proc, /sys or /dev, "
-                "e.g. /run/secrets/tls.key", key=True)
+    problem = file_target_problem(key)
+    if problem:
+        rep.add(path, f"invalid secret file path {c.clip(key)}: {problem}", _FILE_HINT, key=True)
         return None
-    return key
+    return clean_file_path(key)
+
+
+def clean_file_path(key: str) -> str:
+    """The path the container sees: repeated slashes collapsed (a leading ``//`` too, which
+    posixpath.normpath keeps), ``.`` dropped and ``..`` resolved (``/..`` is ``/``).
+
+    ``file_target_problem`` refuses ``..`` anyway; resolving it here keeps this a true
+    normal form, so no spelling can pass the checks for one path and mount another."""
+    parts: list[str] = []
+    for part in key.split("/"):
+        if part == "..":
+            parts = parts[:-1]
+        elif part not in ("", "."):
+            parts.append(part)
+    return "/" + "/".join(parts)
+
+
+def file_target_problem(key: str) -> str | None:
+    """Why a file-secret target cannot be mounted, or None: characters first, then the cleaned path."""
+    if any(not char.isprintable() or char.isspace() for char in key):
+        return "it holds whitespace or a control character"
+    if ":" in key or "," in key:
+        return "':' and ',' separate the fields of Docker's mount syntax (-v SRC:DST:MODE, --mount a=b,c=d)"
+    if ".." in key.split("/"):
+        return "'..' is resolved inside the image, where a symlink (/var/run -> /run) can take it anywhere"
+    clean = clean_file_path(key)
+    if clean == "/":
+        return "it is the root directory"
+    if _within(clean, _KERNEL_DIRS):
+        return f"{clean} is in a kernel filesystem (/proc, /sys, /dev)"
+    if _within(clean, _RESERVED_DIRS):
+        return f"{clean} is Flotilla's own directory for env secrets ({FLOTILLA_DIR})"
+    return None
+
+
+def _within(path: str, dirs: tuple[str, ...]) -> bool:
+    return any(path == d or path.startswith(d + "/") for d in dirs)
+
+
+def _distinct_files(rep: Reporter, path: Path, targets: list[tuple[str, str]]) -> bool:
+    """Two spellings of one path are one mount point; a file cannot be mounted inside another."""
+    seen: dict[str, str] = {}  # cleaned path -> the key that named it first
+    ok = True
+    for key, target in sorted(targets, key=lambda pair: (len(pair[1]), pair[0])):
+        if target in seen:
+            rep.add(path + (key,), f"secret file path {target} is given twice: {c.clip(seen[target])} "
+                    f"and {c.clip(key)} are the same path", "keep one of them", key=True)
+            ok = False
+            continue
+        outer = next((k for t, k in seen.items() if target.startswith(t + "/")), None)
+        if outer is not None:
+            rep.add(path + (key,), f"secret file path {c.clip(key)} lies inside the file target "
+                    f"{c.clip(outer)}", "choose paths where neither is inside the other", key=True)
+            ok = False
+        seen[target] = key
+    return ok
+
+
+def _few_files(rep: Reporter, path: Path, count: int) -> bool:
+    if count <= MAX_SECRET_FILES:
+        return True
+    rep.add(path, f"{count} file targets; a service may have at most {MAX_SECRET_FILES}",
+            "put related values in one secret (one file), or deliver some as environment variables")
+    return False
 
 
 def _secret_name(rep: Reporter, path: Path, value: object) -> str | None:
