@@ -32,6 +32,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("FLOTILLA_ARTIFACTS", REPO / "build" / "artifacts")) / "dashboard"
 WAIT_MS = 30_000  # what the page gets for a change to show (a loaded 2-core machine)
 MARKUP = "<script>window.__owned=1</script><b>bold</b>"
+SECRET = f"s3cret-{os.urandom(6).hex()}"
 
 
 def spec(app: str, port: int) -> str:
@@ -44,6 +45,7 @@ services:
     port: 8000
     replicas: 2
     health: {{path: /healthz, interval: 1s, timeout: 500ms}}
+    secrets: {{API_TOKEN: api-token}}
     routes:
       - {{host: shop.localhost, path: /}}
   noisy:
@@ -70,6 +72,7 @@ def shop(tmp_path_factory, docker_client):
     app, port = f"d{os.urandom(4).hex()}", free_port()
     fl.apps.add(app)
     try:
+        fl.run("secrets", "set", app, "api-token", input_text=SECRET)
         fl.run("up", "-d", "-f", str(fl.write_spec(tmp_path_factory.mktemp("spec"), spec(app, port))))
         _wait(lambda: sum(r["service"] == "web" and r["healthy"] for r in ps(fl, app)) == 2, "two healthy web")
         yield fl, app, port
@@ -138,6 +141,14 @@ def test_markup_from_an_app_is_shown_as_text(page, shop):
     assert MARKUP in event.inner_text()  # the literal text, tags and all
     assert page.locator("#events b", has_text="bold").count() == 0
     assert page.evaluate("window.__owned") is None
+
+
+def test_secrets_never_reach_the_page(page, shop):
+    _, app, _ = shop
+    _row(page, app, "web").wait_for(timeout=WAIT_MS)
+    state = page.context.request.get(page.url.split("/dashboard/")[0] + "/dashboard/state.json")
+    assert state.status == 200 and app in state.text()
+    assert SECRET not in state.text() and SECRET not in page.content()
 
 
 def test_scale_from_the_page(page, shop, artifacts):

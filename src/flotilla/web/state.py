@@ -109,6 +109,7 @@ class Reader:
         counts.append((now, service["desired"], service["ready"]))
         offset = now - self._monotonic()  # the metrics window keeps monotonic times
         return {
+            "public": service["public"],  # an internal service has no gateway traffic to chart
             "traffic": traffic_series(self._metrics.samples(app, service["name"]), offset=offset),
             "latency": self._percentiles.series(app, service["name"]),
             "replicas": [list(c) for c in zip(*counts)],

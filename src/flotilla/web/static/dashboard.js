@@ -3,7 +3,8 @@
 // through textContent, never innerHTML, so names from apps stay text.
 (function () {
   "use strict";
-  var charts = {}; // "app/service" -> {block, plots: {name: uPlot}}
+  var charts = {}; // "app/service" -> {box, plots: {kind: {el, plot}}, decisions, list}
+  var WINDOW = 120; // seconds shown: the gateway's metrics window
   var SERIES = {
     requests: { title: "requests/s", unit: "req/s", columns: [1, 4], labels: ["requests/s", "5xx/s"],
                 colors: ["#2563eb", "#dc2626"] },
@@ -52,21 +53,24 @@
         return v == null ? "–" : v.toFixed(v % 1 ? 2 : 0) + " " + spec.unit; } };
     }));
     var opts = { width: Math.max(el.clientWidth, 240), height: 150, series: series, legend: { live: false },
-                 scales: { y: { range: function (u, min, max) { return [0, Math.max(1, max)]; } } },
+                 scales: { x: { time: true, range: function () {
+                   var now = Date.now() / 1000;
+                   return [now - WINDOW, now];
+                 } }, y: { range: function (u, min, max) { return [0, Math.max(1, max)]; } } },
                  axes: [{}, { label: spec.unit, size: 50 }],
                  plugins: kind === "replicas" ? [decisionLines(function () { return chart.decisions; })] : [] };
     return new uPlot(opts, [[]].concat(spec.labels.map(function () { return []; })), el);
   }
 
-  function block(key) {
+  function block(key, kinds) {
     if (charts[key]) { return charts[key]; }
     var box = document.createElement("article");
     box.className = "chart-block";
     box.dataset.key = key;
     box.appendChild(text("h3", key));
-    var chart = { box: box, plots: {}, decisions: [] };
+    var chart = { box: box, plots: {}, decisions: [], public: kinds.length > 1 };
     document.getElementById("charts").appendChild(box);
-    Object.keys(SERIES).forEach(function (kind) {
+    kinds.forEach(function (kind) {
       var figure = document.createElement("figure");
       figure.appendChild(text("figcaption", SERIES[kind].title));
       var el = document.createElement("div");
@@ -91,12 +95,16 @@
       if (!(key in all)) { charts[key].box.remove(); delete charts[key]; }
     });
     Object.keys(all).forEach(function (key) {
-      var chart = block(key), data = all[key];
+      var data = all[key];
+      if (charts[key] && charts[key].public !== data.public) { charts[key].box.remove(); delete charts[key]; }
+      var chart = block(key, data.public ? Object.keys(SERIES) : ["replicas"]);
       chart.decisions = data.decisions;
-      ["requests", "load"].forEach(function (kind) {
-        show(chart.plots[kind], columns(data.traffic, SERIES[kind].columns));
-      });
-      show(chart.plots.latency, columns(data.latency, SERIES.latency.columns));
+      if (data.public) {
+        ["requests", "load"].forEach(function (kind) {
+          show(chart.plots[kind], columns(data.traffic, SERIES[kind].columns));
+        });
+        show(chart.plots.latency, columns(data.latency, SERIES.latency.columns));
+      }
       show(chart.plots.replicas, columns(data.replicas, [1, 2]));
       chart.list.replaceChildren.apply(chart.list, data.decisions.slice(-5).reverse().map(function (d) {
         return text("li", new Date(d.time * 1000).toLocaleTimeString() + " " + d.kind + ": " + d.message);
