@@ -220,3 +220,15 @@ def test_restart_drains_then_stops_the_replica_and_wakes_the_reconciler(dash):
     gone = request(dash, "POST", "/dashboard/apps/shop/replicas/nope/restart",
                    headers={"cookie": cookie, "origin": ORIGIN, "host": "127.0.0.1:4000", "x-csrf-token": csrf})
     assert b"badge bad" in gone.body and b"no replica" in gone.body
+
+
+def test_the_command_explains_itself_with_an_example():
+    from click.testing import CliRunner
+
+    from flotilla.cli.main import cli
+
+    shown = CliRunner().invoke(cli, ["dashboard", "--help"])
+    assert shown.exit_code == 0 and "Example:" in shown.output and "flotilla dashboard --open" in shown.output
+    assert "--json" in shown.output and "60 seconds" in shown.output
+    assert "dashboard" in CliRunner().invoke(cli, ["--help"]).output
+    assert "--dashboard-listen" in CliRunner().invoke(cli, ["daemon", "--help"]).output

@@ -76,6 +76,7 @@ class Dashboard:
                                wakeups=parts.wakeups)
         self._static = _static_files()
         self._threads = anyio.CapacityLimiter(THREADS)
+        self._rendered: tuple[object, dict[str, str]] = (None, {})  # the latest picture and its sections
 
     @classmethod
     def build(cls, parts: DaemonParts, base_url: str) -> Dashboard:
@@ -166,8 +167,8 @@ class Dashboard:
         sent: dict[str, str] = {}
         quiet_since = time.monotonic()
         while self.sessions.find(session.id) is not None:
-            picture = await anyio.to_thread.run_sync(self.reader.picture, limiter=self._threads)
-            changed = {k: v for k, v in views.fragments(picture).items() if sent.get(k) != v}
+            sections = await anyio.to_thread.run_sync(self._sections, limiter=self._threads)
+            changed = {k: v for k, v in sections.items() if sent.get(k) != v}
             if changed:
                 sent.update(changed)
                 quiet_since = time.monotonic()
@@ -176,6 +177,13 @@ class Dashboard:
                 quiet_since = time.monotonic()
                 yield ": still here\n\n"
             await anyio.sleep(STREAM_INTERVAL)
+
+    def _sections(self) -> dict[str, str]:
+        """The page's sections for the current picture, rendered once for every open stream."""
+        picture = self.reader.picture()
+        if self._rendered[0] is not picture:
+            self._rendered = (picture, views.fragments(picture))
+        return self._rendered[1]
 
     def _session(self, scope: dict) -> Session | None:
         cookie = SimpleCookie()

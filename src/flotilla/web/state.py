@@ -22,11 +22,11 @@ from flotilla.daemon.status import StatusViews
 from flotilla.daemon.store import Store
 from flotilla.errors import FlotillaError
 from flotilla.gateway.accesslog import AccessLog, Follower
-from flotilla.gateway.metrics import MetricsWindow, Sample
+from flotilla.gateway.metrics import WINDOW_SECONDS, MetricsWindow, Sample
 from flotilla.spec import AppSpec
 from flotilla.web.latency import Percentiles
 
-HISTORY_SECONDS = 300  # replica counts kept per service, one point a second
+HISTORY_SECONDS = WINDOW_SECONDS  # replica counts kept per service, one point a second: what the charts show
 EVENTS_SHOWN = 40  # the newest events, of every app
 SCALE_KINDS = ("autoscale", "scale", "dashboard")  # events drawn on the replica chart
 FOLLOW_GAP = 10.0  # seconds unread after which the access log is followed from its end again

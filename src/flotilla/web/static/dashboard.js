@@ -4,7 +4,9 @@
 (function () {
   "use strict";
   var charts = {}; // "app/service" -> {box, plots: {kind: {el, plot}}, decisions, list}
-  var WINDOW = 120; // seconds shown: the gateway's metrics window
+  var WINDOW = 120; // seconds shown at most: the gateway's metrics window
+  var MIN_SPAN = 30; // seconds shown at least
+  var since = null; // the oldest point of any chart: young charts fill the width
   var SERIES = {
     requests: { title: "requests/s", unit: "req/s", columns: [1, 4], labels: ["requests/s", "5xx/s"],
                 colors: ["#2563eb", "#dc2626"] },
@@ -46,6 +48,12 @@
     } } };
   }
 
+  function clockLabels(u, splits) { // one row: 04:37:20, no date
+    return splits.map(function (t) {
+      return new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    });
+  }
+
   function makePlot(el, kind, chart) {
     var spec = SERIES[kind];
     var series = [{}].concat(spec.labels.map(function (label, i) {
@@ -55,9 +63,10 @@
     var opts = { width: Math.max(el.clientWidth, 240), height: 150, series: series, legend: { live: false },
                  scales: { x: { time: true, range: function () {
                    var now = Date.now() / 1000;
-                   return [now - WINDOW, now];
+                   var start = since === null ? now - MIN_SPAN : Math.min(since, now - MIN_SPAN);
+                   return [Math.max(now - WINDOW, start), now];
                  } }, y: { range: function (u, min, max) { return [0, Math.max(1, max)]; } } },
-                 axes: [{}, { label: spec.unit, size: 50 }],
+                 axes: [{ space: 70, values: clockLabels }, { label: spec.unit, size: 50 }],
                  plugins: kind === "replicas" ? [decisionLines(function () { return chart.decisions; })] : [] };
     return new uPlot(opts, [[]].concat(spec.labels.map(function () { return []; })), el);
   }
@@ -90,7 +99,18 @@
     return [data[0] || []].concat(picks.map(function (i) { return data[i] || []; }));
   }
 
+  function oldest(all) {
+    var firsts = [];
+    Object.keys(all).forEach(function (key) {
+      [all[key].traffic, all[key].latency, all[key].replicas].forEach(function (cols) {
+        if (cols && cols[0] && cols[0].length) { firsts.push(cols[0][0]); }
+      });
+    });
+    return firsts.length ? Math.min.apply(null, firsts) : null;
+  }
+
   function update(all) {
+    since = oldest(all);
     Object.keys(charts).forEach(function (key) {
       if (!(key in all)) { charts[key].box.remove(); delete charts[key]; }
     });
