@@ -12,12 +12,14 @@ from types import SimpleNamespace
 import pytest
 
 from flotilla.daemon.api import BearerToken
+from flotilla.daemon.store import Event
 from flotilla.errors import NotFoundError
 from flotilla.gateway.metrics import Sample
+from flotilla.spec import parse_spec
 from flotilla.web import Dashboard, views
 from flotilla.web.latency import Percentiles, percentile
 from flotilla.web.sessions import LOGIN_TTL, Sessions, csrf_ok
-from flotilla.web.state import traffic_series
+from flotilla.web.state import Reader, traffic_series
 from tests.unit.test_api_requests import request
 
 ORIGIN = "http://127.0.0.1:4000"
@@ -232,3 +234,31 @@ def test_the_command_explains_itself_with_an_example():
     assert "--json" in shown.output and "60 seconds" in shown.output
     assert "dashboard" in CliRunner().invoke(cli, ["--help"]).output
     assert "--dashboard-listen" in CliRunner().invoke(cli, ["daemon", "--help"]).output
+
+
+def test_the_reader_shares_one_picture_a_second_and_draws_scaling_decisions():
+    spec = parse_spec("app: shop\nservices:\n  web:\n    image: shop-web:1\n    port: 8000\n"
+                      "    env: {API_KEY: hunter2}\n    routes: [{host: shop.localhost}]\n",
+                      filename="f.yaml", environ={})
+    reads: list[str] = []
+
+    def app_status(app):
+        reads.append(app)
+        return {"app": app, "services": [{"name": "web", "desired": 3, "ready": 2, "running": 3, "cache": None}],
+                "replicas": [], "caches": [], "converged": False}
+
+    events = [Event(1, "shop", 5.0, "autoscale", "web", "in flight 9.0 > 3.0 x 2: 2 -> 3"),
+              Event(2, "shop", 6.0, "create", "web-3", "started"), Event(3, "shop", 7.0, "scale", "api", "api 1 -> 2")]
+    clock = Clock()
+    reader = Reader(apps=SimpleNamespace(active=lambda: [spec]), status=SimpleNamespace(app_status=app_status),
+                    history=SimpleNamespace(events=lambda app, limit: events),
+                    metrics=SimpleNamespace(samples=lambda app, service: ()), clock=clock, monotonic=lambda: 0.0)
+    first = reader.picture()
+    assert reader.picture() is first and reads == ["shop"]  # every tab within the second gets the same one
+    clock.now += 1.0
+    second = reader.picture()
+    chart = second.charts["shop/web"]
+    assert chart["decisions"] == [{"time": 5.0, "kind": "autoscale", "message": "in flight 9.0 > 3.0 x 2: 2 -> 3"}]
+    assert chart["replicas"] == [[1000.0, 1001.0], [3, 3], [2, 2]] and chart["public"] is True
+    assert second.apps[0]["services"][0]["image"] == "shop-web:1"
+    assert "hunter2" not in repr(second)  # the spec's environment never reaches the page
