@@ -14,6 +14,7 @@ printed).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 import time
@@ -125,9 +126,12 @@ def test_live_view_lists_services_and_replicas(page, shop, artifacts):
     web.locator(".ready", has_text="2").wait_for(timeout=WAIT_MS)
     assert web.locator(".badge").first.inner_text() == "up"
     assert "shop-catalog:1" in web.inner_text() and "public" in web.inner_text()
-    names = {r["replica"] for r in ps(fl, app) if r["service"] == "web"}
+    rows = [r for r in ps(fl, app) if r["service"] == "web"]
+    names, names_full = {r["replica"] for r in rows}, {r["name"] for r in rows}
     for name in names:
         page.locator("#replicas td.name", has_text=name).wait_for(timeout=WAIT_MS)
+    uptime = page.locator(f'#replicas tr[data-replica="{next(iter(names_full))}"] td.uptime').inner_text()
+    assert re.fullmatch(r"\d+ (s|min \d+ s)", uptime), uptime
     assert page.locator("#routes").inner_text().count("shop.localhost") == 1
     page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
     page.set_viewport_size({"width": 480, "height": 900})

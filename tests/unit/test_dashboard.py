@@ -19,7 +19,7 @@ from flotilla.spec import parse_spec
 from flotilla.web import Dashboard, views
 from flotilla.web.latency import Percentiles, percentile
 from flotilla.web.sessions import LOGIN_TTL, Sessions, csrf_ok
-from flotilla.web.state import Reader, traffic_series
+from flotilla.web.state import EventFeed, Reader, traffic_series
 from tests.unit.test_api_requests import request
 
 ORIGIN = "http://127.0.0.1:4000"
@@ -175,7 +175,7 @@ def test_every_value_from_an_app_is_escaped():
            "routes": [{"service": MARKUP, "public": True, "listen": MARKUP, "host": MARKUP, "path": MARKUP}],
            "error": MARKUP}
     event = {"id": 1, "app": MARKUP, "time": 0.0, "kind": MARKUP, "subject": MARKUP, "message": MARKUP}
-    for html in (views.services([app]), views.replicas([app]), views.routes([app]), views.events([event]),
+    for html in (views.services([app]), views.replicas([app], now=0.0), views.routes([app]), views.events([event]),
                  views.notice(MARKUP, ok=False), views.page(csrf=MARKUP)):
         assert "<script>alert" not in html and "<img" not in html and MARKUP not in html, html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;&lt;img" in views.events([event])
@@ -251,7 +251,7 @@ def test_the_reader_shares_one_picture_a_second_and_draws_scaling_decisions():
               Event(2, "shop", 6.0, "create", "web-3", "started"), Event(3, "shop", 7.0, "scale", "api", "api 1 -> 2")]
     clock = Clock()
     reader = Reader(apps=SimpleNamespace(active=lambda: [spec]), status=SimpleNamespace(app_status=app_status),
-                    history=SimpleNamespace(events=lambda app, limit: events),
+                    history=SimpleNamespace(events=lambda app, since, limit: [e for e in events if e.id > since]),
                     metrics=SimpleNamespace(samples=lambda app, service: ()), clock=clock, monotonic=lambda: 0.0)
     first = reader.picture()
     assert reader.picture() is first and reads == ["shop"]  # every tab within the second gets the same one
@@ -262,3 +262,22 @@ def test_the_reader_shares_one_picture_a_second_and_draws_scaling_decisions():
     assert chart["replicas"] == [[1000.0, 1001.0], [3, 3], [2, 2]] and chart["public"] is True
     assert second.apps[0]["services"][0]["image"] == "shop-web:1"
     assert "hunter2" not in repr(second)  # the spec's environment never reaches the page
+    assert [e["id"] for e in second.events] == [3, 2, 1]  # newest first
+
+
+def test_uptime_is_counted_from_the_replicas_latest_start():
+    assert [views.duration(s) for s in (0, 59, 61, 3600 * 3 + 1200, 86400 * 2 + 3600 * 4)] == [
+        "0 s", "59 s", "1 min 1 s", "3 h 20 min", "2 d 4 h"]
+    events = [Event(1, "shop", 10.0, "create", "web-1", "started"), Event(2, "shop", 50.0, "create", "web-1", "again"),
+              Event(3, "shop", 60.0, "create", "web-2", "started")]
+    store = SimpleNamespace(calls=[], events=lambda app, since, limit: store.calls.append(since) or
+                            [e for e in events if e.id > since])
+    feed = EventFeed(store)
+    assert [e["id"] for e in feed.read("shop")] == [1, 2, 3] and feed.started("shop", "web-1") == 50.0
+    events.append(Event(4, "shop", 70.0, "remove", "web-2", "removed"))
+    assert [e["id"] for e in feed.read("shop")] == [1, 2, 3, 4] and store.calls == [0, 3]  # only new ones
+    running = {"state": "running", "started": 50.0, "replica": "web-1", "name": "n", "healthy": True,
+               "health": "", "gateway": None, "current": True, "container_id": "c"}
+    assert "1 min 40 s" in views.replicas([{"app": "shop", "replicas": [running]}], now=150.0)
+    feed.keep(set())
+    assert feed.started("shop", "web-1") is None

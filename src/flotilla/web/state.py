@@ -29,6 +29,7 @@ from flotilla.web.latency import Percentiles
 HISTORY_SECONDS = WINDOW_SECONDS  # replica counts kept per service, one point a second: what the charts show
 EVENTS_SHOWN = 40  # the newest events, of every app
 SCALE_KINDS = ("autoscale", "scale", "dashboard")  # events drawn on the replica chart
+EVENTS_BACKLOG = 1000  # events read of an app the first time: enough to know when its replicas started
 FOLLOW_GAP = 10.0  # seconds unread after which the access log is followed from its end again
 
 
@@ -59,6 +60,7 @@ class Reader:
         self._follower: Follower | None = None
         self._percentiles = Percentiles()
         self._counts: dict[str, deque] = {}
+        self._feed = EventFeed(history)
         self._latest: Picture | None = None
         self._lock = threading.Lock()
 
@@ -72,10 +74,12 @@ class Reader:
         now = self._clock()
         self._read_access_log(now)
         apps, events, charts = [], [], {}
-        for spec in self._apps.active():
+        active = self._apps.active()
+        self._feed.keep({spec.app for spec in active})
+        for spec in active:
+            app_events = self._feed.read(spec.app)
             app = self._app(spec)
             apps.append(app)
-            app_events = [e.to_dict() for e in self._history.events(spec.app, limit=EVENTS_SHOWN)]
             events += app_events
             for service in app["services"]:
                 key = f"{spec.app}/{service['name']}"
@@ -101,6 +105,8 @@ class Reader:
             svc = spec.services.get(service["name"])
             service["image"] = svc.image if svc else ""
             service["public"] = bool(svc and svc.routes)
+        for replica in status["replicas"]:
+            replica["started"] = self._feed.started(spec.app, replica["replica"])
         status["routes"] = _routes(spec)
         return status
 
@@ -118,6 +124,39 @@ class Reader:
                 for e in events if e["kind"] in SCALE_KINDS and service["name"] in e["subject"].split(",")
             ],
         }
+
+
+class EventFeed:
+    """Each app's newest events, and when each of its replicas was last started (its latest ``create``
+    event), read incrementally: after the first read, only events with a newer id."""
+
+    def __init__(self, history: Store) -> None:
+        self._history = history
+        self._last_id: dict[str, int] = {}
+        self._recent: dict[str, deque] = {}
+        self._started: dict[tuple[str, str], float] = {}
+
+    def read(self, app: str) -> list[dict]:
+        """The app's newest events (at most ``EVENTS_SHOWN``), oldest first."""
+        since = self._last_id.get(app, 0)
+        recent = self._recent.setdefault(app, deque(maxlen=EVENTS_SHOWN))
+        for event in self._history.events(app, since=since, limit=EVENTS_BACKLOG):
+            recent.append(event.to_dict())
+            if event.kind == "create":
+                self._started[(app, event.subject)] = event.ts
+            self._last_id[app] = event.id
+        return list(recent)
+
+    def started(self, app: str, replica: str) -> float | None:
+        return self._started.get((app, replica))
+
+    def keep(self, apps: set[str]) -> None:
+        """Forget the apps that are gone."""
+        for table in (self._last_id, self._recent):
+            for app in [a for a in table if a not in apps]:
+                del table[app]
+        for key in [k for k in self._started if k[0] not in apps]:
+            del self._started[key]
 
 
 def traffic_series(samples: tuple[Sample, ...], *, offset: float) -> list[list]:

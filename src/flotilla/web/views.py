@@ -122,15 +122,31 @@ def _scale_form(app: str, service: dict) -> str:
     )
 
 
-def replicas(apps: list[dict], *, now: float | None = None) -> str:
-    rows = "".join(_replica_row(app["app"], r) for app in apps for r in app["replicas"])
+def replicas(apps: list[dict], *, now: float) -> str:
+    rows = "".join(_replica_row(app["app"], r, now=now) for app in apps for r in app["replicas"])
     if not rows:
         return '<p class="muted">No replicas.</p>'
-    return ('<table><thead><tr><th>app</th><th>replica</th><th>state</th><th>gateway</th><th>config</th>'
-            f'<th>health check</th><th></th></tr></thead><tbody>{rows}</tbody></table>')
+    return ('<table><thead><tr><th>app</th><th>replica</th><th>state</th><th>up for</th><th>gateway</th>'
+            f'<th>config</th><th>health check</th><th></th></tr></thead><tbody>{rows}</tbody></table>')
 
 
-def _replica_row(app: str, replica: dict) -> str:
+def duration(seconds: float) -> str:
+    """``45 s``, ``12 min 5 s``, ``3 h 20 min``, ``2 d 4 h``: two units at most."""
+    whole = max(0, int(seconds))
+    for size, unit, smaller, small_unit in ((86400, "d", 3600, "h"), (3600, "h", 60, "min"), (60, "min", 1, "s")):
+        if whole >= size:
+            return f"{whole // size} {unit} {whole % size // smaller} {small_unit}"
+    return f"{whole} s"
+
+
+def _uptime(replica: dict, *, now: float) -> str:
+    started = replica.get("started")
+    if replica["state"] != "running" or started is None:
+        return '<span class="muted">–</span>'
+    return esc(duration(now - started))
+
+
+def _replica_row(app: str, replica: dict, *, now: float) -> str:
     gateway = esc(replica["gateway"]) if replica["gateway"] else '<span class="muted">internal</span>'
     config = "current" if replica["current"] else '<span class="badge warn">old</span>'
     restart = (
@@ -140,7 +156,8 @@ def _replica_row(app: str, replica: dict) -> str:
     return (
         f'<tr data-replica="{esc(replica["name"])}" data-container="{esc(replica["container_id"][:12])}">'
         f'<td>{esc(app)}</td><td class="name">{esc(replica["replica"])}</td>'
-        f'<td>{health_badge(healthy=replica["healthy"], state=replica["state"])}</td><td>{gateway}</td>'
+        f'<td>{health_badge(healthy=replica["healthy"], state=replica["state"])}</td>'
+        f'<td class="uptime">{_uptime(replica, now=now)}</td><td>{gateway}</td>'
         f'<td>{config}</td><td class="detail">{esc(replica["health"])}</td><td>{restart}</td></tr>'
     )
 
@@ -209,7 +226,7 @@ def fragments(picture) -> dict[str, str]:
     """Every section of the page, by the name of its stream event; the charts' data as JSON."""
     return {
         "services": services(picture.apps),
-        "replicas": replicas(picture.apps),
+        "replicas": replicas(picture.apps, now=picture.at),
         "caches": caches(picture.apps),
         "routes": routes(picture.apps),
         "events": events(picture.events),
