@@ -183,6 +183,19 @@ def test_a_killed_replica_is_shown_then_replaced(page, shop, docker_client):
                  ).wait_for(timeout=WAIT_MS)
 
 
+def test_restart_from_the_page_replaces_the_replica(page, shop):
+    fl, app, _ = shop
+    victim = next(r for r in ps(fl, app) if r["service"] == "web" and r["healthy"])
+    container = victim["container_id"][:12]
+    page.locator(f'#replicas tr[data-container="{container}"] button').click()
+    page.locator("#notice .badge.ok", has_text=f"restarted {victim['replica']}").wait_for(timeout=WAIT_MS)
+    page.locator(f'#replicas tr[data-replica="{victim["name"]}"]:not([data-container="{container}"]) .badge.ok'
+                 ).wait_for(timeout=WAIT_MS)
+    assert victim["container_id"] not in {r["container_id"] for r in ps(fl, app)}
+    page.locator("#events li.kind-dashboard", has_text=f"restarted {victim['replica']}, from the dashboard"
+                 ).wait_for(timeout=WAIT_MS)
+
+
 def test_traffic_moves_the_request_rate_chart(page, shop, artifacts):
     fl, app, port = shop
     chart = page.locator(f'.chart-block[data-key="{app}/web"] .chart-requests')
