@@ -19,7 +19,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # wrk and nginx serve benchmarks/gateway.py (a load tool, and the peer proxy
 # it measures the gateway against); the benchmark starts its own nginx.
-APT_PACKAGES=(docker.io debootstrap iproute2 haproxy wrk nginx redis-tools)
+# chromium (and a font for its screenshots) is the browser the dashboard's
+# tests drive through Playwright (tests/browser/): Debian's, so Playwright
+# never downloads one.
+APT_PACKAGES=(docker.io debootstrap iproute2 haproxy wrk nginx redis-tools chromium fonts-dejavu-core)
 POLICY_RC_D=/usr/sbin/policy-rc.d
 POLICY_RC_D_SAVED=/usr/sbin/policy-rc.d.flotilla-saved
 POLICY_RC_D_MARK="# written by flotilla scripts/setup.sh: no service starts during apt-get install"

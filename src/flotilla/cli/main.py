@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from flotilla import __version__
-from flotilla.cli import kube, render
+from flotilla.cli import dashboard, kube, render
 from flotilla.cli.wait import last_event_id, wait_converged
 from flotilla.daemon.client import DaemonClient, app_path
 from flotilla.daemon.paths import Home, default_home
@@ -480,8 +480,13 @@ def secrets_rekey(ctx: click.Context, as_json: bool) -> None:
     help="Also serve the API over TCP; every request then needs `Authorization: Bearer TOKEN` "
     "(FLOTILLA_API_TOKEN, or the token in $FLOTILLA_HOME/api.token, made on first use).",
 )
+@click.option(
+    "--dashboard-listen", envvar="FLOTILLA_DASHBOARD_LISTEN", metavar="HOST:PORT", default="127.0.0.1:0",
+    show_default=True, help="The dashboard's own listener, loopback only (port 0: a free one); "
+    "`off` serves it on the API listeners only. `flotilla dashboard` prints a login link.",
+)
 @click.pass_context
-def daemon(ctx: click.Context, log_level: str, api_listen: str | None) -> None:
+def daemon(ctx: click.Context, log_level: str, api_listen: str | None, dashboard_listen: str) -> None:
     """Run the daemon in the foreground (other commands start it when needed).
 
     It serves its API on $FLOTILLA_HOME/flotilla.sock (mode 0600), keeps its
@@ -493,12 +498,15 @@ def daemon(ctx: click.Context, log_level: str, api_listen: str | None) -> None:
       FLOTILLA_HOME=/tmp/fl flotilla daemon --log-level DEBUG
     """
     from flotilla.daemon.server import run_daemon  # imports the Docker SDK: only here
+    from flotilla.web import Dashboard
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_daemon(ctx.obj, api_listen=api_listen)
+    run_daemon(ctx.obj, api_listen=api_listen, frontend=Dashboard.build,
+               frontend_listen="" if dashboard_listen == "off" else dashboard_listen)
 
 
 kube.register(cli)
+dashboard.register(cli)
 
 
 def main() -> None:

@@ -16,6 +16,10 @@ code, so they run in at most ``WORKERS`` threads; a request that waits
 ``WORKER_WAIT`` for one is answered 503 with nothing done. ``async`` handlers
 run on the event loop and must not block: health answers even when every
 worker is busy.
+
+A front end (the dashboard, ``Frontend``) is mounted under its prefix: its
+requests go to it whole, and it authenticates each itself. The daemon knows it
+only by that Protocol; ``server.build`` makes it from ``DaemonParts``.
 """
 
 from __future__ import annotations
@@ -30,19 +34,25 @@ import queue
 import re
 import threading
 from collections.abc import AsyncIterator, Callable
-from urllib.parse import parse_qs, unquote
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import anyio
 from starlette.responses import Response, StreamingResponse
 
 from flotilla import __version__
 from flotilla.daemon.apps import AppRepository
+from flotilla.daemon.events import EventLog
 from flotilla.daemon.gateway_logs import entry_filter, stream_access_log
 from flotilla.daemon.operations import Operations
 from flotilla.daemon.ports import ReplicaEngine
 from flotilla.daemon.serving import MIB, AsgiApp, BodyRefused, ClientGone, Limits, read_body
+from flotilla.daemon.snapshots import Snapshots
 from flotilla.daemon.status import StatusViews
 from flotilla.daemon.store import Store
+from flotilla.daemon.traffic import Traffic
+from flotilla.daemon.wakeups import Wakeups
 from flotilla.errors import (
     BadRequestError,
     ConflictError,
@@ -53,6 +63,7 @@ from flotilla.errors import (
     SpecError,
 )
 from flotilla.gateway.accesslog import AccessLog
+from flotilla.gateway.metrics import MetricsWindow
 
 log = logging.getLogger(__name__)
 HTTP_STATUS = {
@@ -72,6 +83,39 @@ LOG_QUEUE = 10_000  # lines read ahead of a slow log client; the readers wait be
 LOG_POLL = 0.05  # seconds between looks at the log readers' queue
 UNAUTHORIZED = {"error": "unauthorized",
                 "message": "send Authorization: Bearer <token>; the token is in $FLOTILLA_HOME/api.token"}
+
+
+@dataclass(frozen=True)
+class DaemonParts:
+    """What a front end served by the daemon (the dashboard, flotilla.web) may use; built once in server.build."""
+
+    apps: AppRepository
+    status: StatusViews
+    history: Store
+    metrics: MetricsWindow
+    operations: Operations
+    events: EventLog
+    snapshots: Snapshots
+    traffic: Traffic | None
+    engine: ReplicaEngine
+    wakeups: Wakeups
+    access_log: AccessLog | None = None
+
+
+class Frontend(Protocol):
+    """A browser front end mounted under ``prefix`` (flotilla.web.Dashboard): an ASGI app that authenticates
+    every request itself. The daemon never imports it; the CLI hands its factory to server.build."""
+
+    prefix: str
+
+    async def __call__(self, scope: dict, receive, send) -> None: ...
+
+    def login_url(self) -> str: ...
+
+    def admits(self, scope: dict) -> bool: ...
+
+
+FrontendFactory = Callable[[DaemonParts, str], Frontend]  # (the daemon's parts, the loopback base URL)
 
 
 class Request:
@@ -123,6 +167,7 @@ class Api:
         history: Store,
         engine: ReplicaEngine,
         access_log: AccessLog,
+        frontend: Frontend | None = None,
     ) -> None:
         self._apps = apps
         self._operations = operations
@@ -130,6 +175,7 @@ class Api:
         self._history = history
         self._engine = engine
         self._access_log = access_log
+        self.frontend = frontend
         self._workers = anyio.Semaphore(WORKERS)
         self.route_table: list[Route] = [
             ("GET", re.compile(r"/v1/health"), self.health),
@@ -150,6 +196,7 @@ class Api:
             ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/secrets/(?P<name>[^/]+)"), self.reveal_secret),
             ("DELETE", re.compile(r"/v1/apps/(?P<app>[^/]+)/secrets/(?P<name>[^/]+)"), self.remove_secret),
             ("POST", re.compile(r"/v1/secrets/rekey"), self.rekey),
+            ("POST", re.compile(r"/v1/dashboard/login"), self.dashboard_login),
             (
                 "GET",
                 re.compile(r"/v1/apps/(?P<app>[^/]+)/services/(?P<service>[^/]+)/endpoints"),
@@ -169,9 +216,16 @@ class Api:
         return None, {}, known
 
     async def __call__(self, scope: dict, receive, send) -> None:
-        if scope["type"] == "http":  # no lifespan (serving.py turns it off), no websockets
+        if scope["type"] == "http" and self._for_frontend(scope):
+            await self.frontend(scope, receive, send)
+        elif scope["type"] == "http":  # no lifespan (serving.py turns it off), no websockets
             response = await self.answer(scope, receive)
             await response(scope, receive, send)
+
+    def _for_frontend(self, scope: dict) -> bool:
+        path = _path_of(scope)
+        prefix = self.frontend.prefix if self.frontend else None
+        return bool(prefix) and (path == prefix or path.startswith(f"{prefix}/"))
 
     async def answer(self, scope: dict, receive) -> Response:
         """The response to one request; every failure becomes a JSON answer, never a traceback."""
@@ -273,6 +327,14 @@ class Api:
     def rekey(self, req: Request):
         return 200, self._operations.rekey()
 
+    def dashboard_login(self, req: Request):
+        """``flotilla dashboard``: a one-time login URL for the browser (only the socket's owner, or a bearer
+        of the API token, can ask)."""
+        if self.frontend is None:
+            raise NotFoundError("this daemon serves no dashboard; start it without --dashboard-listen off")
+        url = urlsplit(self.frontend.login_url())
+        return 200, {"url": url.geturl(), "path": f"{url.path}?{url.query}"}
+
     def logs(self, req: Request):
         spec, service = self._app_and_service(req)
         observed = self._engine.observe(spec.app)
@@ -301,14 +363,18 @@ class Api:
 
 
 class BearerToken:
-    """The TCP listener's gate: without the token a request is answered 401, its body unread, nothing done."""
+    """The TCP listener's gate: without the token a request is answered 401, its body unread, nothing done.
 
-    def __init__(self, app: AsgiApp, *, token: str) -> None:
+    The dashboard's paths are the one exception: a browser sends no bearer token, so there the dashboard's
+    own login (a one-time token from the API, then its session cookie) stands for it (``admits``)."""
+
+    def __init__(self, app: AsgiApp, *, token: str, admits: Callable[[dict], bool] | None = None) -> None:
         self._app = app
         self._token = token.encode()
+        self._admits = admits  # the dashboard's own authentication (its session cookie), for its paths only
 
     async def __call__(self, scope: dict, receive, send) -> None:
-        if scope["type"] == "http" and not self.authorized(scope):
+        if scope["type"] == "http" and not self.authorized(scope) and not (self._admits and self._admits(scope)):
             await json_response(401, UNAUTHORIZED, close=True)(scope, receive, send)
             return
         await self._app(scope, receive, send)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import logging
 import os
 import secrets
@@ -25,7 +26,7 @@ from flotilla.addons.redis_cluster.nodes import IMAGE_SETTING as CACHE_IMAGE_SET
 from flotilla.daemon.activator import Activator, gateway_access
 from flotilla.daemon.activator import socket_path as activator_socket
 from flotilla.daemon.api import LIMITS as API_LIMITS
-from flotilla.daemon.api import Api, BearerToken
+from flotilla.daemon.api import Api, BearerToken, DaemonParts, Frontend, FrontendFactory
 from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.autoscaler import Autoscaler
 from flotilla.daemon.cache_states import CacheStates
@@ -63,6 +64,7 @@ NO_USERNS_WARNING = (
     "/etc/docker/daemon.json, then restart Docker; scripts/setup.sh does it when it starts dockerd)"
 )
 TOKEN_VARIABLE = "FLOTILLA_API_TOKEN"
+DASHBOARD_LISTEN = "127.0.0.1:0"  # the dashboard's loopback listener; port 0: a free one, chosen at start
 
 
 @dataclass(frozen=True)
@@ -75,15 +77,18 @@ class Daemon:
     wakeups: Wakeups
     activator: Activator
     engine: DockerEngine
+    frontend: Frontend | None = None  # the dashboard, when the daemon was handed one
 
 
-def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str]) -> Daemon:
+def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
+          frontend: FrontendFactory | None = None, frontend_url: str = "") -> Daemon:
     """Wire the daemon's parts in one place, in dependency order; nothing is set afterwards.
 
     Arrows only point at parts built earlier: the store and the engine first,
     then what observes (snapshots, runtime specs), what decides and acts
     (reconciler, autoscaler, cache keeper), and last what answers (status,
-    operations, the API).
+    operations, the API). A front end (the dashboard) comes last but one: it
+    reads and acts through those parts, and the API mounts it.
     """
     store = Store(home.store, clock=time.time)
     engine = DockerEngine(home=home.identity, home_path=str(home.root.resolve()), base_url=docker_url)
@@ -129,8 +134,14 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str]) -> 
         ("autoscaler", autoscaler.run),
         ("gateway-log", access_log.run),
     ])
-    api = Api(apps=apps, operations=operations, status=status, history=store, engine=engine, access_log=access_log)
-    return Daemon(store=store, api=api, loops=loops, wakeups=wakeups, activator=activator, engine=engine)
+    parts = DaemonParts(apps=apps, status=status, history=store, metrics=metrics, operations=operations,
+                        events=events, snapshots=snapshots, traffic=traffic, engine=engine, wakeups=wakeups,
+                        access_log=access_log)
+    front = frontend(parts, frontend_url) if frontend else None
+    api = Api(apps=apps, operations=operations, status=status, history=store, engine=engine, access_log=access_log,
+              frontend=front)
+    return Daemon(store=store, api=api, loops=loops, wakeups=wakeups, activator=activator, engine=engine,
+                  frontend=front)
 
 
 def _host_warnings(engine: DockerEngine) -> tuple[str, ...]:
@@ -146,19 +157,30 @@ def _host_warnings(engine: DockerEngine) -> tuple[str, ...]:
     return (NO_USERNS_WARNING,)
 
 
-def run_daemon(home: Home, *, docker_url: str | None = None, api_listen: str | None = None) -> None:
-    """Serve until SIGTERM or SIGINT; returns after a clean shutdown."""
+def run_daemon(home: Home, *, docker_url: str | None = None, api_listen: str | None = None,
+               frontend: FrontendFactory | None = None, frontend_listen: str = DASHBOARD_LISTEN) -> None:
+    """Serve until SIGTERM or SIGINT; returns after a clean shutdown.
+
+    With ``frontend`` (the dashboard's factory), it is also served alone on a
+    loopback listener (``frontend_listen``; port 0 picks a free one), whose
+    address the login URLs carry.
+    """
     home.ensure()
     lock = _take_lock(home)
     try:
         token = api_token(home, os.environ) if api_listen else ""  # refused before anything starts
         home.pid_file.write_text(f"{os.getpid()}\n")
-        daemon = build(home, docker_url=docker_url, environ=os.environ)
+        front_sock = _loopback_socket(frontend_listen) if frontend and frontend_listen else None
+        daemon = build(home, docker_url=docker_url, environ=os.environ, frontend=frontend,
+                       frontend_url=_url_of(front_sock) if front_sock else "")
         daemon.engine.guard_host()  # before any replica of an app already here runs again
         daemon.activator.start()
         servers = [_bind(home, daemon.api)]
         if api_listen:
-            servers.append(_listen_tcp(daemon.api, api_listen, token=token))
+            servers.append(_listen_tcp(daemon.api, api_listen, token=token, admits=daemon.frontend))
+        if front_sock and daemon.frontend:
+            servers.append(HttpServer(daemon.frontend, sockets=[front_sock], limits=API_LIMITS))
+            log.info("dashboard on %s (`flotilla dashboard` prints a login link)", _url_of(front_sock))
         _stop_on_signals(servers, daemon)
         daemon.loops.start()
         log.info("flotilla daemon %d serving on %s", os.getpid(), home.socket)
@@ -197,19 +219,46 @@ def _bind(home: Home, api: Api) -> HttpServer:
     return HttpServer(api, sockets=[sock], limits=API_LIMITS)
 
 
-def _listen_tcp(api: Api, listen: str, *, token: str) -> HttpServer:
-    """The API on TCP too, where every request needs the bearer token (never empty: ``api_token``)."""
+def _tcp_socket(option: str, listen: str, *, loopback_only: bool = False) -> socket.socket:
+    """A listening TCP socket on ``listen`` (HOST:PORT, given as ``option``)."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit() or int(port) > 65535:
-        raise DaemonError(f"--api-listen {listen!r}: write HOST:PORT, for example 127.0.0.1:7070")
+        raise DaemonError(f"{option} {listen!r}: write HOST:PORT, for example 127.0.0.1:7070")
+    if loopback_only and not _is_loopback(host):
+        raise DaemonError(f"{option} {listen!r}: the dashboard's own listener is for loopback only "
+                          "(127.0.0.1 or ::1); to reach it from elsewhere, use --api-listen (bearer token)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        sock = socket.create_server((host, int(port)), family=family, backlog=API_LIMITS.backlog)
+        return socket.create_server((host, int(port)), family=family, backlog=API_LIMITS.backlog)
     except OSError as exc:
-        raise DaemonError(f"cannot listen on {listen}: {exc.strerror}; choose another --api-listen") from exc
+        raise DaemonError(f"cannot listen on {listen}: {exc.strerror}; choose another {option}") from exc
+
+
+def _loopback_socket(listen: str) -> socket.socket:
+    """The dashboard's own listener: loopback only (elsewhere it is served on --api-listen, behind the token)."""
+    return _tcp_socket("--dashboard-listen", listen, loopback_only=True)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _listen_tcp(api: Api, listen: str, *, token: str, admits: Frontend | None = None) -> HttpServer:
+    """The API on TCP too, where every request needs the bearer token (never empty: ``api_token``);
+    the dashboard's paths take its own session instead."""
+    sock = _tcp_socket("--api-listen", listen)
     log.info("API also on http://%s (bearer token required)", listen)
-    return HttpServer(BearerToken(api, token=token), sockets=[sock], limits=API_LIMITS)
+    gate = BearerToken(api, token=token, admits=admits.admits if admits else None)
+    return HttpServer(gate, sockets=[sock], limits=API_LIMITS)
 
 
 def api_token(home: Home, environ: Mapping[str, str]) -> str:
