@@ -72,3 +72,9 @@ def test_bearer_with_nothing_never_authorises(tmp_path) -> None:
         assert not gate.authorized(scope("Bearer"))
         assert not gate.authorized(scope(""))
     assert gate.authorized(scope("Bearer env-token"))
+
+
+@pytest.mark.parametrize("token", ["", "  \n"])
+def test_the_gate_itself_refuses_to_guard_with_an_empty_token(token: str) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        BearerToken(app=None, token=token)

@@ -369,8 +369,10 @@ class BearerToken:
     own login (a one-time token from the API, then its session cookie) stands for it (``admits``)."""
 
     def __init__(self, app: AsgiApp, *, token: str, admits: Callable[[dict], bool] | None = None) -> None:
+        if not token.strip():  # a second guard: `Bearer ` with nothing after it must never match
+            raise ValueError("the API's bearer token is empty")
         self._app = app
-        self._token = token.encode()
+        self._token = token.strip().encode()
         self._admits = admits  # the dashboard's own authentication (its session cookie), for its paths only
 
     async def __call__(self, scope: dict, receive, send) -> None:
