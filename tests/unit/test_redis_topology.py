@@ -292,10 +292,11 @@ def test_parse_cluster_nodes_reads_roles_slots_names_and_health():
     assert list(by_name) == ["sessions-0-0", "sessions-1-0", "sessions-2-0",
                              "sessions-0-1", "sessions-1-1", "sessions-2-1"]
     assert by_name["sessions-0-0"] == ObservedNode(name="sessions-0-0", node_id=M0, role="master",
-                                                   slots=((0, 5460),))
+                                                   slots=((0, 5460),), address="172.18.0.2")
     assert by_name["sessions-1-0"].slots == ((5461, 10922),)  # the importing marker is not a slot
     failed = by_name["sessions-2-0"]
     assert (failed.reachable, failed.linked, failed.slots) == (False, False, ((10923, 16383),))
+    assert (failed.address, failed.up_to_peers) == ("172.18.0.4", False)
     assert by_name["sessions-0-1"].role == "replica" and by_name["sessions-0-1"].master_id == M0
     suspect = by_name["sessions-2-1"]
     assert suspect.reachable and not suspect.linked and suspect.master_id == M2

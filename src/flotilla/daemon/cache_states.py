@@ -16,12 +16,18 @@ from flotilla.addons.redis_cluster import ObservedNode
 
 @dataclass(frozen=True)
 class CacheState:
-    """One cache as last observed: its nodes, whether it is ready, and why (not)."""
+    """One cache as last observed: its own nodes (never strangers), whether it is ready, and why (not)."""
 
     nodes: tuple[ObservedNode, ...] = ()
     ready: bool = False
     reason: str = "not observed yet"
     pending: tuple[str, ...] = field(default=())  # the reasons of the steps planned last
+    # Ids of nodes that answered the keeper at one of the cache's containers, and
+    # of strangers found in the cluster (addons/redis_cluster/keep.py): both
+    # carried from pass to pass for as long as the daemon runs.
+    known_ids: frozenset[str] = frozenset()
+    strangers: tuple[ObservedNode, ...] = ()  # in the cluster at the last look
+    stranger_ids: frozenset[str] = frozenset()
 
 
 class CacheStates:
@@ -32,6 +38,7 @@ class CacheStates:
         self._lock = threading.Lock()
 
     def get(self, app: str, cache: str) -> CacheState | None:
+        """The latest state of ``cache``; None before the keeper first looked."""
         with self._lock:
             return self._states.get((app, cache))
 

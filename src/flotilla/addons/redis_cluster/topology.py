@@ -139,6 +139,11 @@ class ObservedNode:
     # A replica still replicating from its master's old address (Redis 7.0 moves
     # the cluster link to a master's new IP but not the replication link).
     stale_master_address: bool = False
+    # The IP the cluster has the node at, and whether the node whose CLUSTER
+    # NODES it was read from saw it up: how the keeper tells the cache's own
+    # nodes from strangers that announced themselves (keep.strangers).
+    address: str = ""
+    up_to_peers: bool = True
 
     @property
     def slot_count(self) -> int:
@@ -180,6 +185,7 @@ def _parse_line(line: str, names_by_address: Mapping[str, str]) -> tuple[Observe
         raise ValueError(f"not a CLUSTER NODES line (expected at least 8 fields): {line!r}")
     node_id, address, flag_text, master, _ping, _pong, _epoch, link, *slot_fields = fields
     flags = set(flag_text.split(","))
+    reachable = "myself" in flags or not flags & _DOWN
     node = ObservedNode(
         name=_name(address, names_by_address),
         node_id=node_id,
@@ -187,7 +193,9 @@ def _parse_line(line: str, names_by_address: Mapping[str, str]) -> tuple[Observe
         master_id=None if master == "-" else master,
         slots=_slots(slot_fields),
         linked=link == "connected" and not flags & {"fail", "fail?"},
-        reachable="myself" in flags or not flags & _DOWN,
+        reachable=reachable,
+        address=address.partition("@")[0].rpartition(":")[0],
+        up_to_peers=reachable,
     )
     return node, flags
 
