@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from flotilla.addons.redis_cluster import Forget, Meet, MoveSlots, ObservedNode, parse_cluster_nodes, self_view
-from flotilla.addons.redis_cluster.keep import next_steps, nodes_to_keep
+from flotilla.addons.redis_cluster.keep import next_steps, nodes_to_keep, resting_nodes
 from flotilla.addons.redis_cluster.nodes import with_cache_nodes
+from flotilla.addons.redis_cluster.topology import MOVE_GRACE
 from flotilla.daemon.caches import describe
 from flotilla.spec import CacheSpec, parse_spec
 
@@ -26,10 +27,22 @@ def test_before_any_observation_every_extra_node_with_a_container_stays():
     assert keep(None, "sessions-0-0", "sessions-3-0", "sessions-3-1", "web") == {"sessions-3-0", "sessions-3-1"}
 
 
-def test_once_observed_only_extra_masters_holding_slots_stay_even_if_down():
+def test_once_observed_extra_masters_holding_slots_stay_even_if_down_and_so_do_their_shards():
     nodes = [node("sessions-0-0", slots=[(0, 4095)]), node("sessions-3-0", slots=[(12288, 16383)]),
-             node("sessions-4-0", slots=[(5000, 5001)], reachable=False), node("sessions-3-1", role="replica")]
-    assert keep(nodes, "sessions-0-0", "sessions-3-0", "sessions-3-1") == {"sessions-3-0", "sessions-4-0"}
+             node("sessions-4-0", slots=[(5000, 5001)], reachable=False), node("sessions-3-1", role="replica"),
+             node("sessions-5-1", role="replica")]
+    # sessions-3-1 acknowledges sessions-3-0's writes (WAIT) until its last slot has moved
+    assert keep(nodes, "sessions-0-0", "sessions-3-0", "sessions-3-1", "sessions-5-1") == {
+        "sessions-3-0", "sessions-3-1", "sessions-4-0"}
+
+
+def test_a_shard_whose_slots_just_moved_off_rests_before_it_goes():
+    nodes = [node("sessions-0-0", slots=[(0, 16383)]), node("sessions-3-0", role="replica"),
+             node("sessions-3-1", role="replica")]
+    resting = resting_nodes("sessions", nodes, {3: 100.0}, now=101.5)
+    assert resting == {"sessions-3-0", "sessions-3-1"}
+    assert nodes_to_keep(cache="sessions", spec=SESSIONS, nodes=nodes, containers=(), resting=resting) == resting
+    assert resting_nodes("sessions", nodes, {3: 100.0}, now=100.0 + MOVE_GRACE) == frozenset()
 
 
 def test_an_observation_where_nothing_answered_is_no_reason_to_let_go():

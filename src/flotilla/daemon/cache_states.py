@@ -9,6 +9,7 @@ the keeper depends on them without a cycle.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from flotilla.addons.redis_cluster import ObservedNode
@@ -28,6 +29,9 @@ class CacheState:
     known_ids: frozenset[str] = frozenset()
     strangers: tuple[ObservedNode, ...] = ()  # in the cluster at the last look
     stranger_ids: frozenset[str] = frozenset()
+    # When slots last moved off each shard, and the nodes that stay a while for it (keep.Steps.resting).
+    moved_off: Mapping[int, float] = field(default_factory=dict)
+    resting: frozenset[str] = frozenset()
 
 
 class CacheStates:

@@ -18,10 +18,11 @@ import logging
 import secrets as token_source
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 from flotilla.addons.redis_cluster import cluster_ready
 from flotilla.addons.redis_cluster.client import ClusterClient, NodeAddress
-from flotilla.addons.redis_cluster.keep import Steps, next_steps
+from flotilla.addons.redis_cluster.keep import Steps, next_steps, resting_nodes
 from flotilla.addons.redis_cluster.nodes import cache_of
 from flotilla.addons.redis_cluster.topology import AddShard, ClusterAction, EmptyShard, MoveSlots
 from flotilla.daemon.apps import AppRepository
@@ -31,7 +32,7 @@ from flotilla.daemon.runtime import RuntimeSpecs
 from flotilla.daemon.snapshots import Snapshots
 from flotilla.daemon.wakeups import Wakeups
 from flotilla.errors import FlotillaError
-from flotilla.naming import cache_password_secret
+from flotilla.naming import cache_node_place, cache_password_secret
 from flotilla.secrets import Vault
 from flotilla.spec import AppSpec, CacheSpec
 
@@ -103,11 +104,15 @@ class CacheKeeper:
         last = self._states.get(spec.app, cache) or CacheState()
         seen = self._client.observe([NodeAddress(name, ip) for name, ip in sorted(addresses.items())], password)
         steps = next_steps(cache=cache, spec=cache_spec, seen=seen, addresses=addresses, known=last.known_ids,
-                           flagged=last.stranger_ids, now=self._clock())
+                           flagged=last.stranger_ids, moved_off=last.moved_off, now=self._clock())
         state = _state(steps, cache_spec, last)
         before = self._remember(spec.app, cache, state)
         for action in steps.actions:
-            self._carry_out(spec.app, cache, action, list(steps.own), addresses, password)
+            try:
+                self._carry_out(spec.app, cache, action, list(steps.own), addresses, password)
+            finally:
+                if isinstance(action, MoveSlots):
+                    state = self._moved_off(spec.app, cache, state, action)
         if steps.actions or before.ready != state.ready or _holders(before) != _holders(state):
             self._wakeups.trigger(spec.app)  # nodes may be removable now, or `up` may finish
         return state
@@ -120,6 +125,14 @@ class CacheKeeper:
             for r in observed.replicas
             if r.running and r.ip and r.service in runtime.services and cache_of(runtime.services[r.service]) == cache
         }
+
+    def _moved_off(self, app: str, cache: str, state: CacheState, move: MoveSlots) -> CacheState:
+        """Note when slots last left ``move``'s donor's shard: its nodes rest (stay as they are) a while."""
+        now = self._clock()
+        moved_off = {**state.moved_off, cache_node_place(cache, move.from_node)[0]: now}
+        state = replace(state, moved_off=moved_off, resting=resting_nodes(cache, state.nodes, moved_off, now=now))
+        self._states.put(app, cache, state)
+        return state
 
     def _remember(self, app: str, cache: str, state: CacheState) -> CacheState:
         before = self._states.put(app, cache, state)
@@ -155,7 +168,8 @@ def _state(steps: Steps, cache_spec: CacheSpec, last: CacheState) -> CacheState:
     return CacheState(nodes=steps.own, ready=ready and not steps.actions, reason=reason,
                       pending=tuple(a.reason for a in steps.actions), known_ids=steps.known,
                       strangers=steps.strangers,
-                      stranger_ids=last.stranger_ids | {n.node_id for n in steps.strangers})
+                      stranger_ids=last.stranger_ids | {n.node_id for n in steps.strangers},
+                      moved_off=last.moved_off, resting=steps.resting)
 
 
 def _holders(state: CacheState) -> set[str]:

@@ -13,7 +13,9 @@ remembered), even when it later goes down.
 Staying. When ``shards`` or ``replicas`` shrink, the nodes outside the new
 shape go, but not while they still hold slots: a draining master (even one that
 crashed and must come back, with its volume, to hand its slots over) stays
-until its slots have moved. When nothing could be observed (a daemon that just
+until its slots have moved, and with it the rest of its shard; after the last
+slot left, the shard's nodes stay for ``topology.MOVE_GRACE`` more seconds (the
+keeper records when slots moved off each shard). When nothing could be observed (a daemon that just
 started, or no node answering), every extra node that has a container stays, to
 be safe. Only names of the cache's node shape are ever kept.
 """
@@ -23,8 +25,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
-from flotilla.addons.redis_cluster.topology import ClusterAction, Forget, ObservedNode, node_names, plan_cluster
-from flotilla.naming import is_cache_node
+from flotilla.addons.redis_cluster.topology import (
+    ClusterAction,
+    Forget,
+    ObservedNode,
+    node_names,
+    plan_cluster,
+    shards_at_rest,
+)
+from flotilla.naming import cache_node_place, is_cache_node
 from flotilla.spec import CacheSpec
 
 
@@ -34,19 +43,30 @@ def nodes_to_keep(
     spec: CacheSpec,
     nodes: Iterable[ObservedNode] | None,
     containers: Iterable[str],
+    resting: Iterable[str] = (),
 ) -> frozenset[str]:
     """The nodes of ``cache`` outside its shape that must not be removed yet.
 
     ``nodes`` is the cache as last observed through its own nodes (None: never
-    observed); ``containers`` names the services that have a container now.
+    observed); ``containers`` names the services that have a container now;
+    ``resting`` the nodes of shards whose slots just moved off (Steps.resting).
+    A going shard keeps all its nodes while one of them holds slots: its
+    master's replica is what acknowledges writes (WAIT) and takes over if the
+    master dies until the last slot has left.
     """
     shape = {n.name for n in node_names(cache, shards=spec.shards, replicas=spec.replicas)}
     seen = tuple(nodes or ())
     if not any(n.reachable for n in seen):
         extra = set(containers)
     else:
-        extra = {n.name for n in seen if n.holds_slots}
+        serving = {_shard(cache, n.name) for n in seen if n.holds_slots} - {None}
+        extra = {n.name for n in seen if n.holds_slots or _shard(cache, n.name) in serving} | set(resting)
     return frozenset(name for name in extra - shape if is_cache_node(cache, name))
+
+
+def _shard(cache: str, name: str) -> int | None:
+    place = cache_node_place(cache, name)
+    return place[0] if place else None
 
 
 def strangers(
@@ -84,15 +104,26 @@ class Steps:
     strangers: tuple[ObservedNode, ...]
     known: frozenset[str]  # ids of the cache's own nodes seen so far
     actions: tuple[ClusterAction, ...]
+    resting: frozenset[str] = frozenset()  # nodes of shards whose slots just moved off: they stay a while
 
 
 def next_steps(
     *, cache: str, spec: CacheSpec, seen: Sequence[ObservedNode], addresses: Mapping[str, str],
-    known: Set[str] = frozenset(), flagged: Set[str] = frozenset(), now: float,
+    known: Set[str] = frozenset(), flagged: Set[str] = frozenset(), moved_off: Mapping[int, float] | None = None,
+    now: float,
 ) -> Steps:
     """Strangers in ``seen`` are forgotten first; the plan is made from the cache's own nodes alone."""
     known = frozenset(known) | {n.node_id for n in seen if n.reachable}
     found = strangers(seen, addresses=addresses, known=known, flagged=flagged)
     own = [n for n in seen if n not in found]
-    plan = plan_cluster(cache=cache, shards=spec.shards, replicas=spec.replicas, observed=own, now=now)
-    return Steps(own=tuple(own), strangers=tuple(found), known=known, actions=(*forget_strangers(found), *plan))
+    plan = plan_cluster(cache=cache, shards=spec.shards, replicas=spec.replicas, observed=own, now=now,
+                        moved_off=moved_off)
+    return Steps(own=tuple(own), strangers=tuple(found), known=known, actions=(*forget_strangers(found), *plan),
+                 resting=resting_nodes(cache, own, moved_off or {}, now=now))
+
+
+def resting_nodes(cache: str, nodes: Iterable[ObservedNode], moved_off: Mapping[int, float], *, now: float
+                  ) -> frozenset[str]:
+    """The nodes of the shards whose slots moved off less than ``MOVE_GRACE`` ago."""
+    resting = shards_at_rest(moved_off, now=now)
+    return frozenset(n.name for n in nodes if _shard(cache, n.name) in resting)
