@@ -24,7 +24,7 @@ from flotilla.addons.redis_cluster import cluster_ready
 from flotilla.addons.redis_cluster.client import ClusterClient, NodeAddress
 from flotilla.addons.redis_cluster.keep import Steps, next_steps, resting_nodes
 from flotilla.addons.redis_cluster.nodes import cache_of
-from flotilla.addons.redis_cluster.topology import AddShard, ClusterAction, EmptyShard, MoveSlots
+from flotilla.addons.redis_cluster.topology import MOVE_GRACE, AddShard, ClusterAction, EmptyShard, MoveSlots
 from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.cache_states import CacheState, CacheStates
 from flotilla.daemon.events import EventLog
@@ -165,8 +165,9 @@ def describe(action: ClusterAction) -> str:
 def _state(steps: Steps, cache_spec: CacheSpec, last: CacheState) -> CacheState:
     """What the keeper saw of its own nodes, and the ids it knows (its own, and strangers) from now on."""
     ready, reason = cluster_ready(steps.own, shards=cache_spec.shards, replicas=cache_spec.replicas)
-    return CacheState(nodes=steps.own, ready=ready and not steps.actions, reason=reason,
-                      pending=tuple(a.reason for a in steps.actions), known_ids=steps.known,
+    resting = tuple(f"{name} rests {MOVE_GRACE:g}s after slots moved off its shard" for name in sorted(steps.resting))
+    return CacheState(nodes=steps.own, ready=ready and not steps.actions and not resting, reason=reason,
+                      pending=(*(a.reason for a in steps.actions), *resting), known_ids=steps.known,
                       strangers=steps.strangers,
                       stranger_ids=last.stranger_ids | {n.node_id for n in steps.strangers},
                       moved_off=last.moved_off, resting=steps.resting)
