@@ -14,6 +14,9 @@ A service with its own volumes (``recreate``) cannot run two replicas on one
 volume, so there the old replica is stopped first and its successor started
 on the next pass. Services of one ``group`` (the nodes of a cache) are
 replaced one service at a time, the next only once the last is healthy.
+Networks: the app's internal one, the egress one if a service has egress, and
+for each cache (a group ``cache:NAME``) its own, which only its nodes and its
+consumers join.
 """
 
 from __future__ import annotations

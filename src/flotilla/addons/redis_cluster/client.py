@@ -7,7 +7,7 @@ and the slot migration protocol (``SETSLOT IMPORTING/MIGRATING``,
 ``CLUSTER NODES`` into ``ObservedNode`` values. redis-py errors never leave
 it: they become ``CacheError`` with the node and the command.
 
-Nodes are reached from the host at their container IPs on the app's internal
+Nodes are reached from the host at their container IPs on the cache's own
 network (the host is that bridge's gateway); nothing is published.
 """
 
