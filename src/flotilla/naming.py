@@ -20,6 +20,34 @@ def egress_network(app: str) -> str:
     return f"flotilla-{app}-egress"
 
 
+def cache_network(app: str, cache: str) -> str:
+    """A cache's own network: its nodes and the services that list it, nothing else; no route out."""
+    return f"flotilla-{app}-cache-{cache}"
+
+
+def cache_of_network(app: str, network: str) -> str | None:
+    """The cache whose own network ``network`` is (``flotilla-shop-cache-sessions`` -> ``sessions``); else None."""
+    prefix = f"flotilla-{app}-cache-"
+    if network.startswith(prefix) and len(network) > len(prefix):
+        return network[len(prefix):]
+    return None
+
+
+CACHE_ADDON_PREFIX = "cache:"
+
+
+def cache_addon(cache: str) -> str:
+    """What marks a service as a node of ``cache`` (its ``addon``, and its planner group): ``cache:sessions``."""
+    return CACHE_ADDON_PREFIX + cache
+
+
+def cache_of_addon(addon: str | None) -> str | None:
+    """The cache a service with ``addon`` is a node of; None for a service no cache made."""
+    if addon and addon.startswith(CACHE_ADDON_PREFIX):
+        return addon[len(CACHE_ADDON_PREFIX):]
+    return None
+
+
 def replica_name(service: str, index: int) -> str:
     """What a replica is called by users and by itself: ``web-3``."""
     return f"{service}-{index}"

@@ -46,6 +46,10 @@ def up(flotilla, tmp_path, text: str, timeout: float = 120) -> str:
     return flotilla.run("up", "-f", str(spec), "--timeout", str(timeout), timeout=timeout + 30).stdout
 
 
+def cache_network(app: str) -> str:
+    return f"flotilla-{app}-cache-sessions"
+
+
 def cache(flotilla, app: str) -> dict:
     return next(c for c in app_status(flotilla, app)["caches"] if c["name"] == "sessions")
 
@@ -166,7 +170,7 @@ def test_every_node_restarted_at_new_ips_recovers_with_its_data(flotilla, app_na
     sessions = write_sessions(client, 2_000)
     nodes = [n["name"] for n in cache(flotilla, app_name)["nodes"]]
     containers = [node_container(docker_client, app_name, n) for n in nodes]
-    old_ips = {c.attrs["NetworkSettings"]["Networks"][f"flotilla-{app_name}-internal"]["IPAddress"]
+    old_ips = {c.attrs["NetworkSettings"]["Networks"][cache_network(app_name)]["IPAddress"]
                for c in containers}
     with concurrent.futures.ThreadPoolExecutor(len(containers)) as pool:
         list(pool.map(lambda c: c.stop(timeout=5), containers))
@@ -193,9 +197,9 @@ def test_every_node_restarted_at_new_ips_recovers_with_its_data(flotilla, app_na
 
 
 def squat(docker_client, app: str):
-    """A container that holds one address on the app's network and does nothing."""
+    """A container that holds one address on the cache's network and does nothing."""
     return docker_client.containers.run(
-        BASE_IMAGE, ["sleep", "600"], detach=True, network=f"flotilla-{app}-internal",
+        BASE_IMAGE, ["sleep", "600"], detach=True, network=cache_network(app),
         labels={"io.flotilla.app": app, "io.flotilla.role": "test-squatter"})
 
 
@@ -277,7 +281,7 @@ def test_no_redis_port_answers_from_outside(flotilla, app_name, tmp_path, docker
     state = cache(flotilla, app_name)
     ips = [n["ip"] for n in state["nodes"]]
     with outside_host() as outside:
-        subnet = docker_client.networks.get(f"flotilla-{app_name}-internal").attrs["IPAM"]["Config"][0]["Subnet"]
+        subnet = docker_client.networks.get(cache_network(app_name)).attrs["IPAM"]["Config"][0]["Subnet"]
         outside.add_route(subnet, via=outside.host_ip)
         for ip in ips:
             for port in (6379, 16379):

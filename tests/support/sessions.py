@@ -30,13 +30,14 @@ _RETRYABLE = (
 
 
 def docker_resolver(docker_client, app: str) -> Callable[[str], str | None]:
-    """Node name -> the IP of its running container on the app's internal network."""
+    """Node name -> the IP of its running container on its cache's own network (``flotilla-APP-cache-NAME``)."""
     def resolve(name: str) -> str | None:
         found = docker_client.containers.list(
             filters={"label": [f"io.flotilla.app={app}", f"io.flotilla.service={name}"], "status": "running"})
         for container in found:
             networks = container.attrs["NetworkSettings"]["Networks"]
-            ip = (networks.get(f"flotilla-{app}-internal") or {}).get("IPAddress")
+            ip = next((net.get("IPAddress") for net_name, net in networks.items()
+                       if net_name.startswith(f"flotilla-{app}-cache-")), None)
             if ip:
                 return ip
         return None

@@ -7,6 +7,7 @@ ownership labels are made, so each rule is checked here on plain data.
 from __future__ import annotations
 
 from flotilla import labels
+from flotilla.addons.redis_cluster.nodes import with_cache_nodes
 from flotilla.engines.docker.containers import INTERNAL_DNS_OPTIONS, MountSpec, Overrides, replica_container_config
 from flotilla.spec import parse_spec
 
@@ -61,6 +62,28 @@ def test_replicas_live_on_the_internal_network_found_by_service_and_replica_name
 def test_only_an_egress_service_joins_the_egress_network_and_keeps_default_dns():
     fetcher = config("fetcher")
     assert fetcher.extra_networks == ("flotilla-shop-egress",) and fetcher.dns_options == ()
+
+
+CACHED = with_cache_nodes(parse_spec("""\
+app: shop
+caches:
+  sessions: {type: redis-cluster, shards: 3, replicas: 0}
+services:
+  cart: {image: shop-cart:1, port: 8000, caches: [sessions], egress: true}
+  catalog: {image: shop-catalog:1, port: 8000}
+""", filename="flotilla.yaml", environ={}))
+
+
+def test_a_cache_node_lives_only_on_its_caches_network_and_only_its_consumers_join_it():
+    def of(service: str):
+        return replica_container_config(spec=CACHED, service=service, index=1, config_hash="abcdef123456")
+    node, cart, catalog = of("sessions-0-0"), of("cart"), of("catalog")
+    assert (node.network, node.aliases, node.extra_networks) == (
+        "flotilla-shop-cache-sessions", ("sessions-0-0", "sessions-0-0-1"), ())
+    assert node.dns_options == INTERNAL_DNS_OPTIONS
+    assert cart.network == "flotilla-shop-internal"
+    assert cart.extra_networks == ("flotilla-shop-cache-sessions", "flotilla-shop-egress")
+    assert (catalog.network, catalog.extra_networks) == ("flotilla-shop-internal", ())
 
 
 def test_each_slot_gets_its_own_named_volumes():

@@ -92,6 +92,17 @@ def test_redis_cluster_from_its_consumers_only(objects, pods):
     assert not allowed(objects, pods["sessions"], pods["events"], 6379)
 
 
+def test_a_cache_is_closed_to_the_other_caches_nodes_and_jobs_and_to_pods_of_no_service(objects, pods):
+    """Issue 13, break 1, on Kubernetes: only a cache's own pods reach its bus, only its consumers its port."""
+    for cache, other in (("sessions", "events"), ("events", "sessions")):
+        job = next(p for n, p in pods.items() if n.startswith(f"{other}-form-"))
+        for port in (6379, 16379):
+            assert not allowed(objects, pods[other], pods[cache], port), f"{other} -> {cache}:{port}"
+            assert not allowed(objects, job, pods[cache], port), f"{other}'s job -> {cache}:{port}"
+    bare = Pod("debug", pods["sessions"].namespace, {"io.flotilla.app": pods["sessions"].labels["io.flotilla.app"]})
+    assert not allowed(objects, bare, pods["sessions"], 6379) and not allowed(objects, bare, pods["sessions"], 16379)
+
+
 def test_egress_false_reaches_only_the_namespace_and_dns(objects, pods):
     spec = load_spec(HERE / "every-feature.yaml")
     for name, svc in spec.services.items():

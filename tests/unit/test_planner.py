@@ -68,6 +68,15 @@ def test_egress_service_adds_the_egress_network():
     assert [(n.name, n.internal) for n in p.of_kind(EnsureNetwork)] == [("flotilla-shop-egress", False)]
 
 
+def test_each_cache_gets_its_own_internal_network():
+    nodes = tuple(DesiredService(f"{c}-0-0", 1, "h", group=f"cache:{c}") for c in ("sessions", "carts", "sessions"))
+    p = plan(Desired(app="shop", services=(*nodes, DesiredService("web", 1, "h"))), observed(), now=0)
+    assert [(n.name, n.internal) for n in p.of_kind(EnsureNetwork)] == [
+        ("flotilla-shop-cache-carts", True), ("flotilla-shop-cache-sessions", True)]
+    there = observed(networks=NETS | {"flotilla-shop-cache-carts", "flotilla-shop-cache-sessions"})
+    assert plan(Desired(app="shop", services=nodes), there, now=0).of_kind(EnsureNetwork) == ()
+
+
 def test_converged_app_plans_nothing():
     p = plan(desired(2), observed(replica(index=1), replica(index=2)), now=0)
     assert p.empty and p.actions == ()

@@ -36,6 +36,7 @@ from flotilla.addons.redis_cluster import (
     self_view,
     slot_ranges,
 )
+from flotilla.addons.redis_cluster.topology import MOVE_GRACE, shards_at_rest
 
 CACHE = "sessions"
 
@@ -129,6 +130,7 @@ class Sim:
         src, dst = self.live(a.from_node), self.live(a.to_node)
         assert src.role == dst.role == "master" and src.group == dst.group and a.count > 0
         moved = _pop(src.slots, a.count)
+        assert tuple(sorted(moved)) == a.slots, f"{a} names other slots than {a.from_node}'s highest {moved}"
         dst.slots = sorted(dst.slots + moved)
         if not src.slots:  # Redis 7: a master that gives away its last slot follows the taker
             src.role, src.master_id = "replica", dst.node_id
@@ -292,10 +294,11 @@ def test_parse_cluster_nodes_reads_roles_slots_names_and_health():
     assert list(by_name) == ["sessions-0-0", "sessions-1-0", "sessions-2-0",
                              "sessions-0-1", "sessions-1-1", "sessions-2-1"]
     assert by_name["sessions-0-0"] == ObservedNode(name="sessions-0-0", node_id=M0, role="master",
-                                                   slots=((0, 5460),))
+                                                   slots=((0, 5460),), address="172.18.0.2")
     assert by_name["sessions-1-0"].slots == ((5461, 10922),)  # the importing marker is not a slot
     failed = by_name["sessions-2-0"]
     assert (failed.reachable, failed.linked, failed.slots) == (False, False, ((10923, 16383),))
+    assert (failed.address, failed.up_to_peers) == ("172.18.0.4", False)
     assert by_name["sessions-0-1"].role == "replica" and by_name["sessions-0-1"].master_id == M0
     suspect = by_name["sessions-2-1"]
     assert suspect.reachable and not suspect.linked and suspect.master_id == M2
@@ -481,6 +484,42 @@ def test_four_to_three_shards_empties_the_last_shard_then_forgets_it():
     assert sorted(slot_counts(sim).values()) == [5461, 5461, 5462]
     assert {n.name for n in sim.nodes.values()} == {w.name for w in node_names(CACHE, shards=3, replicas=1)}
     assert_ready(sim, shards=3, replicas=1)
+
+
+def test_an_emptied_shard_rests_for_the_grace_before_it_is_forgotten():
+    sim = formed(4, 1)
+    moves, plan = [], plan_for(sim, shards=3, replicas=1)
+    while not any(isinstance(a, Forget) for a in plan):
+        moves += [a for a in plan if isinstance(a, MoveSlots)]
+        for action in plan:
+            sim.apply(action)
+        plan = plan_for(sim, shards=3, replicas=1)
+    assert moves and not slot_counts(sim).get("sessions-3-0")  # emptied: now it would be forgotten
+
+    def plan_at(now):
+        return plan_cluster(cache=CACHE, shards=3, replicas=1, observed=sim.observe(), now=now, moved_off={3: 50.0})
+    assert not [a for a in plan_at(50.0 + MOVE_GRACE / 2) if isinstance(a, Forget | Failover | Reset)]
+    forgotten = [a.node for a in plan_at(50.0 + MOVE_GRACE) if isinstance(a, Forget)]
+    assert sorted(forgotten) == ["sessions-3-0", "sessions-3-1"]
+    assert shards_at_rest({3: 50.0, 1: 10.0}, now=51.0) == {3}
+
+
+def test_a_takeover_waits_for_the_grace_of_the_shard_it_takes_from():
+    sim = sim_of(("sessions-0-0", "sessions-3-0", []), ("sessions-1-0", None, [(5462, 10922)]),
+                 ("sessions-2-0", None, [(10923, 16383)]), ("sessions-3-0", None, [(0, 5461)]))
+    observed = sim.observe()
+    resting = plan_cluster(cache=CACHE, shards=3, replicas=0, observed=observed, now=1.0, moved_off={3: 0.0})
+    assert not any(isinstance(a, Failover) for a in resting)
+    later = plan_cluster(cache=CACHE, shards=3, replicas=0, observed=observed, now=9.0, moved_off={3: 0.0})
+    assert Failover(node="sessions-0-0", reason="") in later
+
+
+def test_moves_of_one_plan_from_one_donor_name_disjoint_slots():
+    sim = formed(4, 1)
+    moves = [a for a in plan_for(sim, shards=3, replicas=1) if isinstance(a, MoveSlots)]
+    assert len(moves) == 3 and {m.from_node for m in moves} == {"sessions-3-0"}
+    named = [slot for m in moves for a, b in m.slots for slot in range(a, b + 1)]
+    assert len(named) == len(set(named)) == 4096 == sum(m.count for m in moves)
 
 
 def test_fewer_replicas_forgets_the_extra_ones():

@@ -9,6 +9,7 @@ the keeper depends on them without a cycle.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from flotilla.addons.redis_cluster import ObservedNode
@@ -16,12 +17,21 @@ from flotilla.addons.redis_cluster import ObservedNode
 
 @dataclass(frozen=True)
 class CacheState:
-    """One cache as last observed: its nodes, whether it is ready, and why (not)."""
+    """One cache as last observed: its own nodes (never strangers), whether it is ready, and why (not)."""
 
     nodes: tuple[ObservedNode, ...] = ()
     ready: bool = False
     reason: str = "not observed yet"
     pending: tuple[str, ...] = field(default=())  # the reasons of the steps planned last
+    # Ids of nodes that answered the keeper at one of the cache's containers, and
+    # of strangers found in the cluster (addons/redis_cluster/keep.py): both
+    # carried from pass to pass for as long as the daemon runs.
+    known_ids: frozenset[str] = frozenset()
+    strangers: tuple[ObservedNode, ...] = ()  # in the cluster at the last look
+    stranger_ids: frozenset[str] = frozenset()
+    # When slots last moved off each shard, and the nodes that stay a while for it (keep.Steps.resting).
+    moved_off: Mapping[int, float] = field(default_factory=dict)
+    resting: frozenset[str] = frozenset()
 
 
 class CacheStates:
@@ -32,6 +42,7 @@ class CacheStates:
         self._lock = threading.Lock()
 
     def get(self, app: str, cache: str) -> CacheState | None:
+        """The latest state of ``cache``; None before the keeper first looked."""
         with self._lock:
             return self._states.get((app, cache))
 

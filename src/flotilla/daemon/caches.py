@@ -4,7 +4,9 @@ The reconciler runs a cache's nodes like any replicas (addons/redis_cluster/
 nodes.py makes them services); this loop looks inside: twice a second it
 observes each cache through its nodes, asks the pure topology planner what to
 do next and carries that out (meet, assign slots, attach replicas, move slots,
-forget), one step per pass. What it saw goes to ``CacheStates``, from which
+forget), one step per pass. Only the cache's own nodes are counted: a node in
+the cluster that is none of the cache's containers (a stranger, keep.py) is
+forgotten by every node, and the plan is made without it. What it saw goes to ``CacheStates``, from which
 the runtime spec learns which nodes outside the declared shape must stay for
 now (addons/redis_cluster/keep.py decides) and ``ps`` and ``up`` learn
 whether a cache is ready.
@@ -16,11 +18,13 @@ import logging
 import secrets as token_source
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
-from flotilla.addons.redis_cluster import ObservedNode, cluster_ready, plan_cluster
+from flotilla.addons.redis_cluster import cluster_ready
 from flotilla.addons.redis_cluster.client import ClusterClient, NodeAddress
+from flotilla.addons.redis_cluster.keep import Steps, next_steps, resting_nodes
 from flotilla.addons.redis_cluster.nodes import cache_of
-from flotilla.addons.redis_cluster.topology import AddShard, ClusterAction, EmptyShard, MoveSlots
+from flotilla.addons.redis_cluster.topology import MOVE_GRACE, AddShard, ClusterAction, EmptyShard, MoveSlots
 from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.cache_states import CacheState, CacheStates
 from flotilla.daemon.events import EventLog
@@ -28,7 +32,7 @@ from flotilla.daemon.runtime import RuntimeSpecs
 from flotilla.daemon.snapshots import Snapshots
 from flotilla.daemon.wakeups import Wakeups
 from flotilla.errors import FlotillaError
-from flotilla.naming import cache_password_secret
+from flotilla.naming import cache_node_place, cache_password_secret
 from flotilla.secrets import Vault
 from flotilla.spec import AppSpec, CacheSpec
 
@@ -97,15 +101,19 @@ class CacheKeeper:
         cache_spec = spec.caches[cache]
         addresses = self._addresses(spec, cache)
         password = self._vault.get(spec.app, cache_password_secret(cache)).decode()
-        nodes = [NodeAddress(name, ip) for name, ip in sorted(addresses.items())]
-        observed = self._client.observe(nodes, password)
-        actions = plan_cluster(cache=cache, shards=cache_spec.shards, replicas=cache_spec.replicas,
-                               observed=observed, now=self._clock())
-        state = _state(observed, cache_spec, actions)
+        last = self._states.get(spec.app, cache) or CacheState()
+        seen = self._client.observe([NodeAddress(name, ip) for name, ip in sorted(addresses.items())], password)
+        steps = next_steps(cache=cache, spec=cache_spec, seen=seen, addresses=addresses, known=last.known_ids,
+                           flagged=last.stranger_ids, moved_off=last.moved_off, now=self._clock())
+        state = _state(steps, cache_spec, last)
         before = self._remember(spec.app, cache, state)
-        for action in actions:
-            self._carry_out(spec.app, cache, action, observed, addresses, password)
-        if actions or before.ready != state.ready or _holders(before) != _holders(state):
+        for action in steps.actions:
+            try:
+                self._carry_out(spec.app, cache, action, list(steps.own), addresses, password)
+            finally:
+                if isinstance(action, MoveSlots):
+                    state = self._moved_off(spec.app, cache, state, action)
+        if steps.actions or before.ready != state.ready or _holders(before) != _holders(state):
             self._wakeups.trigger(spec.app)  # nodes may be removable now, or `up` may finish
         return state
 
@@ -117,6 +125,14 @@ class CacheKeeper:
             for r in observed.replicas
             if r.running and r.ip and r.service in runtime.services and cache_of(runtime.services[r.service]) == cache
         }
+
+    def _moved_off(self, app: str, cache: str, state: CacheState, move: MoveSlots) -> CacheState:
+        """Note when slots last left ``move``'s donor's shard: its nodes rest (stay as they are) a while."""
+        now = self._clock()
+        moved_off = {**state.moved_off, cache_node_place(cache, move.from_node)[0]: now}
+        state = replace(state, moved_off=moved_off, resting=resting_nodes(cache, state.nodes, moved_off, now=now))
+        self._states.put(app, cache, state)
+        return state
 
     def _remember(self, app: str, cache: str, state: CacheState) -> CacheState:
         before = self._states.put(app, cache, state)
@@ -146,10 +162,15 @@ def describe(action: ClusterAction) -> str:
     return f"{name} {action.node}" + (f" -> {peer}" if peer else "")
 
 
-def _state(observed: list[ObservedNode], cache_spec: CacheSpec, actions: list[ClusterAction]) -> CacheState:
-    ready, reason = cluster_ready(observed, shards=cache_spec.shards, replicas=cache_spec.replicas)
-    return CacheState(nodes=tuple(observed), ready=ready and not actions, reason=reason,
-                      pending=tuple(a.reason for a in actions))
+def _state(steps: Steps, cache_spec: CacheSpec, last: CacheState) -> CacheState:
+    """What the keeper saw of its own nodes, and the ids it knows (its own, and strangers) from now on."""
+    ready, reason = cluster_ready(steps.own, shards=cache_spec.shards, replicas=cache_spec.replicas)
+    resting = tuple(f"{name} rests {MOVE_GRACE:g}s after slots moved off its shard" for name in sorted(steps.resting))
+    return CacheState(nodes=steps.own, ready=ready and not steps.actions and not resting, reason=reason,
+                      pending=(*(a.reason for a in steps.actions), *resting), known_ids=steps.known,
+                      strangers=steps.strangers,
+                      stranger_ids=last.stranger_ids | {n.node_id for n in steps.strangers},
+                      moved_off=last.moved_off, resting=steps.resting)
 
 
 def _holders(state: CacheState) -> set[str]:

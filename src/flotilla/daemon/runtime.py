@@ -36,7 +36,7 @@ class RuntimeSpecs:
         for cache, cache_spec in spec.caches.items():
             state = self._cache_states.get(spec.app, cache)
             keep[cache] = nodes_to_keep(cache=cache, spec=cache_spec, nodes=state.nodes if state else None,
-                                        containers=containers)
+                                        containers=containers, resting=state.resting if state else ())
         return with_cache_nodes(spec, image=self._cache_image, keep=keep)
 
 

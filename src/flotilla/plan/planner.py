@@ -14,6 +14,9 @@ A service with its own volumes (``recreate``) cannot run two replicas on one
 volume, so there the old replica is stopped first and its successor started
 on the next pass. Services of one ``group`` (the nodes of a cache) are
 replaced one service at a time, the next only once the last is healthy.
+Networks: the app's internal one, the egress one if a service has egress, and
+for each cache (a group ``cache:NAME``) its own, which only its nodes and its
+consumers join.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 
-from flotilla.naming import egress_network, internal_network
+from flotilla.naming import cache_network, cache_of_addon, egress_network, internal_network
 from flotilla.plan.backoff import restart_delay
 from flotilla.plan.model import (
     Action,
@@ -104,6 +107,8 @@ def _network_actions(desired: Desired, observed: Observed) -> list[EnsureNetwork
         needed.append(
             EnsureNetwork(egress_network(desired.app), False, "a service has egress: true")
         )
+    caches = sorted({c for s in desired.services if (c := cache_of_addon(s.group))})
+    needed += [EnsureNetwork(cache_network(desired.app, c), True, f"cache {c}'s own network") for c in caches]
     return [n for n in needed if n.name not in observed.networks]
 
 

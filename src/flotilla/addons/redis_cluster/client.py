@@ -7,7 +7,7 @@ and the slot migration protocol (``SETSLOT IMPORTING/MIGRATING``,
 ``CLUSTER NODES`` into ``ObservedNode`` values. redis-py errors never leave
 it: they become ``CacheError`` with the node and the command.
 
-Nodes are reached from the host at their container IPs on the app's internal
+Nodes are reached from the host at their container IPs on the cache's own
 network (the host is that bridge's gateway); nothing is published.
 """
 
@@ -144,8 +144,8 @@ class ClusterClient:
             case Forget(node_id=node_id):
                 self._forget(node_id, observed, at, password)
             case MoveSlots():
-                source = next(n for n in observed if n.name == action.from_node and n.reachable)
-                self._move(action, source=source, to_id=ids[action.to_node], at=at, password=password)
+                self._move(action, from_id=ids[action.from_node], to_id=ids[action.to_node], at=at,
+                           password=password)
         return True
 
     def _forget(self, node_id: str, observed: list[ObservedNode], at: Mapping[str, NodeAddress], password: str) -> None:
@@ -158,12 +158,12 @@ class ClusterClient:
                         raise
 
     def _move(
-        self, action: MoveSlots, *, source: ObservedNode, to_id: str, at: Mapping[str, NodeAddress], password: str
+        self, action: MoveSlots, *, from_id: str, to_id: str, at: Mapping[str, NodeAddress], password: str
     ) -> None:
         """Redis' own slot migration, slot by slot, keys included (the way ``redis-cli --cluster reshard`` does)."""
         src, dst = at[action.from_node], at[action.to_node]
-        for slot in _last_slots(source.slots, action.count):
-            self._run(dst, password, "CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
+        for slot in _highest_first(action.slots):
+            self._run(dst, password, "CLUSTER", "SETSLOT", slot, "IMPORTING", from_id)
             self._run(src, password, "CLUSTER", "SETSLOT", slot, "MIGRATING", to_id)
             while keys := self._run(src, password, "CLUSTER", "GETKEYSINSLOT", slot, MIGRATE_BATCH):
                 self._run(src, password, "MIGRATE", dst.ip, REDIS_PORT, "", 0, MIGRATE_TIMEOUT_MS,
@@ -189,11 +189,7 @@ def _ip_of(text: str, node_id: str | None) -> str | None:
     return None
 
 
-def _last_slots(ranges: tuple[tuple[int, int], ...], count: int) -> Iterator[int]:
-    """The highest ``count`` slots of ``ranges``, highest first."""
+def _highest_first(ranges: tuple[tuple[int, int], ...]) -> Iterator[int]:
+    """Every slot of ``ranges``, highest first."""
     for a, b in sorted(ranges, reverse=True):
-        for slot in range(b, a - 1, -1):
-            if count <= 0:
-                return
-            yield slot
-            count -= 1
+        yield from range(b, a - 1, -1)

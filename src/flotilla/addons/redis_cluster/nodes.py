@@ -3,7 +3,9 @@
 Each node of a ``redis-cluster`` cache becomes a one-replica service named
 after the node (``sessions-0-1``), so the planner, the Docker engine, the
 health prober and secret injection start, heal and replace nodes like any
-replica, and the node is reached on the app's internal network by that name.
+replica. A node lives on its cache's own network only (``naming.cache_network``,
+internal), reached there by that name; the services that list the cache join
+that network too, and no other service can reach a node at all.
 What makes a node a node is all here: the ``redis-server`` command line, its
 own volume for ``nodes.conf`` and data, a restart delay that lets a dead
 master's replica take over before the master comes back, and the password
@@ -19,7 +21,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from flotilla.addons.redis_cluster.topology import node_names
-from flotilla.naming import cache_password_secret, cache_variables
+from flotilla.naming import (
+    CACHE_ADDON_PREFIX,
+    cache_of_addon,
+    cache_password_secret,
+    cache_variables,
+    is_cache_node,
+)
 from flotilla.spec import AppSpec, CacheSpec, ServiceSpec
 from flotilla.spec.models import HealthSpec, ResourcesSpec
 from flotilla.spec.units import MIB
@@ -34,7 +42,7 @@ NODE_TIMEOUT_MS = 1000
 # dies its replica is promoted first and the master returns as a replica.
 RESTART_DELAY = 5.0
 MEMORY_HEADROOM = 64 * MIB  # the container's limit above maxmemory (buffers, AOF rewrite)
-ADDON_PREFIX = "cache:"
+ADDON_PREFIX = CACHE_ADDON_PREFIX
 PASSWORD_VARIABLE = "REDIS_PASSWORD"  # inside a node's container only
 # The password reaches redis-server on standard input, never on its command line.
 _START_SCRIPT = (
@@ -49,9 +57,7 @@ _PERSISTENCE = {
 
 def cache_of(service: ServiceSpec) -> str | None:
     """The cache a node service belongs to; None for any other service."""
-    if service.addon and service.addon.startswith(ADDON_PREFIX):
-        return service.addon[len(ADDON_PREFIX):]
-    return None
+    return cache_of_addon(service.addon)
 
 
 def node_addresses(cache: str, spec: CacheSpec) -> str:
@@ -114,7 +120,9 @@ def with_cache_nodes(
     """``spec`` with a service per cache node and its consumers wired to the caches.
 
     ``keep`` names nodes outside a cache's shape that must stay for now (a
-    master whose slots are still being moved away when shards shrink).
+    master whose slots are still being moved away when shards shrink). Only
+    names of the cache's node shape are kept, and never one the spec declares:
+    whatever the keeper was told, it cannot turn a service into a Redis node.
     """
     if not spec.caches:
         return spec
@@ -122,6 +130,7 @@ def with_cache_nodes(
     services = {name: _consumer(svc, spec.caches) for name, svc in spec.services.items()}
     for cache, cache_spec in spec.caches.items():
         shape = [n.name for n in node_names(cache, shards=cache_spec.shards, replicas=cache_spec.replicas)]
-        for node in [*shape, *sorted(set(keep.get(cache, ())) - set(shape))]:
+        extra = {n for n in keep.get(cache, ()) if is_cache_node(cache, n)} - set(shape) - set(spec.services)
+        for node in [*shape, *sorted(extra)]:
             services[node] = node_service(cache, cache_spec, node=node, image=image)
     return spec.model_copy(update={"services": services})

@@ -29,6 +29,11 @@ from flotilla.naming import cache_node, cache_node_place
 
 SLOTS = 16384
 Ranges = tuple[tuple[int, int], ...]
+# After slots last moved off a shard, its nodes are not forgotten, failed over or
+# reset (nor removed) for this long: a client that wrote there just before the
+# move may still be blocked in WAIT on it, or be about to follow a MOVED from it,
+# and a role change would fail that client ("UNBLOCKED ... master -> replica?").
+MOVE_GRACE = 2.0
 
 
 # --- names and slots -------------------------------------------------------------------
@@ -105,6 +110,19 @@ def _take(ranges: Sequence[tuple[int, int]], count: int) -> tuple[Ranges, list[t
     return tuple(taken), rest
 
 
+def _take_last(ranges: Sequence[tuple[int, int]], count: int) -> tuple[Ranges, list[tuple[int, int]]]:
+    """The last (highest) ``count`` slots of ``ranges``, and what is left."""
+    taken, rest = [], sorted(ranges)
+    while count > 0 and rest:
+        a, b = rest.pop()
+        if b - a + 1 > count:
+            rest.append((a, b - count))
+            a = b - count + 1
+        taken.append((a, b))
+        count -= b - a + 1
+    return tuple(sorted(taken)), rest
+
+
 def _overlap(ranges: Iterable[tuple[int, int]]) -> int | None:
     """A slot that two of ``ranges`` both cover, if any."""
     last = -1
@@ -139,6 +157,11 @@ class ObservedNode:
     # A replica still replicating from its master's old address (Redis 7.0 moves
     # the cluster link to a master's new IP but not the replication link).
     stale_master_address: bool = False
+    # The IP the cluster has the node at, and whether the node whose CLUSTER
+    # NODES it was read from saw it up: how the keeper tells the cache's own
+    # nodes from strangers that announced themselves (keep.strangers).
+    address: str = ""
+    up_to_peers: bool = True
 
     @property
     def slot_count(self) -> int:
@@ -180,6 +203,7 @@ def _parse_line(line: str, names_by_address: Mapping[str, str]) -> tuple[Observe
         raise ValueError(f"not a CLUSTER NODES line (expected at least 8 fields): {line!r}")
     node_id, address, flag_text, master, _ping, _pong, _epoch, link, *slot_fields = fields
     flags = set(flag_text.split(","))
+    reachable = "myself" in flags or not flags & _DOWN
     node = ObservedNode(
         name=_name(address, names_by_address),
         node_id=node_id,
@@ -187,7 +211,9 @@ def _parse_line(line: str, names_by_address: Mapping[str, str]) -> tuple[Observe
         master_id=None if master == "-" else master,
         slots=_slots(slot_fields),
         linked=link == "connected" and not flags & {"fail", "fail?"},
-        reachable="myself" in flags or not flags & _DOWN,
+        reachable=reachable,
+        address=address.partition("@")[0].rpartition(":")[0],
+        up_to_peers=reachable,
     )
     return node, flags
 
@@ -257,12 +283,17 @@ class EmptyShard:
 
 @dataclass(frozen=True, kw_only=True)
 class MoveSlots:
-    """Migrate ``count`` slots, with their keys, from master ``from_node`` to master ``to_node``."""
+    """Migrate ``count`` slots, with their keys, from master ``from_node`` to master ``to_node``.
+
+    ``slots``: which ones (the donor's highest, none another move of the same
+    plan takes), so that moves of one plan never race for the same slot.
+    """
 
     from_node: str
     to_node: str
     count: int
     reason: str = field(compare=False)
+    slots: Ranges = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -371,23 +402,42 @@ def _current(observed: Iterable[ObservedNode]) -> tuple[dict[str, ObservedNode],
 
 
 def plan_cluster(
-    *, cache: str, shards: int, replicas: int, observed: Sequence[ObservedNode], now: float
+    *, cache: str, shards: int, replicas: int, observed: Sequence[ObservedNode], now: float,
+    moved_off: Mapping[int, float] | None = None,
 ) -> list[ClusterAction]:
     """What to do next to bring the observed cluster to ``shards`` x (1 + ``replicas``).
 
     Level-based: the plan is one step of several (introductions first, then
     slots, replicas and moves); carry it out, observe again and plan again until
-    the plan is empty. ``now`` is accepted for the planner's common signature;
-    no decision here depends on time yet.
+    the plan is empty. ``moved_off``: when slots last moved off each shard
+    (its history, kept by the caller); a ``Forget``, ``Failover`` or ``Reset``
+    of a node of such a shard waits until ``MOVE_GRACE`` has passed at ``now``.
     """
-    del now
     view = _View(cache=cache, shards=shards, replicas=replicas, observed=observed)
     meets = _meets(view)
     if meets:
         return meets
     assigns, takeovers = _assigns(view), _takeovers(view)
     moves = [] if assigns or takeovers or _complement(view.held()) else _moves(view)
-    return [*_forget_ghosts(view), *assigns, *takeovers, *_replications(view), *moves, *_forget_extras(view)]
+    plan = [*_forget_ghosts(view), *assigns, *takeovers, *_replications(view), *moves, *_forget_extras(view)]
+    resting = shards_at_rest(moved_off or {}, now=now)
+    return [a for a in plan if not resting & _shards_changed(view, a)]
+
+
+def shards_at_rest(moved_off: Mapping[int, float], *, now: float) -> frozenset[int]:
+    """The shards whose slots moved off less than ``MOVE_GRACE`` ago."""
+    return frozenset(shard for shard, at in moved_off.items() if now < at + MOVE_GRACE)
+
+
+def _shards_changed(view: _View, action: ClusterAction) -> set[int]:
+    """The shards whose nodes ``action`` forgets or turns from master to replica (or back)."""
+    if not isinstance(action, Forget | Failover | Reset):
+        return set()
+    shards = {view.place[action.node][0]} if action.node in view.place else set()
+    if isinstance(action, Failover):
+        holder = view.by_id.get(view.nodes[action.node].master_id or "")
+        shards |= {view.place[holder.name][0]} if holder else set()
+    return shards
 
 
 def _meets(view: _View) -> list[ClusterAction]:
@@ -494,10 +544,12 @@ def _moves(view: _View) -> list[ClusterAction]:
     takers = sorted((view.place[k][0], k, -b) for k, b in balance.items() if b < 0)
     moves, i = [], 0
     surplus = [[name, b] for b, _, name in donors]
+    left = {name: list(view.nodes[name].slots) for _, _, name in donors}
     for _, taker, need in takers:
         while need and i < len(surplus):
-            count = min(need, surplus[i][1])
-            moves.append(MoveSlots(from_node=surplus[i][0], to_node=taker, count=count,
+            donor, count = surplus[i][0], min(need, surplus[i][1])
+            slots, left[donor] = _take_last(left[donor], count)
+            moves.append(MoveSlots(from_node=donor, to_node=taker, count=count, slots=slots,
                                    reason=f"{taker} needs {view.target(view.nodes[taker])} slots"))
             need, surplus[i][1] = need - count, surplus[i][1] - count
             i += surplus[i][1] == 0

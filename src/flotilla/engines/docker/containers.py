@@ -2,7 +2,9 @@
 
 Separated from the engine's I/O so that the mapping from spec to container
 (labels, environment, limits, networks and their DNS aliases, no published
-ports, the hardened defaults) can be read and tested on its own.
+ports, the hardened defaults) can be read and tested on its own. A cache node is on its cache's own
+network and nowhere else; a service listing the cache joins that network as
+well as the app's, so no other replica can open a connection to a node.
 """
 
 from __future__ import annotations
@@ -11,7 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flotilla import labels
-from flotilla.naming import container_name, egress_network, internal_network, replica_name, volume_name
+from flotilla.naming import (
+    cache_network,
+    cache_of_addon,
+    container_name,
+    egress_network,
+    internal_network,
+    replica_name,
+    volume_name,
+)
 from flotilla.spec import AppSpec, ServiceSpec
 
 LOG_MAX_SIZE = "10m"
@@ -182,9 +192,20 @@ def replica_container_config(
         },
         nano_cpus=int(svc.resources.cpus * 1e9) if svc.resources.cpus else None,
         mem_limit=svc.resources.memory,
-        network=internal_network(spec.app),
+        network=home_network(spec.app, svc),
         aliases=(service, replica),
-        extra_networks=(egress_network(spec.app),) if svc.egress else (),
+        extra_networks=extra_networks(spec.app, svc),
         dns_options=() if svc.egress else INTERNAL_DNS_OPTIONS,
         hardening=Hardening.of(svc),
     )
+
+
+def home_network(app: str, svc: ServiceSpec) -> str:
+    """Where a replica lives and is found by name: a cache node on its cache's own network only, else the app's."""
+    cache = cache_of_addon(svc.addon)
+    return cache_network(app, cache) if cache else internal_network(app)
+
+
+def extra_networks(app: str, svc: ServiceSpec) -> tuple[str, ...]:
+    """The networks a replica joins besides its own: each cache it lists, and the way out if it has egress."""
+    return (*(cache_network(app, c) for c in svc.caches), *((egress_network(app),) if svc.egress else ()))

@@ -25,7 +25,7 @@ from flotilla import labels
 from flotilla.engines.docker.containers import Overrides, replica_container_config
 from flotilla.engines.docker.firewall import BRIDGE_OPTION, HostFirewall, bridge_name
 from flotilla.errors import EngineError, EngineUnavailableError, NotFoundError
-from flotilla.naming import internal_network
+from flotilla.naming import cache_of_network, internal_network
 from flotilla.plan.model import Observed, ObservedReplica
 from flotilla.spec import AppSpec
 
@@ -256,11 +256,18 @@ class DockerEngine:
                     raise
                 container_id = self._own_existing(config.name)
             for network in config.extra_networks:
-                with contextlib.suppress(docker.errors.APIError):
-                    api.connect_container_to_network(container_id, network)
+                self._connect(container_id, network)
             api.start(container_id)
             started = api.inspect_container(container_id)
         return _inspected_replica(started)
+
+    def _connect(self, container_id: str, network: str) -> None:
+        """Join ``network`` (a cache's, the egress one); already joined (a plan applied twice) is fine."""
+        try:
+            self._api.connect_container_to_network(container_id, network)
+        except docker.errors.APIError as exc:
+            if "already exists" not in str(exc.explanation or exc):
+                raise
 
     def _own_existing(self, name: str) -> str:
         """The id of container ``name`` that already exists (a plan applied twice), if it is ours."""
@@ -411,7 +418,6 @@ def _inspected_replica(container: Mapping) -> ObservedReplica:
 def _replica(
     *, container_id: str, name: str, container_labels: Mapping, state: str, networks: Mapping, exit_code: int | None
 ) -> ObservedReplica:
-    internal = networks.get(internal_network(container_labels[labels.APP])) or {}
     return ObservedReplica(
         container_id=container_id,
         name=name.lstrip("/"),
@@ -419,6 +425,13 @@ def _replica(
         index=int(container_labels.get(labels.REPLICA, "0") or 0),
         config_hash=container_labels.get(labels.CONFIG_HASH, ""),
         state=state,
-        ip=internal.get("IPAddress") or None,
+        ip=_home_ip(container_labels[labels.APP], networks),
         exit_code=exit_code,
     )
+
+
+def _home_ip(app: str, networks: Mapping) -> str | None:
+    """The address the host reaches a replica at: on the app's network, or a cache node's on its cache's own."""
+    home = networks.get(internal_network(app)) or next(
+        (net for name, net in sorted(networks.items()) if cache_of_network(app, name)), None) or {}
+    return home.get("IPAddress") or None
