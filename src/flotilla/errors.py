@@ -13,7 +13,10 @@ API answers each class with the HTTP status on its right (500 for the rest).
     │   └── SecretNotFoundError           no such secret (or version of it) for the app
     ├── ConflictError             exit 4  the request clashes with the current state       HTTP 409
     ├── EngineError               exit 5  the container engine refused or failed
-    │   └── EngineUnavailableError        Docker Engine cannot be reached                  HTTP 503
+    │   ├── EngineUnavailableError        Docker Engine cannot be reached                  HTTP 503
+    │   └── ImageError                    an image could not be pulled or built (nothing changed)
+    │       ├── RegistryAuthError             a registry refused the credentials
+    │       └── BuildError                    a build failed; the message holds the step's output
     ├── DaemonError               exit 6  the Flotilla daemon failed or cannot be reached
     │   └── DaemonUnavailableError
     ├── WaitTimeoutError          exit 7  a wait ran out (for example ``up --timeout``)
@@ -123,6 +126,20 @@ class EngineUnavailableError(EngineError):
     code = "engine_unavailable"
 
 
+class ImageError(EngineError):
+    """An image could not be pulled, resolved or built; nothing that runs was changed."""
+
+    code = "image_error"
+
+
+class RegistryAuthError(ImageError):
+    code = "registry_auth"
+
+
+class BuildError(ImageError):
+    code = "build_failed"
+
+
 class DaemonError(FlotillaError):
     exit_code = 6
     code = "daemon_error"
@@ -188,6 +205,9 @@ _BY_CODE = {
         ConflictError,
         EngineError,
         EngineUnavailableError,
+        ImageError,
+        RegistryAuthError,
+        BuildError,
         DaemonError,
         DaemonUnavailableError,
         WaitTimeoutError,

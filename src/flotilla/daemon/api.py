@@ -38,8 +38,11 @@ from starlette.responses import Response, StreamingResponse
 from flotilla import __version__
 from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.gateway_logs import entry_filter, stream_access_log
+from flotilla.daemon.images import Images
 from flotilla.daemon.operations import Operations
 from flotilla.daemon.ports import ReplicaEngine
+from flotilla.daemon.progress import run_with_progress
+from flotilla.daemon.registries import Registries
 from flotilla.daemon.serving import MIB, AsgiApp, BodyRefused, ClientGone, Limits, read_body
 from flotilla.daemon.status import StatusViews
 from flotilla.daemon.store import Store
@@ -123,6 +126,8 @@ class Api:
         history: Store,
         engine: ReplicaEngine,
         access_log: AccessLog,
+        registries: Registries | None = None,
+        images: Images | None = None,
     ) -> None:
         self._apps = apps
         self._operations = operations
@@ -130,6 +135,8 @@ class Api:
         self._history = history
         self._engine = engine
         self._access_log = access_log
+        self._registries = registries
+        self._images = images
         self._workers = anyio.Semaphore(WORKERS)
         self.route_table: list[Route] = [
             ("GET", re.compile(r"/v1/health"), self.health),
@@ -150,6 +157,11 @@ class Api:
             ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/secrets/(?P<name>[^/]+)"), self.reveal_secret),
             ("DELETE", re.compile(r"/v1/apps/(?P<app>[^/]+)/secrets/(?P<name>[^/]+)"), self.remove_secret),
             ("POST", re.compile(r"/v1/secrets/rekey"), self.rekey),
+            ("POST", re.compile(r"/v1/build"), self.build),
+            ("GET", re.compile(r"/v1/registries"), self.list_registries),
+            ("PUT", re.compile(r"/v1/registries/(?P<host>[^/]+)"), self.registry_login),
+            ("DELETE", re.compile(r"/v1/registries/(?P<host>[^/]+)"), self.registry_logout),
+            ("POST", re.compile(r"/v1/images/prune"), self.prune_images),
             (
                 "GET",
                 re.compile(r"/v1/apps/(?P<app>[^/]+)/services/(?P<service>[^/]+)/endpoints"),
@@ -220,9 +232,37 @@ class Api:
         return 200, {"apps": apps}
 
     def submit(self, req: Request):
+        """``?progress=1`` streams each pull and build step (daemon/progress.py) before the result."""
+        spec, dry_run = req.json().get("spec") or {}, req.flag("dry_run")
+        if req.flag("progress"):
+            return _progress_response(lambda sink: self._operations.submit(spec, dry_run=dry_run, progress=sink))
+        return 200, self._operations.submit(spec, dry_run=dry_run)
+
+    def build(self, req: Request):
+        spec = req.json().get("spec") or {}
+        return _progress_response(lambda sink: self._operations.build(spec, progress=sink))
+
+    def list_registries(self, req: Request):
+        return 200, {"registries": self._registries_part().list()}
+
+    def registry_login(self, req: Request):
         body = req.json()
-        result = self._operations.submit(body.get("spec") or {}, dry_run=req.flag("dry_run"))
-        return 200, result
+        password = _decode_password(body.get("password_b64"))
+        return 200, self._registries_part().login(req.params["host"], username=body.get("username"),
+                                                  password=password)
+
+    def registry_logout(self, req: Request):
+        return 200, self._registries_part().logout(req.params["host"])
+
+    def prune_images(self, req: Request):
+        if self._images is None:
+            raise ConflictError("this daemon runs without an image store")
+        return 200, self._images.prune(self._apps)
+
+    def _registries_part(self) -> Registries:
+        if self._registries is None:
+            raise ConflictError("this daemon runs without a secrets vault, so it keeps no registry logins")
+        return self._registries
 
     def app_status(self, req: Request):
         return 200, self._status.app_status(req.params["app"])
@@ -318,6 +358,10 @@ class BearerToken:
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token)
 
 
+def _progress_response(work) -> StreamingResponse:
+    return StreamingResponse(run_with_progress(work, name="progress"), media_type="application/x-ndjson")
+
+
 def json_response(status: int, body: dict, *, close: bool = False) -> Response:
     """``body`` as JSON (lone surrogates escaped, as json.dumps does); ``close`` ends the connection after it,
     for answers given before the request's body was read."""
@@ -354,6 +398,13 @@ def _status_of(exc: FlotillaError) -> int:
 
 def _secret_info(info) -> dict:
     return {"name": info.name, "version": info.version, "created": info.created, "versions": info.versions}
+
+
+def _decode_password(encoded) -> str:
+    try:
+        return _decode_value(encoded).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequestError("the password or token must be UTF-8 text") from exc
 
 
 def _decode_value(encoded) -> bytes:

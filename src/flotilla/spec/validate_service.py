@@ -14,12 +14,14 @@ import shlex
 from flotilla.spec import checks as c
 from flotilla.spec import service_parts as parts
 from flotilla.spec import units
+from flotilla.spec import validate_images as images
 from flotilla.spec.locate import Path, Reporter
 from flotilla.spec.models import ServiceSpec
 from flotilla.spec.service_parts import MAX_REPLICAS, ServiceContext, env_name
 
 SERVICE_KEYS = ("image", "command", "port", "replicas", "env", "health", "resources", "egress",
                 "routes", "max_body", "secrets", "autoscale", "caches")
+SERVICE_KEYS += images.SERVICE_KEYS  # where the image comes from: validate_images.py
 _PORT_HINT = "add port: the port the service listens on inside its container"
 
 
@@ -150,6 +152,9 @@ _CHECKS = {
     "health": parts.health, "resources": parts.resources, "egress": _egress, "routes": parts.routes,
     "max_body": _max_body, "secrets": parts.secrets, "autoscale": parts.autoscale, "caches": _caches,
 }
+
+
+_CHECKS.update({"pull": images.pull, "build": images.build})
 
 
 # -- rules across a service's keys ----------------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from flotilla import labels
 from flotilla.naming import container_name, egress_network, internal_network, replica_name, volume_name
 from flotilla.spec import AppSpec
+from flotilla.spec.images import image_to_run
 
 LOG_MAX_SIZE = "10m"
 LOG_MAX_FILES = "3"
@@ -130,7 +131,7 @@ def replica_container_config(
     return ReplicaContainerConfig(
         name=container_name(app=spec.app, service=service, index=index, config_hash=config_hash),
         hostname=replica,
-        image=svc.image,
+        image=image_to_run(spec, svc),  # the id the deploy pinned: every replica runs the same bytes
         command=overrides.command or svc.command,
         entrypoint=overrides.entrypoint,
         mounts=(*overrides.mounts, *(MountSpec.volume(name, path) for name, path in volumes.items())),
