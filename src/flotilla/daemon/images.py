@@ -40,6 +40,8 @@ class ImageSource(Protocol):
 
     def pull(self, ref: str, *, auth: Credentials | None, progress: ProgressSink) -> ImagePin: ...
 
+    def remote_digest(self, ref: str, *, auth: Credentials | None) -> str | None: ...
+
     def inputs_hash(self, build: BuildSpec) -> str: ...
 
     def build(self, *, build: BuildSpec, tag: str, what: str, progress: ProgressSink) -> ImagePin: ...
@@ -68,15 +70,20 @@ class Images:
     # -- a deploy ------------------------------------------------------------------
 
     def prepare(self, spec: AppSpec, *, runtime_of: Callable[[AppSpec], AppSpec], dry_run: bool,
-                progress: ProgressSink) -> AppSpec:
-        """``spec`` with built images' tags in place and every image pinned; builds and pulls unless ``dry_run``."""
+                progress: ProgressSink, pinned: dict[str, ImagePin] | None = None) -> AppSpec:
+        """``spec`` with built images' tags in place and every image pinned; builds and pulls unless ``dry_run``.
+
+        ``pinned`` are the pins of the deploy running now: with ``pull: missing``, a
+        reference whose pinned image is still here keeps it, even if its tag left this host.
+        """
         built = self._with_builds(spec, dry_run=dry_run, progress=progress)
         runtime = runtime_of(built)
         wanted = _wanted(runtime)
         self._check_never(runtime, wanted)
         pins = {}
         for ref, policy in sorted(wanted.items()):
-            pin = self._present(ref, policy=policy, dry_run=dry_run, progress=progress)
+            pin = self._present(ref, policy=policy, dry_run=dry_run, progress=progress,
+                                running=(pinned or {}).get(ref))
             if pin:
                 pins[ref] = pin
         for svc in built.services.values():
@@ -108,8 +115,13 @@ class Images:
             progress(Progress(image=what, status=f"built {shown_pin(tag, pin)}"))
         return svc.model_copy(update={"image": tag})
 
-    def _present(self, ref: str, *, policy: str, dry_run: bool, progress: ProgressSink) -> ImagePin | None:
+    def _present(self, ref: str, *, policy: str, dry_run: bool, progress: ProgressSink,
+                 running: ImagePin | None) -> ImagePin | None:
         local = self._source.resolve(ref)
+        if local is None and running and policy != "always" and self._source.resolve(running.id):
+            return running
+        if dry_run and policy == "always":
+            return self._still_there(ref, running or local)
         if dry_run or policy == "never" or (local and policy == "missing"):
             return local
         progress(Progress(image=ref, status="pulling"))
@@ -118,6 +130,13 @@ class Images:
             self._store.record_image(ref, pin.id, kind="pulled")
         progress(Progress(image=ref, status=f"pulled {shown_pin(ref, pin)}"))
         return pin
+
+    def _still_there(self, ref: str, pin: ImagePin | None) -> ImagePin | None:
+        """``pin`` if the registry's tag still names its digest (what ``plan`` shows for ``pull: always``)."""
+        if pin is None or not pin.digest:
+            return None
+        remote = self._source.remote_digest(ref, auth=self._credentials(ref))
+        return pin if remote and pin.digest.endswith(f"@{remote}") else None
 
     def _credentials(self, ref: str) -> Credentials | None:
         return self._registries.credentials(registry_of(ref)) if self._registries else None

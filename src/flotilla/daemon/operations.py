@@ -69,7 +69,7 @@ class Operations:
         self._check_owner(spec.app)
         check_gateway(spec, self._apps.active())
         before = self._apps.get(spec.app)
-        spec = self._prepare_images(spec, dry_run=dry_run, progress=progress)
+        spec = self._prepare_images(spec, dry_run=dry_run, progress=progress, pinned=before.images if before else {})
         runtime = self._runtime.of(spec)
         if self._injector:
             self._injector.check(runtime, generated={cache_password_secret(c) for c in spec.caches})
@@ -83,11 +83,12 @@ class Operations:
             self._wakeups.trigger(spec.app)
         return {**plan_to_dict(the_plan), "images": shown_images(spec), "image_changes": [c.to_dict() for c in changed]}
 
-    def _prepare_images(self, spec: AppSpec, *, dry_run: bool, progress: ProgressSink | None) -> AppSpec:
+    def _prepare_images(self, spec: AppSpec, *, dry_run: bool, progress: ProgressSink | None,
+                        pinned: dict) -> AppSpec:
         if self._images is None:
             return spec
         return self._images.prepare(spec, runtime_of=self._runtime.of, dry_run=dry_run,
-                                    progress=progress or _ignore)
+                                    progress=progress or _ignore, pinned=pinned)
 
     def build(self, spec_data: dict, *, progress: ProgressSink | None = None) -> dict:
         """``flotilla build``: build every ``build:`` of the spec; nothing is deployed."""

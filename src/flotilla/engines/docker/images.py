@@ -108,6 +108,16 @@ class DockerImages:
                              f"run `flotilla up` again")
         return pin
 
+    def remote_digest(self, ref: str, *, auth: Credentials | None) -> str | None:
+        """The manifest digest ``ref`` has on its registry now, without pulling (for ``plan``); None if unknown."""
+        registry = split_reference(ref)[0]
+        with _unavailable():
+            try:
+                found = self._api().inspect_distribution(ref, auth_config=auth.auth_config() if auth else None)
+            except docker.errors.APIError as exc:
+                raise _pull_failure(ref, registry, _detail(exc), authed=auth is not None) from exc
+        return (found.get("Descriptor") or {}).get("digest")
+
     def verify_login(self, registry: str, auth: Credentials) -> None:
         """Ask the registry (through Docker) whether ``auth`` is good; RegistryAuthError with its answer if not.
 
