@@ -160,6 +160,8 @@ class Api:
             ("POST", re.compile(r"/v1/build"), self.build),
             ("GET", re.compile(r"/v1/registries"), self.list_registries),
             ("PUT", re.compile(r"/v1/registries/(?P<host>[^/]+)"), self.registry_login),
+            ("GET", re.compile(r"/v1/registries/(?P<host>[^/]+)"), self.reveal_registry_login),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/images"), self.app_images),
             ("DELETE", re.compile(r"/v1/registries/(?P<host>[^/]+)"), self.registry_logout),
             ("POST", re.compile(r"/v1/images/prune"), self.prune_images),
             (
@@ -250,6 +252,21 @@ class Api:
         password = _decode_password(body.get("password_b64"))
         return 200, self._registries_part().login(req.params["host"], username=body.get("username"),
                                                   password=password)
+
+    def reveal_registry_login(self, req: Request):
+        """For `flotilla apply --target kubernetes` (image pull Secrets), only with ?reveal=1."""
+        if not req.flag("reveal"):
+            raise BadRequestError("registry passwords are only sent with ?reveal=1, to `flotilla apply`")
+        login = self._registries_part().credentials(req.params["host"])
+        if login is None:
+            raise NotFoundError(f"no login for registry {req.params['host']}; `flotilla registry ls` lists them")
+        return 200, {"registry": req.params["host"], "username": login.username,
+                     "password_b64": base64.b64encode(login.password.encode()).decode()}
+
+    def app_images(self, req: Request):
+        """The image pins of the app's deploy (what Kubernetes manifests name by digest)."""
+        spec = self._apps.require(req.params["app"])
+        return 200, {"images": {ref: pin.model_dump() for ref, pin in spec.images.items()}}
 
     def registry_logout(self, req: Request):
         return 200, self._registries_part().logout(req.params["host"])
