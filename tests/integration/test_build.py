@@ -52,6 +52,10 @@ def test_build_from_source_rolls_only_what_changed(flotilla, app_name, tmp_path,
     before = ids_by_service(flotilla, app_name)
     tags = {r["service"]: r["image"] for r in ps(flotilla, app_name)}
 
+    built = flotilla.run("build", "-f", str(spec))  # builds nothing, deploys nothing
+    assert built.stderr.count("up to date: ") == 3 and "building" not in built.stderr
+    assert sorted(built.stdout.split()) == sorted([f"{app_name}/{n}:" for n in SERVICES] + [
+        t.partition("@")[0] for t in tags.values()])
     again = flotilla.run("up", "--build", "-f", str(spec), "--timeout", "90")
     assert "building" not in again.stderr and again.stderr.count("up to date: ") == 3
     assert "up to date, nothing to change" in again.stderr

@@ -29,6 +29,7 @@ from flotilla.secrets import (
 from flotilla.secrets.injection import SecretMounts, SecretsRuntime
 from flotilla.secrets.keys import ENV_SOURCE
 from flotilla.spec import AppSpec, ServiceSpec, config_hash
+from flotilla.spec.images import image_to_run
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class SecretInjector:
         problems = []
         for name, svc in spec.services.items():
             problems += _unset(spec.app, name, svc, versions)
-            if svc.secret_env and not self.engine.image_has_shell(svc.image):
+            if svc.secret_env and not self.engine.image_has_shell(image_to_run(spec, svc)):
                 problems.append(_no_shell(name, svc))
         if problems:
             raise SpecError(problems)
@@ -121,13 +122,13 @@ class SecretInjector:
             env={var: self.vault.get(spec.app, secret) for var, secret in svc.secret_env.items()},
             files={path: self.vault.get(spec.app, secret) for path, secret in svc.secret_files.items()},
         )
-        return self._overrides(svc, mounts)
+        return self._overrides(svc, mounts, image=image_to_run(spec, svc))  # the deploy's pinned image
 
-    def _overrides(self, svc: ServiceSpec, mounts: SecretMounts) -> Overrides:
+    def _overrides(self, svc: ServiceSpec, mounts: SecretMounts, *, image: str) -> Overrides:
         binds = tuple(MountSpec.bind(host, target) for host, target in mounts.mounts())
         if not mounts.env_names:
             return Overrides(mounts=binds)
-        entrypoint, cmd = self.engine.image_command(svc.image)
+        entrypoint, cmd = self.engine.image_command(image)
         command = [*entrypoint, *(svc.command or cmd)]
         wrapper, wrapped = mounts.wrap(command)
         return Overrides(mounts=binds, entrypoint=tuple(wrapper or ()), command=tuple(wrapped))
