@@ -168,6 +168,14 @@ def test_missing_pulls_once_always_pulls_again_never_refuses(store):
     assert [r for r, _, kind in store.recorded_images() if kind == "pulled"] == [REF, REF]
 
 
+def test_cache_nodes_pull_only_when_missing_under_an_app_wide_always():
+    from flotilla.spec.images import pull_policy
+
+    loaded = spec(web(top="pull: always\n"))
+    node = loaded.services["web"].model_copy(update={"addon": "cache:sessions"})
+    assert pull_policy(loaded, loaded.services["web"]) == "always" and pull_policy(loaded, node) == "missing"
+
+
 def test_missing_keeps_the_running_pin_while_its_image_is_here(store):
     source = MemoryImages()
     source.local["other:tag"] = FIRST  # the pinned bytes are here, the tag is not
