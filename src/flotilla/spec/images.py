@@ -44,7 +44,11 @@ def repository_of(ref: str) -> str:
 
 
 def pull_policy(spec: AppSpec, svc: ServiceSpec) -> PullPolicy:
-    return svc.pull or spec.pull
+    """The service's own, else the app's; a cache node's image (an add-on's) is pulled only when missing,
+    so ``pull: always`` on the app does not send the host's local Redis image to a registry."""
+    if svc.pull:
+        return svc.pull
+    return "missing" if svc.addon and spec.pull == "always" else spec.pull
 
 
 def pin_of(spec: AppSpec, svc: ServiceSpec) -> ImagePin | None:
