@@ -22,7 +22,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # chromium (and a font for its screenshots) is the browser the dashboard's
 # tests drive through Playwright (tests/browser/): Debian's, so Playwright
 # never downloads one.
-APT_PACKAGES=(docker.io debootstrap iproute2 haproxy wrk nginx redis-tools chromium fonts-dejavu-core)
+# docker-registry and apache2-utils (htpasswd): the tests' private registry
+# (tests/support/registry.py starts its own on 127.0.0.1; the package's service
+# is never started, policy-rc.d below holds it).
+APT_PACKAGES=(docker.io debootstrap iproute2 haproxy wrk nginx redis-tools chromium fonts-dejavu-core
+              docker-registry apache2-utils)
 POLICY_RC_D=/usr/sbin/policy-rc.d
 POLICY_RC_D_SAVED=/usr/sbin/policy-rc.d.flotilla-saved
 POLICY_RC_D_MARK="# written by flotilla scripts/setup.sh: no service starts during apt-get install"

@@ -14,7 +14,10 @@ API answers each class with the HTTP status on its right (500 for the rest).
     ├── ConflictError             exit 4  the request clashes with the current state       HTTP 409
     ├── EngineError               exit 5  the container engine refused or failed
     │   ├── EngineUnavailableError        Docker Engine cannot be reached                  HTTP 503
-    │   └── RolloutFailedError            a cluster's rollout cannot finish (ImagePullBackOff...)
+    │   ├── RolloutFailedError            a cluster's rollout cannot finish (ImagePullBackOff...)
+    │   └── ImageError                    an image could not be pulled or built (nothing changed)
+    │       ├── RegistryAuthError             a registry refused the credentials
+    │       └── BuildError                    a build failed; the message holds the step's output
     ├── DaemonError               exit 6  the Flotilla daemon failed or cannot be reached
     │   └── DaemonUnavailableError
     ├── WaitTimeoutError          exit 7  a wait ran out (for example ``up --timeout``)
@@ -130,6 +133,20 @@ class RolloutFailedError(EngineError):
     code = "rollout_failed"
 
 
+class ImageError(EngineError):
+    """An image could not be pulled, resolved or built; nothing that runs was changed."""
+
+    code = "image_error"
+
+
+class RegistryAuthError(ImageError):
+    code = "registry_auth"
+
+
+class BuildError(ImageError):
+    code = "build_failed"
+
+
 class DaemonError(FlotillaError):
     exit_code = 6
     code = "daemon_error"
@@ -196,6 +213,9 @@ _BY_CODE = {
         EngineError,
         EngineUnavailableError,
         RolloutFailedError,
+        ImageError,
+        RegistryAuthError,
+        BuildError,
         DaemonError,
         DaemonUnavailableError,
         WaitTimeoutError,

@@ -238,7 +238,8 @@ def test_a_broken_spec_changes_nothing(flotilla, app_name, tmp_path):
     result = flotilla.run("up", "-f", str(broken), check=False)
     assert result.returncode == 2
     assert f"{broken}:5:11: services.catalog.port: must be between 1 and 65535, got 80000" in result.stderr
-    missing = flotilla.write_spec(tmp_path, catalog_only(app_name, 3).replace("shop-catalog:1", "nope:404"), "m.yaml")
+    missing = flotilla.write_spec(tmp_path, "pull: never\n" + catalog_only(app_name, 3).replace(
+        "shop-catalog:1", "nope:404"), "m.yaml")  # never: nothing may ask docker.io from this machine
     result = flotilla.run("up", "-f", str(missing), check=False)
     assert result.returncode == 2
     assert "services.catalog.image: image 'nope:404' is not on this host" in result.stderr

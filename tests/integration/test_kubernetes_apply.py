@@ -388,3 +388,25 @@ def test_status_shows_a_row_per_pod_and_each_workloads_progress(api, run, tmp_pa
     as_json = json.loads(subprocess.run([*command, "--json"], capture_output=True, text=True, env=env,
                                         timeout=60).stdout)
     assert as_json["pods"][0]["state"] == "ImagePullBackOff" and as_json["namespace"] == "shop"
+
+def test_registry_logins_become_pull_secrets_sent_only_to_their_endpoint(api, tmp_path):
+    """Issue 15: an image pull Secret (dockerconfigjson) per logged-in registry, referenced by the pods,
+    its password in the body of that Secret's request only, and kept (not pruned) on the next apply."""
+    host, password = "127.0.0.1:5000", "REGPW-9c1e-secret"
+    spec = parse_spec(f"app: private\nservices:\n  web: {{image: {host}/team/web:1, port: 8000}}\n",
+                      filename="f.yaml", environ={})
+    client = kube.connect(kubeconfig=str(kubeconfig(tmp_path / "kubeconfig", api.start())), context="fake")
+    options = RenderOptions(registry_logins=(host,))
+    for _ in range(2):
+        result = kube.apply(spec, options=options, secret_value=secret_value, api_client=client,
+                            registry_login=lambda _host: ("ci", password))
+    assert not result.pruned
+    name = "flotilla-registry-127-0-0-1-5000"
+    secret = api.objects[("v1", "Secret", "private", name)]
+    assert secret["type"] == "kubernetes.io/dockerconfigjson"
+    assert password in base64.b64decode(secret["data"][".dockerconfigjson"]).decode()
+    pods = api.objects[("apps/v1", "Deployment", "private", "web")]["spec"]["template"]["spec"]
+    assert pods["imagePullSecrets"] == [{"name": name}]
+    needles = (password.encode(), base64.b64encode(password.encode()), secret["data"][".dockerconfigjson"].encode())
+    carriers = {r.path for r in api.requests if any(n in r.body for n in needles)}
+    assert carriers == {f"/api/v1/namespaces/private/secrets/{name}"}

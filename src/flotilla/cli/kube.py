@@ -20,6 +20,7 @@ from pathlib import Path
 import click
 import yaml
 
+from flotilla.errors import FlotillaError
 from flotilla.spec import load_spec
 from flotilla.spec.models import AppSpec
 
@@ -80,10 +81,13 @@ def render_options(**chosen):
 @click.option("--include-secrets", is_flag=True,
               help="Put secret values (from the local vault) into the output. Without it, Secrets are "
               "referenced only and `flotilla apply` creates them.")
+@click.option("--from-daemon", is_flag=True,
+              help="Ask this host's daemon: images by the digests its deploy pinned, and image pull Secrets "
+              "for the registries logged in there (`flotilla apply` always asks, when a daemon runs).")
 @_options
 @click.pass_context
 def render_command(ctx: click.Context, target: str, spec_file: str, out_dir: str | None, include_secrets: bool,
-                   **chosen) -> None:
+                   from_daemon: bool, **chosen) -> None:
     """Write the Kubernetes manifests of a spec: nothing is contacted, nothing changes.
 
     A Namespace per app; per service a Deployment, a ClusterIP Service,
@@ -98,8 +102,9 @@ def render_command(ctx: click.Context, target: str, spec_file: str, out_dir: str
     """
     from flotilla.engines.kubernetes import render
 
-    spec = load_spec(spec_file)
-    options = render_options(**chosen)
+    spec, options = load_spec(spec_file), render_options(**chosen)
+    if from_daemon:
+        spec, options = _with_registry_state(ctx, spec, options, values=include_secrets)
     if include_secrets:
         options = _with_secret_values(ctx, spec, options)
     objects = render(spec, options=options)
@@ -188,13 +193,13 @@ def apply_command(ctx: click.Context, spec_file: str, target: str, context: str 
 
     from flotilla.engines.kubernetes import apply as kube
 
-    spec = load_spec(spec_file)
-    options = render_options(**chosen)
+    spec, options = _with_registry_state(ctx, load_spec(spec_file), render_options(**chosen), values=False)
     reveal = _lazy_vault(ctx, spec.app)
     versions = _secret_versions(ctx, spec) if _uses_secrets(spec) else {}
     options = replace(options, secret_versions=versions)
     client = kube.connect(context=context, kubeconfig=kubeconfig)
-    result = kube.apply(spec, options=options, secret_value=reveal, api_client=client, dry_run=dry_run)
+    result = kube.apply(spec, options=options, secret_value=reveal, api_client=client, dry_run=dry_run,
+                        registry_login=_registry_login(ctx))
     if not as_json:
         _report(spec.app, result)
     rollout = None
@@ -206,6 +211,44 @@ def apply_command(ctx: click.Context, spec_file: str, target: str, context: str 
         click.echo(json.dumps({"app": spec.app, **result.to_dict(), "rollout": rolled}, indent=2))
     elif rollout:
         click.echo(f"{spec.app}: rolled out, {len(rollout.workloads)} workload(s) available", err=True)
+
+
+def _with_registry_state(ctx: click.Context, spec: AppSpec, options, *, values: bool):
+    """The digests this host's deploy pinned and the registries with a login, when a daemon runs here.
+
+    Without a daemon the manifests name tags and no image pull Secret
+    (docs/kubernetes.md, "Images").
+    """
+    from dataclasses import replace
+
+    from flotilla.daemon.client import DaemonClient, app_path
+    from flotilla.spec.models import ImagePin
+
+    client = DaemonClient(ctx.obj)
+    if not client.alive():
+        return spec, options
+    hosts = tuple(r["registry"] for r in client.request("GET", "/v1/registries")["registries"])
+    try:
+        pins = client.request("GET", app_path(spec.app, "images"))["images"]
+    except FlotillaError:  # not deployed here: tags
+        pins = {}
+    used = {svc.image for svc in spec.services.values()}
+    spec = spec.model_copy(update={"images": {ref: ImagePin(**pin) for ref, pin in pins.items() if ref in used}})
+    options = replace(options, registry_logins=hosts)
+    if values:
+        read = _registry_login(ctx)
+        options = replace(options, registry_values={host: read(host) for host in hosts})
+    return spec, options
+
+
+def _registry_login(ctx: click.Context):
+    from flotilla.daemon.client import DaemonClient
+
+    def read(host: str) -> tuple[str, str]:
+        found = DaemonClient.connect(ctx.obj).request("GET", f"/v1/registries/{host}", query={"reveal": 1})
+        return found["username"], base64.b64decode(found["password_b64"]).decode()
+
+    return read
 
 
 def _uses_secrets(spec: AppSpec) -> bool:

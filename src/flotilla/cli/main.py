@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from flotilla import __version__
-from flotilla.cli import dashboard, kube, render
+from flotilla.cli import dashboard, images, kube, render
 from flotilla.cli.wait import last_event_id, wait_converged
 from flotilla.daemon.client import DaemonClient, app_path
 from flotilla.daemon.paths import Home, default_home
@@ -110,15 +110,22 @@ def plan(ctx: click.Context, spec_file: str, as_json: bool) -> None:
 @spec_option
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for every replica to be healthy.")
 @click.option("--detach", "-d", is_flag=True, help="Return once the spec is accepted; do not wait.")
+@click.option("--build", "build_images", is_flag=True,
+              help="Build each service with build: first (compose's flag; `up` builds what is missing anyway).")
 @json_option
 @click.pass_context
-def up(ctx: click.Context, spec_file: str, timeout: float, detach: bool, as_json: bool) -> None:
+def up(ctx: click.Context, spec_file: str, timeout: float, detach: bool, build_images: bool, as_json: bool) -> None:
     """Create or update an app from its spec and wait until every replica is healthy.
 
     Validates the spec first (nothing changes if it is invalid), shows the
     plan, then reports progress until the app has converged. Replicas whose
     config changed are replaced one at a time, the new one healthy before the
     old one stops. Exits non-zero with the reason on a timeout or a crash loop.
+
+    Before anything changes, images are built (services with build:, tagged
+    by the hash of their inputs, so an unchanged source builds nothing) and
+    pulled as each service's pull: says (missing, always, never), with
+    progress per layer; each tag is pinned to its digest for this deploy.
 
     \b
     Example:
@@ -127,7 +134,7 @@ def up(ctx: click.Context, spec_file: str, timeout: float, detach: bool, as_json
     spec = load_spec(spec_file)
     client = _client(ctx)
     since = last_event_id(client, spec.app)
-    result = _submit(client, spec_file, spec)
+    result = _submit(client, spec_file, spec, quiet=as_json)
     if not as_json:
         _say(render.plan_text(result))
     if detach:
@@ -142,9 +149,11 @@ def up(ctx: click.Context, spec_file: str, timeout: float, detach: bool, as_json
             _say(f"warning: {warning}")
 
 
-def _submit(client: DaemonClient, spec_file: str, spec) -> dict:
+def _submit(client: DaemonClient, spec_file: str, spec, *, quiet: bool = False) -> dict:
+    """POST the spec; the daemon's pulls and builds stream to the terminal (cli/images.py) before its plan."""
     try:
-        return client.request("POST", "/v1/apps", body={"spec": spec_to_dict(spec)})
+        return client.with_progress("POST", "/v1/apps", body={"spec": spec_to_dict(spec)}, query={"progress": 1},
+                                    on_progress=images.progress_printer(quiet=quiet))
     except SpecError as exc:  # problems found by the daemon (e.g. a missing image) name the file
         raise SpecError([p.__class__(**{**p.to_dict(), "file": spec_file}) for p in exc.problems]) from exc
 
@@ -180,7 +189,8 @@ def ps(ctx: click.Context, app: str | None, as_json: bool) -> None:
     """List replicas: one row per replica, of APP or of every app; then each cache's nodes.
 
     JSON rows carry service, replica, name, state, healthy, ip, config_hash,
-    current (running the current config) and container_id; the row of a
+    current (running the current config), container_id and image (tag@short
+    digest of the deploy, for a current replica); the row of a
     cache node also carries cache_node: its cache, role, shard, slot ranges,
     master, link status (up: reachable and, for a replica, replicating) and
     ready (link up and every slot of the cluster served).
@@ -507,6 +517,7 @@ def daemon(ctx: click.Context, log_level: str, api_listen: str | None, dashboard
 
 kube.register(cli)
 dashboard.register(cli)
+images.register(cli)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ PS_COLUMNS = (
     ("HEALTH", "health_text"),
     ("GATEWAY", "gateway"),
     ("IP", "ip"),
+    ("IMAGE", "image"),
 )
 CACHE_COLUMNS = (
     ("NODE", "name"),
@@ -131,11 +132,21 @@ def plan_text(plan: dict) -> str:
     changes = [a for a in plan["actions"] if a["kind"] != "hold"]
     holds = [a for a in plan["actions"] if a["kind"] == "hold"]
     if not changes and not holds:
-        return f"{plan['app']}: up to date, nothing to change"
+        return "\n".join([f"{plan['app']}: up to date, nothing to change", *_image_lines(plan)])
     lines = [f"{plan['app']}: {len(changes)} change(s)"]
     lines += [f"  {_symbol(a)} {_subject(a)}: {a['reason']}" for a in changes]
     lines += [f"  = {_subject(a)}: {a['reason']}" for a in holds]
-    return "\n".join(lines)
+    return "\n".join(lines + _image_lines(plan))
+
+
+def _image_lines(plan: dict) -> list[str]:
+    """Each service's image as tag@short digest; ``~`` where the deploy changes it (a moved tag, a new build)."""
+    changed = {c["service"]: c for c in plan.get("image_changes", []) if c["before"]}
+    lines = []
+    for service, image in sorted(plan.get("images", {}).items()):
+        was = f" (was {changed[service]['before']})" if service in changed else ""
+        lines.append(f"  {'~' if was else ' '} image {service}: {image}{was}")
+    return ["images:", *lines] if lines else []
 
 
 def _symbol(action: dict) -> str:

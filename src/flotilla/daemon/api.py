@@ -45,8 +45,11 @@ from flotilla import __version__
 from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.events import EventLog
 from flotilla.daemon.gateway_logs import entry_filter, stream_access_log
+from flotilla.daemon.images import Images
 from flotilla.daemon.operations import Operations
 from flotilla.daemon.ports import ReplicaEngine
+from flotilla.daemon.progress import run_with_progress
+from flotilla.daemon.registries import Registries
 from flotilla.daemon.serving import MIB, AsgiApp, BodyRefused, ClientGone, Limits, read_body
 from flotilla.daemon.snapshots import Snapshots
 from flotilla.daemon.status import StatusViews
@@ -168,6 +171,8 @@ class Api:
         engine: ReplicaEngine,
         access_log: AccessLog,
         frontend: Frontend | None = None,
+        registries: Registries | None = None,
+        images: Images | None = None,
     ) -> None:
         self._apps = apps
         self._operations = operations
@@ -176,6 +181,8 @@ class Api:
         self._engine = engine
         self._access_log = access_log
         self.frontend = frontend
+        self._registries = registries
+        self._images = images
         self._workers = anyio.Semaphore(WORKERS)
         self.route_table: list[Route] = [
             ("GET", re.compile(r"/v1/health"), self.health),
@@ -197,6 +204,13 @@ class Api:
             ("DELETE", re.compile(r"/v1/apps/(?P<app>[^/]+)/secrets/(?P<name>[^/]+)"), self.remove_secret),
             ("POST", re.compile(r"/v1/secrets/rekey"), self.rekey),
             ("POST", re.compile(r"/v1/dashboard/login"), self.dashboard_login),
+            ("POST", re.compile(r"/v1/build"), self.build),
+            ("GET", re.compile(r"/v1/registries"), self.list_registries),
+            ("PUT", re.compile(r"/v1/registries/(?P<host>[^/]+)"), self.registry_login),
+            ("GET", re.compile(r"/v1/registries/(?P<host>[^/]+)"), self.reveal_registry_login),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/images"), self.app_images),
+            ("DELETE", re.compile(r"/v1/registries/(?P<host>[^/]+)"), self.registry_logout),
+            ("POST", re.compile(r"/v1/images/prune"), self.prune_images),
             (
                 "GET",
                 re.compile(r"/v1/apps/(?P<app>[^/]+)/services/(?P<service>[^/]+)/endpoints"),
@@ -274,9 +288,52 @@ class Api:
         return 200, {"apps": apps}
 
     def submit(self, req: Request):
+        """``?progress=1`` streams each pull and build step (daemon/progress.py) before the result."""
+        spec, dry_run = req.json().get("spec") or {}, req.flag("dry_run")
+        if req.flag("progress"):
+            return _progress_response(lambda sink: self._operations.submit(spec, dry_run=dry_run, progress=sink))
+        return 200, self._operations.submit(spec, dry_run=dry_run)
+
+    def build(self, req: Request):
+        spec = req.json().get("spec") or {}
+        return _progress_response(lambda sink: self._operations.build(spec, progress=sink))
+
+    def list_registries(self, req: Request):
+        return 200, {"registries": self._registries_part().list()}
+
+    def registry_login(self, req: Request):
         body = req.json()
-        result = self._operations.submit(body.get("spec") or {}, dry_run=req.flag("dry_run"))
-        return 200, result
+        password = _decode_password(body.get("password_b64"))
+        return 200, self._registries_part().login(req.params["host"], username=body.get("username"),
+                                                  password=password)
+
+    def reveal_registry_login(self, req: Request):
+        """For `flotilla apply --target kubernetes` (image pull Secrets), only with ?reveal=1."""
+        if not req.flag("reveal"):
+            raise BadRequestError("registry passwords are only sent with ?reveal=1, to `flotilla apply`")
+        login = self._registries_part().credentials(req.params["host"])
+        if login is None:
+            raise NotFoundError(f"no login for registry {req.params['host']}; `flotilla registry ls` lists them")
+        return 200, {"registry": req.params["host"], "username": login.username,
+                     "password_b64": base64.b64encode(login.password.encode()).decode()}
+
+    def app_images(self, req: Request):
+        """The image pins of the app's deploy (what Kubernetes manifests name by digest)."""
+        spec = self._apps.require(req.params["app"])
+        return 200, {"images": {ref: pin.model_dump() for ref, pin in spec.images.items()}}
+
+    def registry_logout(self, req: Request):
+        return 200, self._registries_part().logout(req.params["host"])
+
+    def prune_images(self, req: Request):
+        if self._images is None:
+            raise ConflictError("this daemon runs without an image store")
+        return 200, self._images.prune(self._apps)
+
+    def _registries_part(self) -> Registries:
+        if self._registries is None:
+            raise ConflictError("this daemon runs without a secrets vault, so it keeps no registry logins")
+        return self._registries
 
     def app_status(self, req: Request):
         return 200, self._status.app_status(req.params["app"])
@@ -386,6 +443,10 @@ class BearerToken:
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token)
 
 
+def _progress_response(work) -> StreamingResponse:
+    return StreamingResponse(run_with_progress(work, name="progress"), media_type="application/x-ndjson")
+
+
 def json_response(status: int, body: dict, *, close: bool = False) -> Response:
     """``body`` as JSON (lone surrogates escaped, as json.dumps does); ``close`` ends the connection after it,
     for answers given before the request's body was read."""
@@ -422,6 +483,13 @@ def _status_of(exc: FlotillaError) -> int:
 
 def _secret_info(info) -> dict:
     return {"name": info.name, "version": info.version, "created": info.created, "versions": info.versions}
+
+
+def _decode_password(encoded) -> str:
+    try:
+        return _decode_value(encoded).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequestError("the password or token must be UTF-8 text") from exc
 
 
 def _decode_value(encoded) -> bytes:

@@ -1,6 +1,7 @@
 """The app repository: every stored spec, parsed once, and which apps are going.
 
-The store keeps each app's spec as JSON; every part of the daemon wants it as
+The store keeps each app's spec as JSON, and beside it the image pins of its
+deploy (which become ``AppSpec.images``); every part of the daemon wants it as
 an ``AppSpec``. Parsing a spec costs pydantic validation, and the loops read
 specs many times a second, so this repository parses each stored version once
 and hands out the same frozen object until the stored spec changes. It is the
@@ -15,6 +16,7 @@ import threading
 from flotilla.daemon.store import DELETING, Store, StoredApp
 from flotilla.errors import NotFoundError
 from flotilla.spec import AppSpec, spec_from_dict, spec_to_dict
+from flotilla.spec.models import ImagePin
 
 
 class AppRepository:
@@ -66,7 +68,9 @@ class AppRepository:
     # -- writing -------------------------------------------------------------------
 
     def put(self, spec: AppSpec) -> None:
-        self._store.put_app(spec.app, spec_to_dict(spec))
+        """The spec and, beside it, the images its deploy pinned (``spec.images``)."""
+        images = {ref: pin.model_dump() for ref, pin in spec.images.items()}
+        self._store.put_app(spec.app, spec_to_dict(spec), images=images)
 
     def mark_deleting(self, app: str) -> None:
         self._store.mark_deleting(app)
@@ -79,12 +83,19 @@ class AppRepository:
     # -- internals -----------------------------------------------------------------
 
     def _spec_of(self, stored: StoredApp) -> AppSpec:
-        text = json.dumps(stored.spec, sort_keys=True)
+        text = json.dumps([stored.spec, stored.images], sort_keys=True)
         with self._lock:
             cached = self._parsed.get(stored.name)
         if cached and cached[0] == text:
             return cached[1]
-        spec = spec_from_dict(stored.spec)
+        spec = with_pins(spec_from_dict(stored.spec), stored.images)
         with self._lock:
             self._parsed[stored.name] = (text, spec)
         return spec
+
+
+def with_pins(spec: AppSpec, images: dict) -> AppSpec:
+    """``spec`` with the image pins stored beside it (none for an app deployed before pinning)."""
+    if not images:
+        return spec
+    return spec.model_copy(update={"images": {ref: ImagePin(**pin) for ref, pin in images.items()}})

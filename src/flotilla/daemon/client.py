@@ -14,13 +14,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import quote, urlencode
 
 from flotilla.daemon.paths import Home
 from flotilla.errors import DaemonError, DaemonUnavailableError, error_from_dict
 
 START_TIMEOUT = 15.0
+PROGRESS_TIMEOUT = 3600.0  # seconds of silence in a streamed answer (a build step may print nothing for long)
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -91,6 +92,26 @@ class DaemonClient:
             yield from response
         finally:
             conn.close()
+
+    def with_progress(self, method: str, path: str, *, body: dict | None = None, query: dict | None = None,
+                      on_progress: Callable[[dict], None]) -> dict:
+        """A request the daemon answers as progress lines (daemon/progress.py): each step to
+        ``on_progress``, then the result, or the daemon's error raised as the same exception."""
+        response, conn = self._open(method, path, body=body, query=query, timeout=PROGRESS_TIMEOUT)
+        try:
+            if response.status >= 400:
+                raise error_from_dict(json.loads(response.read() or b"{}"))
+            for line in response:
+                message = json.loads(line)
+                if "progress" in message:
+                    on_progress(message["progress"])
+                elif "error" in message:
+                    raise error_from_dict(message["error"])
+                elif "result" in message:
+                    return message["result"]
+        finally:
+            conn.close()
+        raise DaemonError("the flotilla daemon ended its answer without a result; see its log")
 
     def _open(self, method, path, *, body=None, query=None, timeout=None):
         url = path + (f"?{urlencode(query)}" if query else "")

@@ -23,10 +23,11 @@ class ReplicaCounts:
 
     def store(self, app: str, counts: dict[str, int], *, kind: str, summary: str) -> dict:
         """Keep new replica counts in the stored spec, say why, and converge."""
-        data = copy.deepcopy(spec_to_dict(self._apps.require(app)))
+        current = self._apps.require(app)
+        data = copy.deepcopy(spec_to_dict(current))
         for service, count in counts.items():
             data["services"][service]["replicas"] = count
-        scaled = spec_from_dict(data)
+        scaled = spec_from_dict(data).model_copy(update={"images": current.images})  # the deploy's pins stay
         self._apps.put(scaled)
         self._events.record(app, kind, ",".join(counts), summary)
         self._wakeups.trigger(app)

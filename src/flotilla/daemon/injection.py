@@ -30,6 +30,7 @@ from flotilla.secrets.budget import budget_problem, most_replicas, service_need,
 from flotilla.secrets.injection import CONTAINER_DIR, SHIM, SecretMounts, SecretsRuntime
 from flotilla.secrets.keys import ENV_SOURCE
 from flotilla.spec import AppSpec, ServiceSpec, config_hash
+from flotilla.spec.images import image_to_run
 
 # A cache password reaches redis-server as a config line (``requirepass PASSWORD``): a space
 # or a quote breaks the line, and redis-server then echoes it, password and all.
@@ -131,7 +132,7 @@ class SecretInjector:
         problems = self._bad_cache_passwords(spec, set(stored)) + self.budget_problems(spec)
         for name, svc in spec.services.items():
             problems += _unset(spec.app, name, svc, versions) + _volume_clashes(name, svc)
-            if svc.secret_env and not self.engine.image_has_shell(svc.image):
+            if svc.secret_env and not self.engine.image_has_shell(image_to_run(spec, svc)):
                 problems.append(_no_shell(name, svc))
         if problems:
             raise SpecError(problems)
@@ -175,13 +176,13 @@ class SecretInjector:
             env={var: self.vault.get(spec.app, secret) for var, secret in svc.secret_env.items()},
             files={path: self.vault.get(spec.app, secret) for path, secret in svc.secret_files.items()},
         )
-        return self._overrides(svc, mounts)
+        return self._overrides(svc, mounts, image=image_to_run(spec, svc))  # the deploy's pinned image
 
-    def _overrides(self, svc: ServiceSpec, mounts: SecretMounts) -> Overrides:
+    def _overrides(self, svc: ServiceSpec, mounts: SecretMounts, *, image: str) -> Overrides:
         binds = tuple(MountSpec.bind(host, target) for host, target in mounts.mounts())
         if not mounts.env_names:
             return Overrides(mounts=binds)
-        entrypoint, cmd = self.engine.image_command(svc.image)
+        entrypoint, cmd = self.engine.image_command(image)
         command = [*entrypoint, *(svc.command or cmd)]
         wrapper, wrapped = mounts.wrap(command)
         return Overrides(mounts=binds, entrypoint=tuple(wrapper or ()), command=tuple(wrapped))

@@ -11,24 +11,24 @@ import socket
 from dataclasses import asdict
 from typing import NamedTuple
 
-from flotilla.addons.redis_cluster.nodes import DEFAULT_IMAGE as DEFAULT_CACHE_IMAGE
-from flotilla.addons.redis_cluster.nodes import cache_of
 from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.caches import generate_passwords
 from flotilla.daemon.counts import ReplicaCounts
 from flotilla.daemon.events import EventLog
+from flotilla.daemon.images import Images, image_changes, shown_images
 from flotilla.daemon.injection import SecretInjector, check_cache_password
 from flotilla.daemon.ports import ReplicaEngine
 from flotilla.daemon.reconciler import Reconciler
 from flotilla.daemon.runtime import RuntimeSpecs
 from flotilla.daemon.wakeups import Wakeups
-from flotilla.errors import BadRequestError, ConflictError, NotFoundError, Problem, SpecError
+from flotilla.engines.docker.images import Progress, ProgressSink
+from flotilla.errors import BadRequestError, ConflictError, NotFoundError
 from flotilla.gateway.config import normalize_path
 from flotilla.gateway.model import hosts_overlap
 from flotilla.naming import cache_password_secret
 from flotilla.plan import Plan
 from flotilla.secrets import Vault
-from flotilla.spec import AppSpec, ServiceSpec, spec_from_dict
+from flotilla.spec import AppSpec, spec_from_dict
 
 MAX_REPLICAS = 100
 
@@ -51,6 +51,7 @@ class Operations:
         events: EventLog,
         wakeups: Wakeups,
         injector: SecretInjector | None = None,
+        images: Images | None = None,
     ) -> None:
         self._apps = apps
         self._runtime = runtime
@@ -60,24 +61,42 @@ class Operations:
         self._events = events
         self._wakeups = wakeups
         self._injector = injector
+        self._images = images
 
-    def submit(self, spec_data: dict, *, dry_run: bool) -> dict:
-        """``up`` (or ``plan`` with ``dry_run``): validate, store, converge."""
+    def submit(self, spec_data: dict, *, dry_run: bool, progress: ProgressSink | None = None) -> dict:
+        """``up`` (or ``plan`` with ``dry_run``): validate, pull and build, store, converge."""
         spec = spec_from_dict(spec_data)
         self._check_owner(spec.app)
-        runtime = self._runtime.of(spec)
-        self._check_images(runtime)
         check_gateway(spec, self._apps.active())
+        before = self._apps.get(spec.app)
+        spec = self._prepare_images(spec, dry_run=dry_run, progress=progress, pinned=before.images if before else {})
+        runtime = self._runtime.of(spec)
         if self._injector:
             self._injector.check(runtime, generated={cache_password_secret(c) for c in spec.caches})
         the_plan = self._reconciler.preview(runtime)
+        changed = image_changes(before, spec) if before else []
         if not dry_run:
             if self._injector:
                 generate_passwords(self._injector.vault, spec)
             self._apps.put(spec)
-            self._events.record(spec.app, "apply", spec.app, _apply_summary(the_plan))
+            self._events.record(spec.app, "apply", spec.app, _apply_summary(the_plan) + _images_summary(changed))
             self._wakeups.trigger(spec.app)
-        return plan_to_dict(the_plan)
+        return {**plan_to_dict(the_plan), "images": shown_images(spec), "image_changes": [c.to_dict() for c in changed]}
+
+    def _prepare_images(self, spec: AppSpec, *, dry_run: bool, progress: ProgressSink | None,
+                        pinned: dict) -> AppSpec:
+        if self._images is None:
+            return spec
+        return self._images.prepare(spec, runtime_of=self._runtime.of, dry_run=dry_run,
+                                    progress=progress or _ignore, pinned=pinned)
+
+    def build(self, spec_data: dict, *, progress: ProgressSink | None = None) -> dict:
+        """``flotilla build``: build every ``build:`` of the spec; nothing is deployed."""
+        spec = spec_from_dict(spec_data)
+        if self._images is None:
+            raise ConflictError("this daemon runs without an image store")
+        built = self._images.build_all(spec, progress=progress or _ignore)
+        return {"app": spec.app, "built": {n: s.image for n, s in built.services.items() if s.build}}
 
     def scale(self, app: str, counts: dict[str, int]) -> dict:
         """``flotilla scale``: refused for autoscaled services outside their bounds."""
@@ -109,13 +128,6 @@ class Operations:
                 f"app {app} on this Docker host belongs to another Flotilla home ({other}); "
                 f"choose another app name, or manage {app} from that home (FLOTILLA_HOME={other})"
             )
-
-    def _check_images(self, spec: AppSpec) -> None:
-        images = {svc.image: _image_path(name, svc) for name, svc in reversed(spec.services.items())}
-        missing = self._engine.missing_images(set(images))
-        if missing:
-            raise SpecError([Problem.at_path(images[image], f"image {image!r} is not on this host",
-                                             hint=_image_hint(image)) for image in missing])
 
     # -- secrets -------------------------------------------------------------------
 
@@ -179,18 +191,6 @@ def _check_counts(spec: AppSpec, counts: dict[str, int]) -> None:
                 f"{service} is autoscaled between {bounds.min} and {bounds.max} replicas; {count} is outside. "
                 f"Scale within those bounds, or change autoscale.min/max in the spec and run `flotilla up`"
             )
-
-
-def _image_path(name: str, svc: ServiceSpec) -> str:
-    cache = cache_of(svc)
-    return f"caches.{cache}.image" if cache else f"services.{name}.image"
-
-
-def _image_hint(image: str) -> str:
-    if image == DEFAULT_CACHE_IMAGE:
-        return (f"scripts/build-images.sh builds {image} from Debian packages; with a registry, "
-                f"set caches.NAME.image or FLOTILLA_REDIS_IMAGE to redis:7 and `docker pull redis:7`")
-    return f"build it (scripts/build-images.sh builds the demo's) or `docker pull {image}`"
 
 
 def check_gateway(spec: AppSpec, active: list[AppSpec]) -> None:
@@ -273,3 +273,12 @@ def _apply_summary(the_plan: Plan) -> str:
     for action in changes:
         kinds[action.kind] = kinds.get(action.kind, 0) + 1
     return "spec applied; " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(kinds.items()))
+
+
+def _images_summary(changes: list) -> str:
+    moved = [f"{c.service} {c.before} -> {c.image}" for c in changes if c.before]
+    return "; image changed: " + ", ".join(moved) if moved else ""
+
+
+def _ignore(_progress: Progress) -> None:
+    return None

@@ -34,10 +34,12 @@ from flotilla.daemon.caches import CacheKeeper
 from flotilla.daemon.counts import ReplicaCounts
 from flotilla.daemon.events import EventLog
 from flotilla.daemon.health import HealthProber
+from flotilla.daemon.images import Images
 from flotilla.daemon.injection import SecretInjector, open_vault
 from flotilla.daemon.operations import Operations
 from flotilla.daemon.paths import Home
 from flotilla.daemon.reconciler import Reconciler
+from flotilla.daemon.registries import Registries
 from flotilla.daemon.runtime import ReadyReplicas, RuntimeSpecs
 from flotilla.daemon.serving import HttpServer, serve_all
 from flotilla.daemon.snapshots import Snapshots
@@ -47,6 +49,7 @@ from flotilla.daemon.traffic import Traffic
 from flotilla.daemon.wakeups import Loops, Wakeups
 from flotilla.daemon.watchers import EngineWatcher, on_health_change
 from flotilla.engines.docker import DockerEngine
+from flotilla.engines.docker.images import DockerImages
 from flotilla.errors import DaemonError, FlotillaError
 from flotilla.gateway.accesslog import AccessLog
 from flotilla.gateway.manager import GatewayManager
@@ -123,8 +126,11 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
     status = StatusViews(apps=apps, runtime=runtime, snapshots=snapshots, reconciler=reconciler,
                          cache_states=cache_states, traffic=traffic, autoscaler=autoscaler,
                          warnings=_host_warnings(engine))
+    image_source = DockerImages.of(engine)
+    registries = Registries(vault=vault, checker=image_source)
+    images = Images(source=image_source, store=store, registries=registries)
     operations = Operations(apps=apps, runtime=runtime, engine=engine, reconciler=reconciler, counts=counts,
-                            events=events, wakeups=wakeups, injector=injector)
+                            events=events, wakeups=wakeups, injector=injector, images=images)
     loops = Loops([
         ("reconcile", reconciler.run),
         ("docker-events", EngineWatcher(engine=engine, wakeups=wakeups).run),
@@ -139,7 +145,7 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
                         access_log=access_log)
     front = frontend(parts, frontend_url) if frontend else None
     api = Api(apps=apps, operations=operations, status=status, history=store, engine=engine, access_log=access_log,
-              frontend=front)
+              frontend=front, registries=registries, images=images)
     return Daemon(store=store, api=api, loops=loops, wakeups=wakeups, activator=activator, engine=engine,
                   frontend=front)
 

@@ -14,6 +14,7 @@ from flotilla.addons.redis_cluster.nodes import cache_of
 from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.autoscaler import Autoscaler
 from flotilla.daemon.cache_states import CacheStates
+from flotilla.daemon.images import shown_images
 from flotilla.daemon.reconciler import Reconciler
 from flotilla.daemon.runtime import RuntimeSpecs
 from flotilla.daemon.snapshots import Snapshots
@@ -24,6 +25,7 @@ from flotilla.naming import cache_node_place
 from flotilla.plan import Desired, DesiredService, Observed, ObservedReplica
 from flotilla.plan.convergence import converged, ready_slots
 from flotilla.spec import AppSpec
+from flotilla.spec.images import shown as shown_image
 
 
 class StatusViews:
@@ -59,12 +61,13 @@ class StatusViews:
         observed = self._snapshots.latest(spec)
         desired = self._reconciler.desired(spec)
         services = [self._with_autoscale(spec, _service_summary(s, observed, spec)) for s in desired.services]
+        shown = shown_images(spec)
         caches = [self.cache_status(spec, name, observed) for name in spec.caches]
         return {
             "app": app,
             "services": services,
             "caches": caches,
-            "replicas": [self.replica_row(r, desired) for r in _sorted(observed.replicas)],
+            "replicas": [_with_image(self.replica_row(r, desired), shown) for r in _sorted(observed.replicas)],
             "converged": converged(desired, observed) and all(c["ready"] for c in caches),
             "failing": [
                 {"replica": name, "failures": rec.count} for name, rec in self._reconciler.crash_loops(app).items()
@@ -192,6 +195,11 @@ def _shard_of(cache: str, node: str) -> int | None:
     return place[0] if place else None
 
 
+def _with_image(row: dict, shown: dict[str, str]) -> dict:
+    """A replica's image as ``tag@sha256:short``: the deploy's for a current replica; unknown for an old one."""
+    return {**row, "image": shown.get(row["service"]) if row["current"] else None}
+
+
 def _service_summary(service: DesiredService, observed: Observed, spec: AppSpec) -> dict:
     mine = [r for r in observed.replicas if r.service == service.name]
     return {
@@ -201,6 +209,7 @@ def _service_summary(service: DesiredService, observed: Observed, spec: AppSpec)
         "running": sum(1 for r in mine if r.running),
         "ready": len(ready_slots(service, mine)),
         "config_hash": service.config_hash,
+        "image": shown_image(spec, spec.services[service.name]),
     }
 
 

@@ -2,9 +2,10 @@
 
 What is running is always read back from Docker's labels; the store keeps
 only what labels cannot say: the spec each app should match (with any
-``flotilla scale`` applied to it), whether an app is being removed, each
+``flotilla scale`` applied to it) and the image digests its deploy pinned, whether an app is being removed, each
 replica slot's crash history (so a daemon restarted during a crash loop keeps
-its back-off), and the history of what Flotilla did and why.
+its back-off), the images Flotilla itself pulled or built (what ``flotilla
+images prune`` may remove), and the history of what Flotilla did and why.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flotilla.errors import DaemonError
@@ -46,7 +47,18 @@ CREATE TABLE IF NOT EXISTS crashes (
     container_id TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (app, service, idx)
 );
+CREATE TABLE IF NOT EXISTS images (
+    ref TEXT NOT NULL,
+    id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    ts REAL NOT NULL,
+    PRIMARY KEY (ref, id)
+);
 """
+# Columns added after a store was first made (ALTER TABLE at open when missing).
+MIGRATIONS = {
+    ("apps", "images"): "ALTER TABLE apps ADD COLUMN images TEXT NOT NULL DEFAULT '{}'",
+}
 EVENTS_KEPT_PER_APP = 10_000
 ACTIVE = "active"
 DELETING = "deleting"
@@ -58,6 +70,7 @@ class StoredApp:
     spec: dict
     status: str
     updated: float
+    images: dict = field(default_factory=dict)  # image reference -> its pin (spec.models.ImagePin)
 
 
 @dataclass(frozen=True)
@@ -92,6 +105,7 @@ class Store:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(SCHEMA)
+            self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise DaemonError(f"cannot open the state store {path}: {exc}") from exc
 
@@ -106,19 +120,26 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise DaemonError(f"state store error: {exc}") from exc
 
+    def _migrate(self) -> None:
+        for (table, column), statement in MIGRATIONS.items():
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                self._db.execute(statement)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     # -- apps ----------------------------------------------------------------
 
-    def put_app(self, name: str, spec: dict) -> None:
+    def put_app(self, name: str, spec: dict, *, images: dict | None = None) -> None:
+        """The app's spec and the image pins of its deploy, in one write."""
         with self._tx() as db:
             db.execute(
-                "INSERT INTO apps (name, spec, status, updated) VALUES (?, ?, ?, ?) "
+                "INSERT INTO apps (name, spec, status, updated, images) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET spec=excluded.spec, status=excluded.status, "
-                "updated=excluded.updated",
-                (name, json.dumps(spec), ACTIVE, self._clock()),
+                "updated=excluded.updated, images=excluded.images",
+                (name, json.dumps(spec), ACTIVE, self._clock(), json.dumps(images or {}, sort_keys=True)),
             )
 
     def mark_deleting(self, name: str) -> None:
@@ -131,12 +152,12 @@ class Store:
 
     def get_app(self, name: str) -> StoredApp | None:
         with self._tx() as db:
-            row = db.execute("SELECT name, spec, status, updated FROM apps WHERE name=?", (name,)).fetchone()
+            row = db.execute(f"SELECT {_APP_COLUMNS} FROM apps WHERE name=?", (name,)).fetchone()
         return _stored_app(row) if row else None
 
     def apps(self) -> list[StoredApp]:
         with self._tx() as db:
-            rows = db.execute("SELECT name, spec, status, updated FROM apps ORDER BY name").fetchall()
+            rows = db.execute(f"SELECT {_APP_COLUMNS} FROM apps ORDER BY name").fetchall()
         return [_stored_app(r) for r in rows]
 
     # -- crash history -------------------------------------------------------
@@ -160,6 +181,23 @@ class Store:
     def forget_crashes(self, app: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM crashes WHERE app=?", (app,))
+
+    # -- images Flotilla pulled or built ---------------------------------------
+
+    def record_image(self, ref: str, image_id: str, *, kind: str) -> None:
+        """``ref`` was pulled or built (``kind``) by Flotilla as ``image_id``."""
+        with self._tx() as db:
+            db.execute("INSERT INTO images (ref, id, kind, ts) VALUES (?, ?, ?, ?) ON CONFLICT(ref, id) "
+                       "DO UPDATE SET ts=excluded.ts", (ref, image_id, kind, self._clock()))
+
+    def recorded_images(self) -> list[tuple[str, str, str]]:
+        """``(ref, id, kind)`` of every image Flotilla pulled or built and has not removed."""
+        with self._tx() as db:
+            return [tuple(r) for r in db.execute("SELECT ref, id, kind FROM images ORDER BY ref, ts").fetchall()]
+
+    def forget_image(self, ref: str, image_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM images WHERE ref=? AND id=?", (ref, image_id))
 
     # -- events --------------------------------------------------------------
 
@@ -187,5 +225,9 @@ class Store:
         return [Event(*r) for r in reversed(rows)]
 
 
+_APP_COLUMNS = "name, spec, status, updated, images"
+
+
 def _stored_app(row: tuple) -> StoredApp:
-    return StoredApp(name=row[0], spec=json.loads(row[1]), status=row[2], updated=row[3])
+    return StoredApp(name=row[0], spec=json.loads(row[1]), status=row[2], updated=row[3],
+                     images=json.loads(row[4] or "{}"))

@@ -44,6 +44,9 @@ _AAD_LABEL = "flotilla-secret/1"
 # characters), repeated so the vault does not import the spec; a test keeps them equal.
 _APP_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,28}[a-z0-9])?")
 _SECRET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+# Registry logins (daemon/registries.py) live under a namespace no app can have:
+# an app name starts with a letter.
+REGISTRY_NAMESPACE = "-registries"
 # Read as blobs whatever their stored type, so a row rewritten as text fails its
 # integrity check (TamperedError) instead of failing to decode.
 _SEALED = "CAST(nonce AS BLOB), CAST(ciphertext AS BLOB)"
@@ -368,6 +371,8 @@ def _unseal(key: MasterKey, *, aad: bytes, nonce: bytes, ciphertext: bytes) -> b
 
 
 def _check_app(app: object) -> None:
+    if app == REGISTRY_NAMESPACE:
+        return
     if not isinstance(app, str) or not _APP_NAME.fullmatch(app):
         raise SecretsError(f"invalid app name {_clip(app)}: use lowercase letters, digits and '-', "
                            "starting with a letter and not ending with '-', at most 30 characters")

@@ -6,7 +6,9 @@ is replaced. So the hash covers what is baked into a container (image,
 command, port, env, resources, egress, secrets and caches it is wired to, its
 user, read_only, cap_add and pids_limit, plus
 ``extra`` such as secret versions) and nothing that can change in place
-(replicas, autoscale, routes, max_body, health). It is sha256 over canonical JSON, so
+(replicas, autoscale, routes, max_body, health). The image counts as the id the
+deploy pinned (``AppSpec.images``): a tag moved to other bytes rolls, a new tag
+for the same bytes does not. It is sha256 over canonical JSON, so
 it is the same in every process, unlike ``hash()``.
 """
 
@@ -17,6 +19,7 @@ import json
 from collections.abc import Mapping
 
 from flotilla.errors import NotFoundError
+from flotilla.spec.images import image_identity
 from flotilla.spec.models import AppSpec
 
 HASH_LENGTH = 12
@@ -28,7 +31,7 @@ def config_hash(spec: AppSpec, service: str, *, extra: Mapping[str, str] | None 
     if svc is None:
         raise NotFoundError(f"no service {service!r} in app {spec.app!r}")
     material = {
-        "image": svc.image,
+        "image": image_identity(spec, svc),  # the pinned image id once the deploy resolved it
         "command": list(svc.command) if svc.command is not None else None,
         "port": svc.port,
         "env": dict(svc.env),

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from flotilla.errors import Problem, SpecError
+from flotilla.spec.images import with_build_contexts
 from flotilla.spec.interpolate import parse_dotenv
 from flotilla.spec.locate import Reporter
 from flotilla.spec.models import AppSpec
@@ -36,7 +37,7 @@ def load_spec(path: str | Path, *, environ: Mapping[str, str] | None = None) -> 
         raise SpecError(dotenv_problems + exc.problems) from None
     if dotenv_problems:
         raise SpecError(dotenv_problems)
-    return spec
+    return with_build_contexts(spec, base=str(path.parent.resolve()))
 
 
 def parse_spec(text: str, *, filename: str, environ: Mapping[str, str],

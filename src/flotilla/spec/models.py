@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flotilla.spec.units import MIB
 
 Probe = Literal["http", "tcp", "none"]
+PullPolicy = Literal["missing", "always", "never"]
 # The largest request body the gateway lets through to a service unless its
 # spec says otherwise: 1 MiB, the default of nginx's client_max_body_size and
 # so of ingress-nginx's proxy-body-size, so a spec without max_body means the
@@ -88,6 +89,27 @@ class AutoscaleSpec(_Frozen):
     scale_down_delay: float = 60.0
 
 
+class BuildSpec(_Frozen):
+    """How to build a service's image from source (compose's ``build:``): an absolute context once loaded."""
+
+    context: str
+    dockerfile: str = "Dockerfile"  # relative to the context, as in compose
+    args: dict[str, str] = Field(default_factory=dict)
+    target: str | None = None
+
+
+class ImagePin(_Frozen):
+    """What an image reference resolved to at deploy: set by the daemon, never by a spec file.
+
+    ``id`` is the local image (``sha256:...``) every replica of the deploy runs;
+    ``digest`` the registry's manifest digest (``repo@sha256:...``) when the image
+    came from a registry, which Kubernetes manifests use.
+    """
+
+    id: str
+    digest: str | None = None
+
+
 class ServiceSpec(_Frozen):
     """One service: the container to run, how many, and how it is reached."""
 
@@ -115,6 +137,9 @@ class ServiceSpec(_Frozen):
     volumes: dict[str, str] = Field(default_factory=dict)  # volume name -> mount path, one per slot
     restart_delay: float = 0.0  # a dead replica is replaced no sooner than this
     addon: str | None = None  # what made the service, e.g. "cache:sessions"
+    # Where the image comes from (docs/spec.md, "Images"): None follows the app's pull.
+    pull: PullPolicy | None = None
+    build: BuildSpec | None = None
 
     @property
     def probe(self) -> Probe:
@@ -152,3 +177,7 @@ class AppSpec(_Frozen):
     gateway: GatewaySpec = Field(default_factory=GatewaySpec)
     services: dict[str, ServiceSpec]
     caches: dict[str, CacheSpec] = Field(default_factory=dict)
+    pull: PullPolicy = "missing"  # the default of every service's pull
+    # Set by the daemon at deploy (daemon/images.py), never by a spec file:
+    # image reference -> what it resolved to; every replica of the deploy runs it.
+    images: dict[str, ImagePin] = Field(default_factory=dict)

@@ -27,6 +27,7 @@ def spec_to_dict(spec: AppSpec) -> dict:
         "gateway": {"listen": spec.gateway.listen},
         "services": {name: _service(service) for name, service in spec.services.items()},
         "caches": {name: _cache(cache) for name, cache in spec.caches.items()},
+        **({"pull": spec.pull} if spec.pull != "missing" else {}),
     }
 
 
@@ -50,6 +51,7 @@ def _service(service: ServiceSpec) -> dict:
         data["autoscale"] = _autoscale(service.autoscale)
     data["caches"] = list(service.caches)
     data.update(_hardening(service))
+    data.update(_image_source(service))
     return data
 
 
@@ -62,6 +64,14 @@ def _hardening(service: ServiceSpec) -> dict:
         data["cap_add"] = list(service.cap_add)
     if service.pids_limit != DEFAULT_PIDS_LIMIT:
         data["pids_limit"] = service.pids_limit
+    return data
+
+
+def _image_source(service: ServiceSpec) -> dict:
+    """``pull`` and ``build`` when set (spec/validate_images.py)."""
+    data: dict = {"pull": service.pull} if service.pull else {}
+    if service.build:
+        data["build"] = service.build.model_dump(exclude_none=True)
     return data
 
 

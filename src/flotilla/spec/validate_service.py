@@ -14,6 +14,7 @@ import shlex
 from flotilla.spec import checks as c
 from flotilla.spec import hardening, units
 from flotilla.spec import service_parts as parts
+from flotilla.spec import validate_images as images
 from flotilla.spec.locate import Path, Reporter
 from flotilla.spec.models import ServiceSpec
 from flotilla.spec.service_parts import MAX_REPLICAS, ServiceContext, env_name
@@ -21,6 +22,7 @@ from flotilla.spec.service_parts import MAX_REPLICAS, ServiceContext, env_name
 SERVICE_KEYS = ("image", "command", "port", "replicas", "env", "health", "resources", "egress",
                 "routes", "max_body", "secrets", "autoscale", "caches",
                 "user", "read_only", "cap_add", "pids_limit")
+SERVICE_KEYS += images.SERVICE_KEYS  # where the image comes from: validate_images.py
 _PORT_HINT = "add port: the port the service listens on inside its container"
 
 
@@ -153,6 +155,9 @@ _CHECKS = {
     "user": hardening.user, "read_only": hardening.read_only, "cap_add": hardening.cap_add,
     "pids_limit": hardening.pids_limit,
 }
+
+
+_CHECKS.update({"pull": images.pull, "build": images.build})
 
 
 # -- rules across a service's keys ----------------------------------------------------------

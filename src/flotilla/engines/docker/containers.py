@@ -23,6 +23,7 @@ from flotilla.naming import (
     volume_name,
 )
 from flotilla.spec import AppSpec, ServiceSpec
+from flotilla.spec.images import image_to_run
 
 LOG_MAX_SIZE = "10m"
 LOG_MAX_FILES = "3"
@@ -178,7 +179,7 @@ def replica_container_config(
     return ReplicaContainerConfig(
         name=container_name(app=spec.app, service=service, index=index, config_hash=config_hash),
         hostname=replica,
-        image=svc.image,
+        image=image_to_run(spec, svc),  # the id the deploy pinned: every replica runs the same bytes
         command=overrides.command or svc.command,
         entrypoint=overrides.entrypoint,
         mounts=(*overrides.mounts, *(MountSpec.volume(name, path) for name, path in volumes.items())),

@@ -87,6 +87,17 @@ class DockerEngine:
                         self._client = docker.from_env(timeout=self._timeout)
             return self._client.api
 
+    def sdk(self) -> docker.APIClient:
+        """The shared SDK client, for engines/docker/images.py (this package's other Docker SDK user)."""
+        return self._api
+
+    def fresh_sdk(self) -> docker.APIClient:
+        """A new SDK client of the same Docker Engine, for a call whose state must not stay in the shared one."""
+        with translated("connecting to Docker Engine"):
+            if self._base_url:
+                return docker.APIClient(base_url=self._base_url, timeout=self._timeout)
+            return docker.from_env(timeout=self._timeout).api
+
     def ping(self) -> None:
         with translated("a ping"):
             self._api.ping()

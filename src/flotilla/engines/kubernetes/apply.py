@@ -47,13 +47,14 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from urllib3.exceptions import HTTPError as TransportError
 
 from flotilla import labels
-from flotilla.engines.kubernetes import feedback, kinds, meta, secrets
+from flotilla.engines.kubernetes import feedback, kinds, meta, registries, secrets
 from flotilla.engines.kubernetes.options import RenderOptions
 from flotilla.engines.kubernetes.render import render, secret_names
 from flotilla.errors import EngineError, EngineUnavailableError, RolloutFailedError, WaitTimeoutError
 from flotilla.spec.models import AppSpec
 
 SecretValue = Callable[[str], bytes]
+RegistryLogin = Callable[[str], tuple[str, str]]  # registry host -> (username, password)
 MISSING_KIND_HINTS = {
     "ScaledObject": "install KEDA (keda.sh), or render with --autoscale hpa-external",
     "HTTPRoute": "install the Gateway API CRDs and an implementation, or use --ingress ingress",
@@ -90,16 +91,22 @@ def connect(*, context: str | None = None, kubeconfig: str | None = None) -> Api
 
 def apply(spec: AppSpec, *, options: RenderOptions, secret_value: SecretValue, api_client: ApiClient,
           dry_run: bool = False, discovery_cache: str | None = None,
-          new_password: Callable[[], str] = lambda: random_tokens.token_urlsafe(32)) -> ApplyResult:
-    """Apply every object of ``spec`` and prune the app's objects that left it."""
+          new_password: Callable[[], str] = lambda: random_tokens.token_urlsafe(32),
+          registry_login: RegistryLogin | None = None) -> ApplyResult:
+    """Apply every object of ``spec`` and prune the app's objects that left it.
+
+    ``registry_login(host)`` reads a registry's login from the vault, for the
+    image pull Secrets of the registries in ``options.registry_logins``.
+    """
     cluster = Cluster(api_client, dry_run=dry_run, discovery_cache=discovery_cache)
     warnings = ServerWarnings(api_client)
     namespace = meta.namespace_of(spec.app)
     objects = render(spec, options=replace(options, include_secrets=False))
     log = _Log(dry_run=dry_run)
-    wanted = {kinds.key(o) for o in objects} | {("v1", "Secret", n) for n in secret_names(spec)}
+    pulls = pull_secrets(spec, options, registry_login)
+    wanted = {kinds.key(o) for o in objects + pulls} | {("v1", "Secret", n) for n in secret_names(spec)}
     outgoing = objects + app_secrets(spec, secret_value) + cache_secrets(cluster, spec, new_password=new_password,
-                                                                        log=log)
+                                                                        log=log) + pulls
     for obj in sorted(outgoing, key=kinds.sort_key):
         with warnings.about(describe(obj)):
             cluster.apply(obj, log=log)
@@ -199,6 +206,14 @@ def cluster_status(app: str, *, api_client: ApiClient) -> dict:
 
 def _api_of(kind: str) -> str:
     return {"Deployment": "apps/v1", "StatefulSet": "apps/v1", "Job": "batch/v1"}[kind]
+
+
+def pull_secrets(spec: AppSpec, options: RenderOptions, registry_login: RegistryLogin | None) -> list[dict]:
+    """The image pull Secrets, their logins read from the vault now, kept in memory only."""
+    hosts = registries.used_registries(spec, options.registry_logins)
+    if not hosts or registry_login is None:
+        return []
+    return registries.pull_secrets(spec, {host: registry_login(host) for host in hosts})
 
 
 def app_secrets(spec: AppSpec, secret_value: SecretValue) -> list[dict]:

@@ -91,6 +91,10 @@ class RenderOptions:
     run_as_user: int = 10001
     cluster_domain: str = "cluster.local"
     storage_class: str | None = None
+    # Registries with a login in the vault (engines/kubernetes/registries.py): pods
+    # pulling from them reference their image pull Secret; the values only with include_secrets.
+    registry_logins: tuple[str, ...] = ()
+    registry_values: Mapping[str, tuple[str, str]] = field(default_factory=lambda: _frozen({}))
 
     def __post_init__(self) -> None:
         _check_choice("ingress_mode", self.ingress_mode, choices=INGRESS_MODES)

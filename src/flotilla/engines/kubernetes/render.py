@@ -12,7 +12,17 @@ from __future__ import annotations
 
 import json
 
-from flotilla.engines.kubernetes import kinds, meta, policies, redis, routing, scaling, secrets, workloads
+from flotilla.engines.kubernetes import (
+    kinds,
+    meta,
+    policies,
+    redis,
+    registries,
+    routing,
+    scaling,
+    secrets,
+    workloads,
+)
 from flotilla.engines.kubernetes.options import RenderOptions
 from flotilla.errors import NotFoundError
 from flotilla.spec.models import AppSpec
@@ -20,10 +30,12 @@ from flotilla.spec.models import AppSpec
 
 def render(spec: AppSpec, *, options: RenderOptions) -> list[dict]:
     """Every object of the app, in apply order (kind, then name)."""
+    registries.refuse_builds(spec)
     objects = [namespace(spec.app)]
     objects += policies.policy_objects(spec, options=options)
     if options.include_secrets:
         objects += secret_objects(spec, options=options)
+        objects += registries.pull_secrets(spec, options.registry_values)
     for name in sorted(spec.services):
         objects += workloads.service_objects(spec, name, options=options)
     for name in sorted(spec.caches):

@@ -19,11 +19,12 @@ from __future__ import annotations
 import math
 
 from flotilla import labels
-from flotilla.engines.kubernetes import meta, secrets
+from flotilla.engines.kubernetes import meta, registries, secrets
 from flotilla.engines.kubernetes.options import RenderOptions
 from flotilla.errors import ConflictError
 from flotilla.naming import cache_variables
 from flotilla.spec.hashing import config_hash
+from flotilla.spec.images import registry_reference
 from flotilla.spec.models import AppSpec, ServiceSpec
 
 REDIS_PORT = 6379
@@ -66,8 +67,15 @@ def pod_template(spec: AppSpec, name: str, *, options: RenderOptions) -> dict:
             **pod_security(options),
             "containers": [container(spec, name, options=options)],
             "volumes": [tmp_volume(), *secrets.file_volume(svc)],
+            **image_pull_secrets(spec, options),
         },
     }
+
+
+def image_pull_secrets(spec: AppSpec, options: RenderOptions) -> dict:
+    """``imagePullSecrets`` for the registries with a login (engines/kubernetes/registries.py)."""
+    refs = registries.pull_secret_refs(spec, options.registry_logins)
+    return {"imagePullSecrets": refs} if refs else {}
 
 
 def _versions(svc: ServiceSpec, options: RenderOptions) -> dict[str, str]:
@@ -140,7 +148,7 @@ def tmp_mount() -> dict:
 
 def container(spec: AppSpec, name: str, *, options: RenderOptions) -> dict:
     svc = spec.services[name]
-    body: dict = {"name": name, "image": svc.image, "imagePullPolicy": options.image_pull_policy}
+    body: dict = {"name": name, "image": registry_reference(spec, svc), "imagePullPolicy": options.image_pull_policy}
     if svc.command is not None:  # the spec's command replaces the image's CMD and keeps its ENTRYPOINT
         body["args"] = [meta.literal(arg) for arg in svc.command]
     if svc.port is not None:
