@@ -410,3 +410,28 @@ def test_registry_logins_become_pull_secrets_sent_only_to_their_endpoint(api, tm
     needles = (password.encode(), base64.b64encode(password.encode()), secret["data"][".dockerconfigjson"].encode())
     carriers = {r.path for r in api.requests if any(n in r.body for n in needles)}
     assert carriers == {f"/api/v1/namespaces/private/secrets/{name}"}
+
+
+@pytest.mark.skipif(not os.environ.get("FLOTILLA_TEST_KUBECONFIG"),
+                    reason="set FLOTILLA_TEST_KUBECONFIG to the kubeconfig of a disposable cluster (with nodes)")
+def test_live_cluster_cache_budget_allows_a_disruption_once_its_nodes_are_ready():
+    client = kube.connect(kubeconfig=os.environ["FLOTILLA_TEST_KUBECONFIG"],
+                          context=os.environ.get("FLOTILLA_TEST_CONTEXT"))
+    app = f"fltest-{uuid.uuid4().hex[:6]}"
+    spec = parse_spec(f"app: {app}\ncaches: {{sessions: {{shards: 3, replicas: 1}}}}\n"
+                      "services:\n  web: {image: 'nginx:1.27', port: 8080, caches: [sessions]}\n",
+                      filename="cache.yaml", environ={})
+    try:
+        kube.apply(spec, options=RenderOptions(image_pull_policy="IfNotPresent"), secret_value=secret_value,
+                   api_client=client)
+        kube.wait_for_rollout(spec, api_client=client, timeout=300)
+        from kubernetes import client as k8s
+
+        policy = k8s.PolicyV1Api(client)
+        budget = policy.read_namespaced_pod_disruption_budget("sessions", app)
+        assert budget.status.disruptions_allowed >= 1, budget.status
+    finally:
+        from kubernetes import client as k8s
+
+        with contextlib.suppress(Exception):
+            k8s.CoreV1Api(client).delete_namespace(app)

@@ -327,3 +327,19 @@ def test_apps_cannot_take_kubernetes_own_namespaces():
     spec = parse_spec("app: kube-system\nservices: {s: {image: i:1}}\n", filename="t.yaml", environ={})
     with pytest.raises(ConflictError, match="kube-system"):
         render(spec, options=RenderOptions())
+
+
+def selects(selector: dict, pod_labels: dict) -> bool:
+    return all(pod_labels.get(k) == v for k, v in selector.items())
+
+
+def test_a_caches_service_and_budget_select_its_nodes_never_its_forming_job(objects):
+    """Issue 20: a PDB that also matched the Job's pod allowed no disruption, blocking every drain,
+    and the headless Service listed the Job's pod among the nodes."""
+    nodes = find(objects, "StatefulSet", "sessions")["spec"]["template"]["metadata"]["labels"]
+    job = next(o for o in objects if o["kind"] == "Job" and o["metadata"]["name"].startswith("sessions-form-"))
+    former = job["spec"]["template"]["metadata"]["labels"]
+    for selector in (find(objects, "PodDisruptionBudget", "sessions")["spec"]["selector"]["matchLabels"],
+                     find(objects, "Service", "sessions")["spec"]["selector"]):
+        assert selects(selector, nodes) and not selects(selector, former)
+    assert job["spec"]["ttlSecondsAfterFinished"] > 0  # its finished pod does not linger

@@ -61,7 +61,18 @@ def service_selector(app: str, service: str) -> dict[str, str]:
 
 
 def cache_selector(app: str, cache: str) -> dict[str, str]:
+    """Every pod of a cache: its nodes and its forming Job's (the StatefulSet's selector, which cannot change)."""
     return {fl.APP: app, CACHE: cache}
+
+
+def cache_node_selector(app: str, cache: str) -> dict[str, str]:
+    """A cache's nodes only, never its forming Job's pod: what the headless Service and the PDB select.
+
+    A PodDisruptionBudget that also matches a Job's pod cannot count its
+    expected pods (a Job has no scale subresource) and allows no disruption
+    at all, so every node drain would block.
+    """
+    return {**cache_selector(app, cache), fl.ROLE: "cache-node"}
 
 
 def header(api_version: str, kind: str, *, name: str, namespace: str | None, labels: dict[str, str]) -> dict:

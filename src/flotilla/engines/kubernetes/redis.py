@@ -94,6 +94,7 @@ for h in $hosts; do addrs="$addrs $(getent hosts "$h" | cut -d' ' -f1):6379"; do
 redis-cli --cluster create $addrs --cluster-replicas "$REPLICAS" --cluster-yes
 """
 
+FORM_JOB_TTL = 600
 SCRIPTS = {"start.sh": START_SH, "ready.sh": READY_SH, "form.sh": FORM_SH}
 
 
@@ -129,7 +130,7 @@ def headless_service(app: str, name: str) -> dict:
     obj["spec"] = {
         "clusterIP": "None",
         "publishNotReadyAddresses": True,
-        "selector": meta.cache_selector(app, name),
+        "selector": meta.cache_node_selector(app, name),
         "ports": [{"name": "client", "port": 6379, "targetPort": 6379, "protocol": "TCP"},
                   {"name": "bus", "port": 16379, "targetPort": 16379, "protocol": "TCP"}],
     }
@@ -255,6 +256,9 @@ def forming_job(spec: AppSpec, name: str, *, options: RenderOptions) -> dict:
     obj["spec"] = {
         "backoffLimit": 10,
         "activeDeadlineSeconds": 1800,
+        # Gone, with its pod, 10 min after it ends; the next apply makes it again and
+        # form.sh, finding the cluster formed, exits at once.
+        "ttlSecondsAfterFinished": FORM_JOB_TTL,
         "template": {
             "metadata": {"labels": meta.cache_labels(spec.app, name, role="cache-init")},
             "spec": {**workloads.pod_security(options), "restartPolicy": "OnFailure", "containers": [worker],
@@ -268,5 +272,5 @@ def disruption_budget(app: str, name: str) -> dict:
     """Voluntary disruptions (drains, upgrades) take one node at a time, so a shard keeps a copy."""
     obj = meta.header("policy/v1", "PodDisruptionBudget", name=name, namespace=meta.namespace_of(app),
                       labels=meta.cache_labels(app, name))
-    obj["spec"] = {"maxUnavailable": 1, "selector": {"matchLabels": meta.cache_selector(app, name)}}
+    obj["spec"] = {"maxUnavailable": 1, "selector": {"matchLabels": meta.cache_node_selector(app, name)}}
     return obj
