@@ -281,3 +281,18 @@ def test_uptime_is_counted_from_the_replicas_latest_start():
     assert "1 min 40 s" in views.replicas([{"app": "shop", "replicas": [running]}], now=150.0)
     feed.keep(set())
     assert feed.started("shop", "web-1") is None
+
+
+def test_a_pinned_image_is_shown_with_its_digest():
+    spec = parse_spec("app: shop\nservices:\n  web:\n    image: shop-web:1\n    port: 8000\n",
+                      filename="f.yaml", environ={})
+    pinned = "registry.example/shop-web:1@sha256:3f4a1b2c5d6e"
+
+    def app_status(app):
+        return {"app": app, "services": [{"name": "web", "desired": 1, "ready": 1, "running": 1, "cache": None,
+                                          "image": pinned}], "replicas": [], "caches": [], "converged": True}
+
+    reader = Reader(apps=SimpleNamespace(active=lambda: [spec]), status=SimpleNamespace(app_status=app_status),
+                    history=SimpleNamespace(events=lambda app, since, limit: []),
+                    metrics=SimpleNamespace(samples=lambda app, service: ()), clock=Clock(), monotonic=lambda: 0.0)
+    assert reader.picture().apps[0]["services"][0]["image"] == pinned

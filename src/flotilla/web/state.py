@@ -103,7 +103,8 @@ class Reader:
                     "converged": False, "error": exc.message}
         for service in status["services"]:
             svc = spec.services.get(service["name"])
-            service["image"] = svc.image if svc else ""
+            # the status's own image is tag@sha256:short once the deploy pinned a digest
+            service["image"] = service.get("image") or (svc.image if svc else "")
             service["public"] = bool(svc and svc.routes)
         for replica in status["replicas"]:
             replica["started"] = self._feed.started(spec.app, replica["replica"])
