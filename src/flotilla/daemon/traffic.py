@@ -18,7 +18,7 @@ from collections.abc import Callable
 from flotilla.errors import FlotillaError, GatewayError
 from flotilla.gateway.config import may_scale_to_zero
 from flotilla.gateway.manager import GatewayManager
-from flotilla.gateway.metrics import MetricsWindow, Sample
+from flotilla.gateway.metrics import MetricsWindow, backend_sample
 from flotilla.gateway.sync import DesiredServer
 from flotilla.plan import Observed, ObservedReplica
 from flotilla.spec import AppSpec
@@ -165,10 +165,14 @@ class Traffic:
             return
         now = self._clock()
         services = self.gateway.services_by_backend()
+        servers = defaultdict(list)
+        for row in rows:
+            if row.kind == "server":
+                servers[row.pxname].append(row)
         for row in rows:
             key = services.get(row.pxname)
             if key and row.svname == "BACKEND":
-                self.metrics.add(*key, _sample(row, now))
+                self.metrics.add(*key, backend_sample(row, servers[row.pxname], at=now))
         self.metrics.forget(services.values())
 
 
@@ -177,14 +181,3 @@ def _desired_server(spec: AppSpec, replica: ObservedReplica) -> DesiredServer | 
     if svc is None or not svc.routes or not replica.running or not replica.ip or svc.port is None:
         return None
     return DesiredServer(name=replica.name, address=replica.ip, port=svc.port, healthy=replica.healthy)
-
-
-def _sample(row, now: float) -> Sample:
-    return Sample(
-        at=now,
-        requests_total=row.req_tot or 0,
-        in_flight=row.scur or 0,
-        queued=row.qcur or 0,
-        http_5xx_total=row.hrsp_5xx or 0,
-        response_ms=float(row.rtime or 0),
-    )
