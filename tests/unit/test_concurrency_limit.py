@@ -85,8 +85,8 @@ def row(svname: str, **values) -> StatRow:
     return StatRow(**{**base, **values}, raw=raw)
 
 
-def test_a_sample_counts_queue_timeouts_and_takes_the_service_time_from_serving_slots_only():
-    backend = row("BACKEND", kind="backend", scur=8, qcur=30, req_tot=500, hrsp_5xx=3, rtime=90,
+def test_a_sample_counts_queue_timeouts_keeps_the_queue_out_of_in_flight_and_times_serving_slots_only():
+    backend = row("BACKEND", kind="backend", scur=38, qcur=30, req_tot=500, hrsp_5xx=3, rtime=90,
                   raw={"econ": 3})
     servers = [row("slot1", stot=100, rtime=200), row("slot2", stot=50, rtime=220),
                row("slot3", status="MAINT", stot=9, rtime=900),  # out of rotation: left out
