@@ -95,7 +95,7 @@ class Bench:
         return self.status()["services"][0]["desired"]
 
     def in_gateway(self) -> set[str]:
-        return {r["container_id"] for r in self.status()["replicas"] if r["gateway"] == "ready"}
+        return _in_gateway(self.status())
 
     def up(self, text: str, tmp: Path) -> None:
         path = tmp / "flotilla.yaml"
@@ -113,7 +113,7 @@ class Bench:
     def load(self, rate: float, seconds: float) -> LoadGenerator:
         return LoadGenerator(host="127.0.0.1", port=self.port, host_header="work.localhost", rate=rate,
                              max_seconds=seconds, paths=(f"/work?ms={WORK_MS}",), post_every=0, timeout=30,
-                             workers=256)
+                             workers=480)
 
     def arrivals(self) -> float:
         rows = self.client.request("GET", f"/v1/apps/{APP}/metrics")["services"]
@@ -128,14 +128,15 @@ class Bench:
         step_wall, step = time.time(), time.monotonic()
         capacity, peak, trace, next_sample = None, 1, [], step + 1
         with self.load(rate, STEP_SECONDS) as load:
-            while time.monotonic() - step < STEP_SECONDS:
-                peak = max(peak, self.desired())
-                if capacity is None and self.in_gateway() - before:
+            while time.monotonic() - step < STEP_SECONDS:  # one status call per 0.1 s: more starves the load
+                status = self.status()
+                peak = max(peak, status["services"][0]["desired"])
+                if capacity is None and _in_gateway(status) - before:
                     capacity = time.monotonic() - step
                 if time.monotonic() >= next_sample:
                     trace.append(self.arrivals())
                     next_sample += 1
-                time.sleep(0.05)
+                time.sleep(0.1)
             result = load.wait()
         events = self.client.request("GET", f"/v1/apps/{APP}/events", query={"since": last_event})["events"]
         ups = [e for e in events if e["kind"] == "autoscale"]
@@ -161,6 +162,10 @@ class Bench:
         pid = self.home.daemon_pid()
         if pid:
             os.kill(pid, signal.SIGTERM)
+
+
+def _in_gateway(status: dict) -> set[str]:
+    return {r["container_id"] for r in status["replicas"] if r["gateway"] == "ready"}
 
 
 def free_port() -> int:

@@ -99,7 +99,7 @@ def test_a_4x_step_loses_no_request_and_the_count_stays_within_one_of_the_need(f
             before = base.wait()
         seen = len(autoscale_events(flotilla, app_name))
         with LoadGenerator(host="127.0.0.1", port=port, host_header="work.localhost", rate=60, max_seconds=20,
-                           paths=(WORK,), post_every=0, timeout=30, workers=160) as step:
+                           paths=(WORK,), post_every=0, timeout=30, workers=480) as step:
             result = step.wait()  # no polling meanwhile: a CLI call per 0.25 s would starve the load itself
         decisions = autoscale_events(flotilla, app_name)[seen:]
         peak = max([1] + [int(m) for e in decisions for m in re.findall(r"→ (\d+) replicas", e)])
