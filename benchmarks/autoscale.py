@@ -117,7 +117,7 @@ class Bench:
 
     def arrivals(self) -> float:
         rows = self.client.request("GET", f"/v1/apps/{APP}/metrics")["services"]
-        return next((r["rps"] for r in rows if r["service"] == "worker"), 0.0)
+        return next((r["arrival_rps"] for r in rows if r["service"] == "worker"), 0.0)
 
     def round(self, rate: float) -> dict:
         self.wait(lambda: self.desired() == 1 and len(self.in_gateway()) == 1)
@@ -143,6 +143,7 @@ class Bench:
         decision = ups[0]["time"] - step_wall if ups else None
         return {"decision": decision, "capacity": capacity, "peak": peak, "trace": [BASE_RATE] * 5 + trace,
                 "failed": result.failed + base_result.failed, "sent": result.sent + base_result.sent,
+                "lag": result.max_lag,
                 "reason": ups[0]["message"] if ups else ""}
 
     def cold_start(self) -> float:
@@ -255,7 +256,8 @@ def main() -> None:
                 rounds.append(r)
                 print(f"round {number}: decision {r['decision']:.2f}s, capacity {r['capacity']:.2f}s, "
                       f"peak {r['peak']}, failed {r['failed']} of {r['sent']}: {r['reason']}", flush=True)
-                print("  arrivals per second at the gateway:", " ".join(f"{x:.0f}" for x in r["trace"][5:]), flush=True)
+                print(f"  arrivals per second at the gateway (the load generator's most late: {r['lag']:.2f}s):",
+                      " ".join(f"{x:.0f}" for x in r["trace"][5:]), flush=True)
             bench.up(spec(bench.port, minimum=0), Path(tmp))
             colds = [bench.cold_start() for _ in range(3)]
         finally:

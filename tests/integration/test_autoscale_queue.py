@@ -80,10 +80,8 @@ def test_a_request_past_the_queue_timeout_gets_503_with_retry_after_and_is_count
 
 def test_a_4x_step_loses_no_request_and_the_count_stays_within_one_of_the_need(flotilla, app_name, tmp_path):
     port = free_port()
-    # 60 req/s x 200 ms = 12 in flight; target 3 per replica: a need of 4. The load generator lags at
-    # the step on a loaded machine and then catches up (the gateway sees 75-105 req/s for seconds), so
-    # the bound is checked against the need of the arrivals the gateway measured, which each decision
-    # states; the queue alone (in-flight + queued over 3) would ask for the maximum, 12.
+    # 60 req/s x 200 ms = 12 in flight; target 3 per replica: a need of 4, so at most 5. The queue
+    # alone (in-flight + queued over 3) would ask for the maximum, 12.
     extra = """\
     concurrency: 4
     queue_timeout: 10s
@@ -104,10 +102,8 @@ def test_a_4x_step_loses_no_request_and_the_count_stays_within_one_of_the_need(f
         decisions = autoscale_events(flotilla, app_name)[seen:]
         peak = max([1] + [int(m) for e in decisions for m in re.findall(r"→ (\d+) replicas", e)])
         assert before.failed == 0 and result.failed == 0, result.summary() + "\n" + "\n".join(result.failures[:10])
-        needs = [int(n) for e in decisions for n in re.findall(r"in flight, need (\d+)", e)]
         explained = f"step {run + 1}: peak {peak}; {result.summary()}: " + " | ".join(decisions)
-        assert needs and peak <= max(needs) + 1 and peak < 12, explained
-        assert peak >= 4, explained
+        assert 4 <= peak <= 5, explained
     events = autoscale_events(flotilla, app_name)
     assert any("queued over" in m and "arrivals" in m for m in events), events
 

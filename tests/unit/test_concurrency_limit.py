@@ -85,7 +85,7 @@ def row(svname: str, **values) -> StatRow:
     return StatRow(**{**base, **values}, raw=raw)
 
 
-def test_a_sample_counts_queue_timeouts_keeps_the_queue_out_of_in_flight_and_times_serving_slots_only():
+def test_a_sample_counts_queue_timeouts_keeps_the_queue_out_of_in_flight_and_times_serving_slots():
     backend = row("BACKEND", kind="backend", scur=38, qcur=30, req_tot=500, hrsp_5xx=3, rtime=90,
                   raw={"econ": 3})
     servers = [row("slot1", stot=100, rtime=200), row("slot2", stot=50, rtime=220),
@@ -97,6 +97,15 @@ def test_a_sample_counts_queue_timeouts_keeps_the_queue_out_of_in_flight_and_tim
     window.add("shop", "worker", sample)
     current = window.current("shop", "worker")
     assert current.to_dict()["unserved_total"] == 3 and current.service_ms == 210.0
+
+
+def test_arrivals_count_when_a_request_enters_the_backend_not_when_it_is_done():
+    # HAProxy 2.6, measured: 5 requests in a backend (1 served, 4 queued): stot 5, req_tot 0.
+    window = MetricsWindow()
+    window.add("shop", "worker", backend_sample(row("BACKEND", kind="backend", stot=100, req_tot=100), [], at=1.0))
+    window.add("shop", "worker", backend_sample(row("BACKEND", kind="backend", stot=160, req_tot=120), [], at=2.0))
+    current = window.current("shop", "worker")
+    assert (current.arrival_rps, current.rps) == (60.0, 20.0)
 
 
 def test_kubernetes_carries_the_limit_as_the_haproxy_ingress_annotations():

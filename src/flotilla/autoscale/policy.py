@@ -15,9 +15,9 @@ The rules, after Kubernetes' HorizontalPodAutoscaler and Knative's panic window:
   the busiest metric wins.
 - The concurrency need is bounded by Little's law where the gateway knows the
   replicas' service time: arrivals/s x seconds per request is the concurrency
-  the load sustains (the median second of the stable window), which does not grow with
-  a backlog (the queue grows while capacity starts; the arrivals do not). With a queue, one replica more is
-  allowed, to drain it. So a step that needs 4 gets 4 or 5, never the maximum.
+  the load sustains (the window's median), which does not grow with a backlog
+  (the queue grows while capacity starts; the arrivals do not). With a queue,
+  one replica more is allowed, to drain it. So a step that needs 4 gets 4 or 5, never the maximum.
 - Scale-up looks at the last ``SHORT_WINDOW`` seconds, so a step in load is
   answered within two ticks; everything else at the last ``STABLE_WINDOW``
   seconds.
@@ -214,8 +214,8 @@ def _busiest(*, stable: Sequence[Observation], short: Sequence[Observation],
     lower it, while the known metrics may still raise it.
     """
     ready = max(0, stable[-1].ready)
-    calm = _needs(stable, targets=targets, current=current, ready=ready, arrivals=stable)
-    burst = _needs(short, targets=targets, current=current, ready=ready, arrivals=stable)
+    calm = _needs(stable, targets=targets, current=current, ready=ready)
+    burst = _needs(short, targets=targets, current=current, ready=ready)
     missing = [m for m in targets if m not in calm]
     needs = [*calm.values(), *burst.values()]
     if missing:
@@ -227,17 +227,17 @@ def _busiest(*, stable: Sequence[Observation], short: Sequence[Observation],
 
 
 def _needs(samples: Sequence[Observation], *, targets: dict[str, float], current: int,
-           ready: int, arrivals: Sequence[Observation]) -> dict[str, _Need]:
-    found = {m: _need(m, samples=samples, target=t, current=current, ready=ready, arrivals=arrivals)
+           ready: int) -> dict[str, _Need]:
+    found = {m: _need(m, samples=samples, target=t, current=current, ready=ready)
              for m, t in targets.items()}
     return {m: need for m, need in found.items() if need is not None}
 
 
 def _need(metric: str, *, samples: Sequence[Observation], target: float, current: int,
-          ready: int, arrivals: Sequence[Observation]) -> _Need | None:
+          ready: int) -> _Need | None:
     """One metric's need over ``samples``; None when no sample has a usable value."""
     if metric == "in_flight":
-        return _concurrency_need(samples, target=target, current=current, ready=ready, arrivals=arrivals)
+        return _concurrency_need(samples, target=target, current=current, ready=ready)
     if metric == "cpu":
         known = [o for o in samples if _usable(o.cpu_percent) and o.ready > 0]
         totals = [o.ready * o.cpu_percent for o in known]  # CPU of the whole service, in %
@@ -253,19 +253,14 @@ def _need(metric: str, *, samples: Sequence[Observation], target: float, current
 
 
 def _concurrency_need(samples: Sequence[Observation], *, target: float, current: int,
-                      ready: int, arrivals: Sequence[Observation]) -> _Need | None:
-    """(in-flight + queued) / target, bounded by what the arrivals sustain (``_arrival_bound``).
-
-    The arrivals are the median second of the stable window, even for scale-up: clients
-    that fell behind while the queue grew send their backlog in a burst when it drains
-    (measured: 75, 105, 105/s for seconds of a 60/s load), and a bound that followed those
-    seconds would buy replicas for a load that does not last."""
+                      ready: int) -> _Need | None:
+    """(in-flight + queued) / target, bounded by what the arrivals sustain (``_arrival_bound``)."""
     known = [o for o in samples if _usable(o.in_flight) and _usable(o.queued)]
     if not known:
         return None
     in_flight, queued = _mean([o.in_flight for o in known]), _mean([o.queued for o in known])
     per_target = (in_flight + queued) / target
-    bound = _arrival_bound(arrivals, target=target, queued=queued)
+    bound = _arrival_bound(samples, target=target, queued=queued)
     note = ""
     if bound is not None and bound[0] < per_target:
         per_target, note = bound
@@ -277,7 +272,8 @@ def _concurrency_need(samples: Sequence[Observation], *, target: float, current:
 def _arrival_bound(samples: Sequence[Observation], *, target: float,
                    queued: float) -> tuple[float, str] | None:
     """Little's law: arrivals/s x service time is the concurrency the load sustains, in replicas
-    at ``target``; one more while requests queue, to drain them. None without both numbers."""
+    at ``target``; one more while requests queue, to drain them. None without both numbers.
+    The arrivals are the window's median observation, so one second's spike buys nothing."""
     timed = [o for o in samples if _usable(o.rps) and _usable(o.service_time) and o.service_time > 0]
     if not timed:
         return None

@@ -4,7 +4,7 @@ Bridges the reconciler's picture (specs and observed replicas with their
 health, kept per app so that one app's pass syncs only what it changed) to
 the gateway manager, tells the activator which services it may hold (those
 at zero, as the gateway last took them), drains a routed replica before its
-container stops, and samples HAProxy's counters once a second into the metrics window
+container stops, and samples HAProxy's counters twice a second into the metrics window
 that `flotilla` commands, the API and the autoscaler read.
 """
 
@@ -24,7 +24,7 @@ from flotilla.plan import Observed, ObservedReplica
 from flotilla.spec import AppSpec
 
 log = logging.getLogger(__name__)
-SAMPLE_INTERVAL = 1.0
+SAMPLE_INTERVAL = 0.5  # the autoscaler ticks as often: a step is seen within half a second
 # A pass whose app routes exactly as before renders nothing, but at least this
 # often the whole picture is applied anyway: a gateway that drifted (a server
 # state changed by hand, a HAProxy that died) is put right within it.

@@ -1,6 +1,6 @@
 """Per-service traffic metrics from HAProxy, kept in a short sliding window.
 
-The daemon samples HAProxy's counters once a second; this module turns those
+The daemon samples HAProxy's counters twice a second; this module turns those
 samples into what users and the autoscaler ask for: request rate, requests
 in flight, queued requests, 5xx responses, requests no replica took in time
 (answered 503 by the gateway) and response time, per service, and the time a
@@ -31,6 +31,7 @@ class Sample:
     response_ms: float
     unserved_total: int = 0  # answered 503 by the gateway: queue timeouts, connections failed after retries
     service_ms: float | None = None  # mean response time of the replicas' slots; None: none served yet
+    arrivals_total: int | None = None  # requests that entered the backend (stot), queued or not
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class ServiceMetrics:
     response_ms: float
     unserved_total: int = 0
     service_ms: float | None = None
+    arrival_rps: float = 0.0  # requests/s entering the backend, queued or not (rps counts them when done)
 
     def to_dict(self) -> dict:
         return {
@@ -58,6 +60,7 @@ class ServiceMetrics:
             "response_ms": self.response_ms,
             "unserved_total": self.unserved_total,
             "service_ms": self.service_ms,
+            "arrival_rps": round(self.arrival_rps, 2),
         }
 
 
@@ -100,6 +103,7 @@ class MetricsWindow:
             response_ms=last.response_ms,
             unserved_total=last.unserved_total,
             service_ms=last.service_ms,
+            arrival_rps=request_rate(samples, over=over, field="arrivals_total"),
         )
 
     def all_current(self) -> list[ServiceMetrics]:
@@ -116,7 +120,9 @@ def backend_sample(backend: StatRow, servers: Sequence[StatRow], *, at: float) -
 
     A backend's ``scur`` counts every request assigned to it, queued ones
     included (measured on 2.6: 96 with 84 queued on 3 servers of ``maxconn 4``),
-    so in flight is ``scur - qcur``. ``econ`` of a backend counts the requests that left HAProxy's queue unserved
+    so in flight is ``scur - qcur``. Its ``req_tot`` counts a request once it
+    is done (0 while 5 wait or run), its ``stot`` when it enters: the arrivals.
+    ``econ`` of a backend counts the requests that left HAProxy's queue unserved
     (``timeout queue``) and those whose connection failed on every retry: each
     got the gateway's own 503. The service time is the mean ``rtime`` of the
     slots in rotation that served: the activator's, which includes a cold start,
@@ -131,6 +137,7 @@ def backend_sample(backend: StatRow, servers: Sequence[StatRow], *, at: float) -
         response_ms=float(backend.rtime or 0),
         unserved_total=_number(backend.raw.get("econ")),
         service_ms=_service_ms(servers),
+        arrivals_total=backend.stot or 0,
     )
 
 
@@ -144,8 +151,10 @@ def _number(text: str | None) -> int:
     return int(text) if text and text.isdigit() else 0
 
 
-def request_rate(samples: Iterable[Sample], *, over: float) -> float:
-    """Requests per second between the newest sample and the one ``over`` seconds before it."""
+def request_rate(samples: Iterable[Sample], *, over: float, field: str = "requests_total") -> float:
+    """Requests per second between the newest sample and the one ``over`` seconds before it.
+
+    ``field`` is the counter: ``requests_total`` (done) or ``arrivals_total`` (entered; 0 where unknown)."""
     ordered = list(samples)
     if len(ordered) < 2:
         return 0.0
@@ -154,7 +163,7 @@ def request_rate(samples: Iterable[Sample], *, over: float) -> float:
     elapsed = last.at - first.at
     if elapsed <= 0:
         return 0.0
-    return max(0, last.requests_total - first.requests_total) / elapsed
+    return max(0, (getattr(last, field) or 0) - (getattr(first, field) or 0)) / elapsed
 
 
 PROMETHEUS_METRICS = (
