@@ -10,11 +10,17 @@ through synthetic load traces.
 
 The rules, after Kubernetes' HorizontalPodAutoscaler and Knative's panic window:
 
-- Need per targeted metric, in replicas: total in-flight / concurrency target,
-  total rps / rps target, sum over ready replicas of cpu% / cpu target; the
-  busiest metric wins. Scale-up looks at the last ``SHORT_WINDOW`` seconds, so
-  a step in load is answered within two ticks; everything else at the last
-  ``STABLE_WINDOW`` seconds.
+- Need per targeted metric, in replicas: (in-flight + queued) / concurrency
+  target, total rps / rps target, sum over ready replicas of cpu% / cpu target;
+  the busiest metric wins.
+- The concurrency need is bounded by Little's law where the gateway knows the
+  replicas' service time: arrivals/s x seconds per request is the concurrency
+  the load sustains (the window's median), which does not grow with a backlog
+  (the queue grows while capacity starts; the arrivals do not). With a queue,
+  one replica more is allowed, to drain it. So a step that needs 4 gets 4 or 5, never the maximum.
+- Scale-up looks at the last ``SHORT_WINDOW`` seconds, so a step in load is
+  answered within two ticks; everything else at the last ``STABLE_WINDOW``
+  seconds.
 - Tolerance: while the need is within ±10% of the current count, the count is
   kept. A scale-down lands on a count that leaves the load at most 90% of its
   target (``ceil(need / 0.9)``), so the noise that allowed it cannot push the
@@ -33,6 +39,7 @@ The rules, after Kubernetes' HorizontalPodAutoscaler and Knative's panic window:
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -54,10 +61,12 @@ class Observation:
     """One second of one service, as the daemon saw it."""
 
     at: float  # seconds, on the caller's clock
-    in_flight: float  # requests in flight at the gateway, summed over replicas, queued ones included
-    rps: float  # requests per second over the last second
+    in_flight: float  # requests in flight at the gateway, summed over replicas
+    rps: float  # requests per second arriving at the gateway, over the last second
     cpu_percent: float | None  # mean CPU of the ready replicas, % of their limit; None if unknown
     ready: int  # replicas serving
+    queued: float = 0.0  # requests waiting in the gateway's queue for a free replica
+    service_time: float | None = None  # seconds a replica takes per request (recent mean); None: unknown
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,8 @@ class _Need:
     target: float = 0.0
     ready: int = 0
     note: str = ""  # the reason's text when ``metric`` is ""
+    queued: float = 0.0  # for concurrency: the mean queue, shown beside the in-flight value
+    bound: str = ""  # why the need is lower than the load asked for (Little's law), if it is
 
     @property
     def text(self) -> str:
@@ -102,7 +113,9 @@ class _Need:
         if not self.metric:
             return self.note
         label, unit = _LABEL[self.metric]
-        return f"{label(self.value)} over {_replicas(self.ready)}, target {_num(self.target)}{unit}"
+        queue = f" + {_num(self.queued)} queued" if self.queued > _EPSILON else ""
+        text = f"{label(self.value)}{queue} over {_replicas(self.ready)}, target {_num(self.target)}{unit}"
+        return f"{text}; {self.bound}" if self.bound else text
 
 
 @dataclass(frozen=True)
@@ -223,6 +236,8 @@ def _needs(samples: Sequence[Observation], *, targets: dict[str, float], current
 def _need(metric: str, *, samples: Sequence[Observation], target: float, current: int,
           ready: int) -> _Need | None:
     """One metric's need over ``samples``; None when no sample has a usable value."""
+    if metric == "in_flight":
+        return _concurrency_need(samples, target=target, current=current, ready=ready)
     if metric == "cpu":
         known = [o for o in samples if _usable(o.cpu_percent) and o.ready > 0]
         totals = [o.ready * o.cpu_percent for o in known]  # CPU of the whole service, in %
@@ -235,6 +250,40 @@ def _need(metric: str, *, samples: Sequence[Observation], target: float, current
     per_target = _mean(totals) / target  # in replicas: 1.0 is one replica exactly at target
     return _Need(replicas=_recommend(per_target, current=current), raw=_ceil(per_target),
                  metric=metric, value=value, target=target, ready=ready)
+
+
+def _concurrency_need(samples: Sequence[Observation], *, target: float, current: int,
+                      ready: int) -> _Need | None:
+    """(in-flight + queued) / target, bounded by what the arrivals sustain (``_arrival_bound``)."""
+    known = [o for o in samples if _usable(o.in_flight) and _usable(o.queued)]
+    if not known:
+        return None
+    in_flight, queued = _mean([o.in_flight for o in known]), _mean([o.queued for o in known])
+    per_target = (in_flight + queued) / target
+    bound = _arrival_bound(samples, target=target, queued=queued)
+    note = ""
+    if bound is not None and bound[0] < per_target:
+        per_target, note = bound
+    return _Need(replicas=_recommend(per_target, current=current), raw=_ceil(per_target),
+                 metric="in_flight", value=in_flight, target=target, ready=ready, queued=queued,
+                 bound=note)
+
+
+def _arrival_bound(samples: Sequence[Observation], *, target: float,
+                   queued: float) -> tuple[float, str] | None:
+    """Little's law: arrivals/s x service time is the concurrency the load sustains, in replicas
+    at ``target``; one more while requests queue, to drain them. None without both numbers.
+    The arrivals are the window's median observation, so one second's spike buys nothing."""
+    timed = [o for o in samples if _usable(o.rps) and _usable(o.service_time) and o.service_time > 0]
+    if not timed:
+        return None
+    rps, seconds = statistics.median(o.rps for o in timed), _mean([o.service_time for o in timed])
+    sustained = rps * seconds / target
+    drain = 1 if queued > _EPSILON else 0
+    extra = " + 1 to drain the queue" if drain else ""
+    note = (f"arrivals {rps:.1f}/s x {seconds:.2f}s = {_num(rps * seconds)} in flight, "
+            f"need {_ceil(sustained)}{extra}")
+    return sustained + drain, note
 
 
 _LABEL = {  # the metric's words in a reason, and the unit of its target
@@ -337,7 +386,7 @@ def _recent(window: Sequence[Observation], *, now: float, seconds: float) -> lis
 
 
 def _has_traffic(samples: Sequence[Observation]) -> bool:
-    return any(_positive(o.in_flight) or _positive(o.rps) for o in samples)
+    return any(_positive(o.in_flight) or _positive(o.queued) or _positive(o.rps) for o in samples)
 
 
 _NAME = {"in_flight": "in-flight", "rps": "rps", "cpu": "cpu"}

@@ -49,6 +49,7 @@ METRIC_COLUMNS = (
     ("IN FLIGHT", "in_flight"),
     ("QUEUED", "queued"),
     ("5XX", "http_5xx_total"),
+    ("UNSERVED", "unserved_total"),
     ("RESPONSE MS", "response_ms"),
     ("REQUESTS", "requests_total"),
 )

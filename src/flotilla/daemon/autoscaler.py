@@ -1,7 +1,7 @@
-"""The autoscaler loop: every second, metrics in, a decision out, per service.
+"""The autoscaler loop: twice a second, metrics in, a decision out, per service.
 
 Each tick reads what the gateway saw of every autoscaled service (requests in
-flight and queued, requests per second) and, when the policy targets CPU, the
+flight and queued, requests per second, the replicas' time per request) and, when the policy targets CPU, the
 replicas' CPU time from their cgroups; the pure policy (autoscale/policy.py)
 turns the window of observations into a replica count and a reason. A change
 is stored like `flotilla scale` would store it, recorded as an event with its
@@ -27,8 +27,8 @@ from flotilla.plan import Observed
 from flotilla.spec import AppSpec, ServiceSpec
 
 log = logging.getLogger(__name__)
-TICK = 1.0
-WINDOW = 180  # observations kept per service: enough for a scale_down_delay of 3 minutes
+TICK = 0.5  # a load step is seen within a sample and a tick: decision p95 about 1 s (benchmarks/autoscale.py)
+WINDOW = 360  # observations kept per service: enough for a scale_down_delay of 3 minutes
 
 
 @dataclass
@@ -119,8 +119,10 @@ class Autoscaler:
         cpu = self._cpu_percent(ready, svc, now=now) if svc.autoscale.target.cpu else None
         return Observation(
             at=now,
-            in_flight=float(current.in_flight + current.queued) if current else 0.0,
-            rps=current.rps if current else 0.0,
+            in_flight=float(current.in_flight) if current else 0.0,
+            queued=float(current.queued) if current else 0.0,
+            rps=current.arrival_rps if current else 0.0,  # arrivals: a queued request counts at once
+            service_time=_seconds(current.service_ms) if current else None,
             cpu_percent=cpu,
             ready=len(ready),
         )
@@ -140,3 +142,7 @@ class Autoscaler:
 
     def _apply(self, spec: AppSpec, service: str, replicas: int, *, reason: str) -> None:
         self._counts.store(spec.app, {service: replicas}, kind="autoscale", summary=reason)
+
+
+def _seconds(millis: float | None) -> float | None:
+    return millis / 1000.0 if millis is not None else None

@@ -4,7 +4,7 @@ Bridges the reconciler's picture (specs and observed replicas with their
 health, kept per app so that one app's pass syncs only what it changed) to
 the gateway manager, tells the activator which services it may hold (those
 at zero, as the gateway last took them), drains a routed replica before its
-container stops, and samples HAProxy's counters once a second into the metrics window
+container stops, and samples HAProxy's counters twice a second into the metrics window
 that `flotilla` commands, the API and the autoscaler read.
 """
 
@@ -18,13 +18,13 @@ from collections.abc import Callable
 from flotilla.errors import FlotillaError, GatewayError
 from flotilla.gateway.config import may_scale_to_zero
 from flotilla.gateway.manager import GatewayManager
-from flotilla.gateway.metrics import MetricsWindow, Sample
+from flotilla.gateway.metrics import MetricsWindow, backend_sample
 from flotilla.gateway.sync import DesiredServer
 from flotilla.plan import Observed, ObservedReplica
 from flotilla.spec import AppSpec
 
 log = logging.getLogger(__name__)
-SAMPLE_INTERVAL = 1.0
+SAMPLE_INTERVAL = 0.5  # the autoscaler ticks as often: a step is seen within half a second
 # A pass whose app routes exactly as before renders nothing, but at least this
 # often the whole picture is applied anyway: a gateway that drifted (a server
 # state changed by hand, a HAProxy that died) is put right within it.
@@ -165,10 +165,14 @@ class Traffic:
             return
         now = self._clock()
         services = self.gateway.services_by_backend()
+        servers = defaultdict(list)
+        for row in rows:
+            if row.kind == "server":
+                servers[row.pxname].append(row)
         for row in rows:
             key = services.get(row.pxname)
             if key and row.svname == "BACKEND":
-                self.metrics.add(*key, _sample(row, now))
+                self.metrics.add(*key, backend_sample(row, servers[row.pxname], at=now))
         self.metrics.forget(services.values())
 
 
@@ -177,14 +181,3 @@ def _desired_server(spec: AppSpec, replica: ObservedReplica) -> DesiredServer | 
     if svc is None or not svc.routes or not replica.running or not replica.ip or svc.port is None:
         return None
     return DesiredServer(name=replica.name, address=replica.ip, port=svc.port, healthy=replica.healthy)
-
-
-def _sample(row, now: float) -> Sample:
-    return Sample(
-        at=now,
-        requests_total=row.req_tot or 0,
-        in_flight=row.scur or 0,
-        queued=row.qcur or 0,
-        http_5xx_total=row.hrsp_5xx or 0,
-        response_ms=float(row.rtime or 0),
-    )

@@ -53,6 +53,7 @@ from flotilla.gateway.model import (
     server_address,
 )
 from flotilla.gateway.workers import WorkerAccount
+from flotilla.spec.concurrency import DEFAULT_QUEUE_TIMEOUT
 from flotilla.spec.models import AppSpec, RouteSpec, ServiceSpec
 from flotilla.spec.units import KIB, format_memory
 
@@ -72,6 +73,8 @@ FREE_PORT = 1
 # many requests HAProxy gives it at once (more wait in HAProxy's queue, timeout queue).
 ACTIVATOR_SERVER = "activator"
 ACTIVATOR_MAXCONN = 64
+# Seconds a client is told to wait after the queue timed out: new replicas join within a few.
+RETRY_AFTER = 1
 ROUTE_VAR = "txn.route"
 HOST_VAR = "txn.host"
 REQUEST_ID_VAR = "txn.request_id"
@@ -123,7 +126,7 @@ def build_gateway_config(
             if not service_routes:
                 continue
             svc = spec.services[service_name]
-            backend = _backend(app=spec.app, service=service_name, max_body=svc.max_body,
+            backend = _backend(app=spec.app, service=service_name, svc=svc,
                                servers=servers.get((spec.app, service_name), ()))
             if activator and may_scale_to_zero(svc):
                 backend = replace(backend, activator=activator, held=(spec.app, service_name) in held)
@@ -166,10 +169,12 @@ def may_scale_to_zero(service: ServiceSpec) -> bool:
     return bool(service.routes and service.autoscale and service.autoscale.min == 0)
 
 
-def _backend(*, app: str, service: str, max_body: int, servers: Iterable[Server]) -> Backend:
+def _backend(*, app: str, service: str, svc: ServiceSpec, servers: Iterable[Server]) -> Backend:
     checked = tuple(sorted((check_server(s) for s in servers), key=lambda s: s.name))
+    queue_timeout = svc.queue_timeout if svc.queue_timeout is not None else DEFAULT_QUEUE_TIMEOUT
     return Backend(name=backend_name(app, service), app=app, service=service, servers=checked,
-                   max_body=max_body)
+                   max_body=svc.max_body, maxconn=svc.concurrency,
+                   queue_timeout=queue_timeout if svc.concurrency else None)
 
 
 def _route(route: RouteSpec, *, app: str, service: str, backend: str) -> GatewayRoute:
@@ -354,12 +359,38 @@ def _render_backend(backend: Backend) -> str:
         *_body_limit(backend),
         "# names the backend for Flotilla's activator, which holds requests while a service scales from zero",
         f"http-request set-header X-Flotilla-Backend {backend.name}",
+        *_queue_lines(backend),
         f"# {SLOTS_PER_BACKEND} slots; replicas take a free one at run time (set server ... addr)",
     ]
-    lines += [_server_line(slot_name(i), s) for i, s in enumerate(backend.servers, start=1)]
-    lines += [_free_slot_line(slot_name(i)) for i in range(len(backend.servers) + 1, SLOTS_PER_BACKEND + 1)]
+    limit = _maxconn(backend)
+    lines += [_server_line(slot_name(i), s, limit=limit) for i, s in enumerate(backend.servers, start=1)]
+    lines += [_free_slot_line(slot_name(i)) + limit
+              for i in range(len(backend.servers) + 1, SLOTS_PER_BACKEND + 1)]
     lines += _activator_lines(backend)
     return _section(f"backend {backend.name}", lines)
+
+
+def _queue_lines(backend: Backend) -> list[str]:
+    """With a concurrency limit: how long a request waits in the queue, and its 503 when that runs out.
+
+    ``http-error`` replaces only answers HAProxy makes itself (a queue timeout, no replica at all),
+    never a replica's own 503. The count is the backend's ``econ`` (HAProxy counts a request that
+    left its queue unserved as a failed connection; gateway/metrics.py reads it)."""
+    if backend.maxconn is None or backend.queue_timeout is None:
+        return []
+    timeout = _milliseconds(backend.queue_timeout)
+    message = f"no replica of {backend.service} was free within {timeout}ms; retry after {RETRY_AFTER}s"
+    return [f"# concurrency {backend.maxconn} per replica: requests over it wait here, in the order they came",
+            f"timeout queue {timeout}ms",
+            f'http-error status 503 content-type text/plain string "{message}\\n" hdr Retry-After {RETRY_AFTER}']
+
+
+def _maxconn(backend: Backend) -> str:
+    return f" maxconn {backend.maxconn}" if backend.maxconn else ""
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 def _activator_lines(backend: Backend) -> list[str]:
@@ -399,8 +430,8 @@ def slot_name(number: int) -> str:
     return f"slot{number}"
 
 
-def _server_line(slot: str, server: Server) -> str:
-    line = f"server {slot} {server_address(server.address, server.port)}"
+def _server_line(slot: str, server: Server, *, limit: str = "") -> str:
+    line = f"server {slot} {server_address(server.address, server.port)}{limit}"
     line += f" # {server.name}"
     return line if server.enabled else line.replace(" #", " disabled #", 1)
 

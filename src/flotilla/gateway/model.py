@@ -47,6 +47,11 @@ class Backend:
     # ``held``: the activator is the backend's server now, because no replica serves (docs/architecture.md).
     activator: str | None = None
     held: bool = False
+    # The service's ``concurrency``: HAProxy's ``maxconn`` on each replica's slot, so requests over it
+    # wait in the backend's queue (any replica that frees a slot, or joins, takes them) for at most
+    # ``queue_timeout`` seconds, then get 503 with Retry-After. None: no limit, as before the setting.
+    maxconn: int | None = None
+    queue_timeout: float | None = None
 
 
 @dataclass(frozen=True)

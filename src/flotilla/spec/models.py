@@ -125,6 +125,9 @@ class ServiceSpec(_Frozen):
     max_body: int = DEFAULT_MAX_BODY  # bytes of a request body through the gateway
     secrets: dict[str, str] = Field(default_factory=dict)  # env name or file path -> secret
     autoscale: AutoscaleSpec | None = None
+    # The gateway's limit per replica (spec/concurrency.py): None gives every request to a replica at once.
+    concurrency: int | None = None
+    queue_timeout: float | None = None  # seconds in the gateway's queue; None: 10 s
     caches: tuple[str, ...] = ()
     # How far the process may act (spec/hardening.py); every replica starts with
     # no capability, no-new-privileges and no core dumps.

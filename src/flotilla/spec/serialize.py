@@ -52,7 +52,14 @@ def _service(service: ServiceSpec) -> dict:
     data["caches"] = list(service.caches)
     data.update(_hardening(service))
     data.update(_image_source(service))
+    data.update(_concurrency(service))
     return data
+
+
+def _concurrency(service: ServiceSpec) -> dict:
+    """The gateway's per-replica limit and queue, only when set."""
+    keys = ("concurrency", "queue_timeout")
+    return {key: getattr(service, key) for key in keys if getattr(service, key) is not None}
 
 
 def _hardening(service: ServiceSpec) -> dict:

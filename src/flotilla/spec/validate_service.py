@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 
 from flotilla.spec import checks as c
-from flotilla.spec import hardening, units
+from flotilla.spec import concurrency, hardening, units
 from flotilla.spec import service_parts as parts
 from flotilla.spec import validate_images as images
 from flotilla.spec.locate import Path, Reporter
@@ -21,7 +21,7 @@ from flotilla.spec.service_parts import MAX_REPLICAS, ServiceContext, env_name
 
 SERVICE_KEYS = ("image", "command", "port", "replicas", "env", "health", "resources", "egress",
                 "routes", "max_body", "secrets", "autoscale", "caches",
-                "user", "read_only", "cap_add", "pids_limit")
+                "user", "read_only", "cap_add", "pids_limit", "concurrency", "queue_timeout")
 SERVICE_KEYS += images.SERVICE_KEYS  # where the image comes from: validate_images.py
 _PORT_HINT = "add port: the port the service listens on inside its container"
 
@@ -37,6 +37,7 @@ def check_service(rep: Reporter, path: Path, body: object, *, ctx: ServiceContex
     _check_max_body_routed(rep, path, known)
     _check_secrets_not_in_env(rep, path, known)
     _check_autoscale_fits(rep, path, known=known, clean=clean)
+    concurrency.check_fits(rep, path, known=known, routed=_has_routes(known))
     if rep.count() or None in clean.values():
         return None
     if "autoscale" in clean and "replicas" not in clean:
@@ -154,6 +155,7 @@ _CHECKS = {
     "max_body": _max_body, "secrets": parts.secrets, "autoscale": parts.autoscale, "caches": _caches,
     "user": hardening.user, "read_only": hardening.read_only, "cap_add": hardening.cap_add,
     "pids_limit": hardening.pids_limit,
+    "concurrency": concurrency.concurrency, "queue_timeout": concurrency.queue_timeout,
 }
 
 

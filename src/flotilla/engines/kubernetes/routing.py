@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 
-from flotilla.engines.kubernetes import meta
+from flotilla.engines.kubernetes import meta, scaling
 from flotilla.engines.kubernetes.options import RenderOptions
 from flotilla.spec.models import AppSpec, RouteSpec
 from flotilla.spec.units import KIB, MIB
@@ -80,6 +80,7 @@ def _ingress(spec: AppSpec, service: str, *, ingress_name: str, routes: list[Rou
         obj["metadata"]["annotations"][NGINX + "use-regex"] = "true"
     if kind == "strip":
         obj["metadata"]["annotations"][NGINX + "rewrite-target"] = "/$2"
+    obj["metadata"]["annotations"].update(scaling.concurrency_annotations(spec.services[service]))
     backend = {"service": {"name": service, "port": {"number": port}}}
     rules = []
     for host in sorted({r.host for r in routes}):

@@ -15,16 +15,35 @@
 ``scale_down_delay`` becomes the HPA's scale-down stabilization window (at
 most one hour, the API's limit) and, with KEDA, also the cool-down before
 scaling to zero. Targets are per replica everywhere (``AverageValue``).
+
+A service's ``concurrency`` (the gateway's limit per replica) has no core
+Kubernetes form: kube-proxy and ingress-nginx send every request on at once.
+It is rendered on the service's Ingress as the HAProxy Kubernetes Ingress
+Controller's ``haproxy.org/pod-maxconn`` (and ``queue_timeout`` as its
+``haproxy.org/timeout-queue``), which that controller honours (dividing the
+limit among its own replicas) and others ignore; docs/kubernetes.md says what
+does not carry over.
 """
 
 from __future__ import annotations
 
 from flotilla.engines.kubernetes import meta
 from flotilla.engines.kubernetes.options import RenderOptions
-from flotilla.spec.models import AppSpec, AutoscaleSpec
+from flotilla.spec.models import AppSpec, AutoscaleSpec, ServiceSpec
 
 MAX_STABILIZATION = 3600
 KEDA_API = "keda.sh/v1alpha1"
+HAPROXY_INGRESS = "haproxy.org/"
+
+
+def concurrency_annotations(svc: ServiceSpec) -> dict[str, str]:
+    """The Ingress annotations that carry ``concurrency`` and ``queue_timeout``; {} without a limit."""
+    if svc.concurrency is None:
+        return {}
+    found = {HAPROXY_INGRESS + "pod-maxconn": str(svc.concurrency)}
+    if svc.queue_timeout is not None:
+        found[HAPROXY_INGRESS + "timeout-queue"] = f"{max(1, round(svc.queue_timeout * 1000))}ms"
+    return found
 
 
 def autoscaler_objects(spec: AppSpec, *, options: RenderOptions) -> list[dict]:

@@ -1,0 +1,140 @@
+"""The concurrency need with a gateway queue: scale-up bounded by what the arrivals sustain.
+
+Issue 18: with requests queued at the gateway, (in-flight + queued) grows for
+as long as new capacity takes to start, so a need read from it alone climbs to
+the maximum. The policy bounds it by Little's law (arrivals/s x service time,
+plus one replica to drain the queue). These tests drive ``decide`` through a
+synthetic trace of a queueing system: each second, ``rate`` requests of
+``service`` seconds arrive, the ready replicas serve at most ``limit`` each,
+the rest queue, and a decision's replicas join only ``start`` seconds later.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flotilla.autoscale import Observation, decide, initial_state
+from flotilla.spec.models import AutoscaleSpec, AutoscaleTarget
+
+FAST = settings(deadline=None, max_examples=40, derandomize=True)
+T0 = 1000.0
+
+
+def policy(*, target: float, maximum: int = 20, minimum: int = 1) -> AutoscaleSpec:
+    return AutoscaleSpec(min=minimum, max=maximum, target=AutoscaleTarget(concurrency=target),
+                         scale_down_delay=30.0)
+
+
+@dataclass
+class Queueing:
+    """A fluid model of the gateway and its replicas, second by second."""
+
+    limit: int  # concurrency per replica
+    service: float  # seconds per request
+    backlog: float = 0.0  # requests waiting in the queue
+
+    def second(self, *, rate: float, ready: int) -> tuple[float, float]:
+        """In-flight and queued after one second of ``rate`` arrivals on ``ready`` replicas."""
+        capacity = ready * self.limit  # requests served at once
+        demand = rate * self.service  # concurrency the arrivals bring
+        in_flight = min(capacity, demand + self.backlog)
+        served_per_second = capacity / self.service
+        self.backlog = max(0.0, self.backlog + rate - served_per_second)
+        return in_flight, self.backlog
+
+
+def run_step(*, rates: list[float], service: float, limit: int, target: float, start_delay: int,
+             maximum: int = 20, measure_service: bool = True) -> list[tuple[float, int, int, str]]:
+    """(rate, desired, ready, reason) per second of a trace; new replicas serve ``start_delay`` s late."""
+    spec, queue = policy(target=target, maximum=maximum), Queueing(limit=limit, service=service)
+    state, window, pending, ready = initial_state(replicas=1, now=T0), [], [], 1
+    out = []
+    for second, rate in enumerate(rates):
+        now = T0 + second + 1
+        ready = max([ready] + [n for at, n in pending if at <= now]) if pending else ready
+        in_flight, queued = queue.second(rate=rate, ready=ready)
+        window.append(Observation(at=now, in_flight=in_flight, queued=queued, rps=rate, cpu_percent=None,
+                                  ready=ready, service_time=service if measure_service else None))
+        decision = decide(window=window[-30:], policy=spec, state=state, now=now)
+        state = decision.state
+        if decision.replicas > ready:
+            pending.append((now + start_delay, decision.replicas))
+        else:
+            ready = decision.replicas
+        out.append((rate, decision.replicas, ready, decision.reason))
+    return out
+
+
+def sustained_need(rate: float, service: float, target: float) -> int:
+    return math.ceil(rate * service / target - 1e-9)
+
+
+def test_a_4x_step_gets_the_need_or_one_more_not_the_maximum():
+    # The issue's step: 15 -> 60 req/s of 200 ms, 4 per replica at most, target 3: need ceil(12/3) = 4.
+    trace = run_step(rates=[15.0] * 5 + [60.0] * 40, service=0.2, limit=4, target=3, start_delay=3)
+    peak = max(d for _, d, _, _ in trace)
+    assert peak <= 5, [r for _, _, _, r in trace]
+    assert trace[-1][1] == 4 or trace[-1][1] == 5
+    step = next(r for rate, d, _, r in trace if rate == 60.0 and d > 1)
+    assert "queued" in step or "in-flight" in step
+
+
+def test_without_the_bound_the_backlog_drives_the_count_to_the_maximum():
+    # The same step with no service time known: the queue alone asks for ever more (today's behaviour).
+    trace = run_step(rates=[15.0] * 5 + [60.0] * 40, service=0.2, limit=4, target=3, start_delay=3,
+                     measure_service=False)
+    assert max(d for _, d, _, _ in trace) > 5
+
+
+def test_the_reason_explains_queue_and_bound():
+    trace = run_step(rates=[15.0] * 2 + [60.0] * 6, service=0.2, limit=4, target=3, start_delay=3, maximum=4)
+    reasons = " | ".join(r for _, _, _, r in trace)
+    assert "queued over" in reasons, reasons
+    assert "arrivals 60.0/s x 0.20s = 12 in flight, need 4 + 1 to drain the queue" in reasons, reasons
+
+
+@FAST
+@given(
+    rate=st.floats(min_value=1, max_value=300),
+    service=st.floats(min_value=0.01, max_value=2.0),
+    limit=st.integers(min_value=1, max_value=16),
+    target_share=st.floats(min_value=0.3, max_value=1.0),
+    start_delay=st.integers(min_value=0, max_value=8),
+    before=st.floats(min_value=0.0, max_value=1.0),
+)
+def test_scale_up_never_exceeds_the_sustained_need_by_more_than_one(rate, service, limit, target_share,
+                                                                    start_delay, before):
+    target = max(0.1, limit * target_share)
+    need = sustained_need(rate, service, target)
+    trace = run_step(rates=[rate * before] * 5 + [rate] * 40, service=service, limit=limit, target=target,
+                     start_delay=start_delay, maximum=100)
+    low_need = sustained_need(rate * before, service, target)
+    assert max(d for _, d, _, _ in trace) <= max(need, low_need, 1) + 1
+
+
+@FAST
+@given(
+    in_flight=st.floats(min_value=0, max_value=400),
+    queued=st.floats(min_value=0, max_value=10_000),
+    rate=st.floats(min_value=0.1, max_value=500),
+    service=st.floats(min_value=0.001, max_value=5.0),
+    target=st.floats(min_value=0.5, max_value=50),
+    ready=st.integers(min_value=1, max_value=20),
+)
+def test_any_backlog_is_bounded_by_little_plus_one(in_flight, queued, rate, service, target, ready):
+    window = [Observation(at=T0 - s, in_flight=in_flight, queued=queued, rps=rate, cpu_percent=None,
+                          ready=ready, service_time=service) for s in range(6)]
+    d = decide(window=window, policy=policy(target=target, maximum=100), state=initial_state(replicas=ready, now=T0),
+               now=T0)
+    bound = sustained_need(rate, service, target) + (1 if queued > 0 else 0)
+    assert d.replicas <= max(ready, bound, 1), d.reason
+
+
+def test_without_a_queue_the_need_is_the_in_flight_one_as_before():
+    window = [Observation(at=T0 - s, in_flight=43, rps=10, cpu_percent=None, ready=2) for s in range(6)]
+    d = decide(window=window, policy=policy(target=10), state=initial_state(replicas=2, now=T0), now=T0)
+    assert d.replicas == 5 and d.reason.startswith("in-flight 43 over 2 replicas, target 10 → 5 replicas")
