@@ -150,7 +150,8 @@ def _cache_ref_ok(rep: Reporter, path: Path, name: str, *, ctx: ServiceContext,
 
 _CHECKS = {
     "image": _image, "command": _command, "port": _port, "replicas": _replicas, "env": _env,
-    "health": parts.health, "deploy": parts.deploy, "resources": parts.resources, "egress": _egress, "routes": parts.routes,
+    "health": parts.health, "deploy": parts.deploy, "resources": parts.resources, "egress": _egress,
+    "routes": parts.routes,
     "max_body": _max_body, "secrets": parts.secrets, "autoscale": parts.autoscale, "caches": _caches,
     "user": hardening.user, "read_only": hardening.read_only, "cap_add": hardening.cap_add,
     "pids_limit": hardening.pids_limit,
