@@ -9,10 +9,12 @@ in the first ``health.start_period`` of a replica's life do not count.
 
 Mass failure: when no replica of a service is healthy, the cause is more
 likely a dependency than every replica, and killing them all would only add
-cold starts. Then at most one replica of the service is replaced at a time,
-and only once every slot holds a replica the prober has seen; the others are
-kept. Replacing an unhealthy replica never lowers the count of healthy ones,
-so health alone never takes a service below one healthy replica.
+cold starts. Then at most one replica of the service is replaced at a time
+(the one failing longest), and only while every slot holds a replica that
+is itself past ``replace_after``: the replacement must start and fail its
+own time out before the next goes, and the others are kept. Replacing an
+unhealthy replica never lowers the count of healthy ones, so health alone
+never takes a service below one healthy replica.
 
 A service in the middle of a rollout is left alone here: an unhealthy new
 replica is the rollout's failure (plan/rollouts.py), not a replica to heal.
@@ -69,9 +71,8 @@ def _service_liveness(service: DesiredService, live: list[ObservedReplica], *,
     if not due:
         return holds
     if not any(r.healthy is True for r in live):
-        due_ids = {r.container_id for _, r in due}
-        if len(live) < service.replicas or any(r.healthy is None and r.container_id not in due_ids for r in live):
-            return holds  # mass failure and a slot still starting: wait for it before replacing another
+        if len(live) < service.replicas or len(due) < len(live):
+            return holds  # mass failure, and a slot empty or a replica still starting: wait for it first
         due = sorted(due, key=lambda d: (d[0], d[1].index))[:1]
     return holds + [_replace(service, replica, now - since) for since, replica in due]
 
