@@ -210,19 +210,21 @@ class HealthProber:
         return due
 
     def _probe_one(self, state: _ProbeState) -> None:
+        started = self._clock()
         ok, detail = self._probe(state.target)
         with self._lock:
-            changed = self._record(state, ok, detail)
+            changed = self._record(state, ok, detail, started=started)
             current = self._states.get(state.target.container_id) is state
         if changed and current:
             self._on_change(state.target, bool(state.healthy), detail)
 
-    def _record(self, state: _ProbeState, ok: bool, detail: str) -> bool:
+    def _record(self, state: _ProbeState, ok: bool, detail: str, *, started: float) -> bool:
         before = state.healthy
         state.in_flight = False
         state.detail = detail
         state.failures = 0 if ok else state.failures + 1
-        state.failing_since = None if ok else (state.failing_since or self._clock())
+        # A failed probe counts from when it was sent: the replica did not answer from then on.
+        state.failing_since = None if ok else (state.failing_since or started)
         if ok:
             state.healthy = True
         elif before is True and state.failures >= FAILURES_TO_UNHEALTHY:
