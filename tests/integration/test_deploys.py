@@ -171,3 +171,18 @@ def test_a_hung_replica_is_replaced_within_replace_after_plus_a_probe_interval(f
 HANG = ("import urllib.request; urllib.request.urlopen(urllib.request.Request("
         "'http://127.0.0.1:8000/debug/hang', method='POST'), timeout=5); print('hung')")
 
+
+
+def test_restart_replaces_each_replica_one_at_a_time_under_load(flotilla, app_name, tmp_path):
+    port = free_port()
+    up(flotilla, tmp_path, spec(app_name, port, "shop-catalog:1"), "v1.yaml")
+    before = {r["container_id"] for r in ps(flotilla, app_name)}
+    with shop_traffic(port, rate=100) as load:
+        wait_for_answers(load, 100)
+        flotilla.run("restart", app_name, "web", "--timeout", "90")
+        wait_for_answers(load, 100)
+    result = load.stop()
+    after = {r["container_id"] for r in ps(flotilla, app_name)}
+    assert len(after) == 2 and not before & after
+    assert result.failed == 0, clean(result)
+    assert len(history(flotilla, app_name)["revisions"]) == 1, "a restart is not a revision"
