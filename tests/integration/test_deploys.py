@@ -186,3 +186,22 @@ def test_restart_replaces_each_replica_one_at_a_time_under_load(flotilla, app_na
     assert len(after) == 2 and not before & after
     assert result.failed == 0, clean(result)
     assert len(history(flotilla, app_name)["revisions"]) == 1, "a restart is not a revision"
+
+
+def test_rollback_to_kubernetes_re_applies_the_stored_revisions_manifests(flotilla, app_name, tmp_path, images):
+    from tests.integration.test_kubernetes_apply import kubeconfig
+    from tests.kubernetes.fake_apiserver import FakeApiServer
+
+    port = free_port()
+    up(flotilla, tmp_path, spec(app_name, port, "shop-catalog:1"), "v1.yaml")
+    up(flotilla, tmp_path, spec(app_name, port, images("2")), "v2.yaml")
+    api = FakeApiServer()
+    config = kubeconfig(tmp_path / "kubeconfig", api.start())
+    try:
+        flotilla.run("rollback", app_name, "--target", "kubernetes", "--kubeconfig", str(config),
+                     "--context", "fake", "--detach")
+        (deployment,) = [o for (_, kind, _, name), o in api.objects.items() if kind == "Deployment" and name == "web"]
+    finally:
+        api.stop()
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "shop-catalog:1"
+    assert deployment["spec"]["progressDeadlineSeconds"] == 15

@@ -12,9 +12,11 @@ import time
 
 import click
 
-from flotilla.cli import render
+from flotilla.cli import kube, render
 from flotilla.cli.wait import last_event_id, wait_converged
 from flotilla.daemon.client import DaemonClient, app_path
+from flotilla.errors import ConflictError
+from flotilla.spec import spec_from_dict
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 timeout_option = click.option("--timeout", default=120.0, show_default=True,
@@ -54,9 +56,14 @@ def history(ctx: click.Context, app: str, revision: int | None, as_json: bool) -
 @timeout_option
 @detach_option
 @json_option
+@click.option("--target", type=click.Choice(["kubernetes"]),
+              help="Re-apply the revision's manifests to a Kubernetes cluster instead of this host.")
+@click.option("--context", help="With --target: the kubeconfig context [default: the current one].")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="With --target: the kubeconfig file.")
+@kube.cluster_options
 @click.pass_context
 def rollback(ctx: click.Context, app: str, revision: int | None, timeout: float, detach: bool,
-             as_json: bool) -> None:
+             as_json: bool, target: str | None, context: str | None, kubeconfig: str | None, **chosen) -> None:
     """Return APP to revision N (default: the last good revision before the current one).
 
     A rolling update like `up`: one replica at a time, the new one healthy
@@ -64,12 +71,23 @@ def rollback(ctx: click.Context, app: str, revision: int | None, timeout: float,
     revision used are restored; if the vault no longer keeps one, nothing
     changes. The rollback is itself a new revision.
 
+    With --target kubernetes, the revision's spec (as this host's daemon
+    recorded it) is rendered and applied to the cluster as `flotilla apply`
+    does, and the command waits for the Deployments' rollout.
+
     \b
     Example:
       flotilla rollback shop       # the previous good revision
       flotilla rollback shop 2
+      flotilla rollback shop 2 --target kubernetes --context kind-kind
     """
     client = DaemonClient.connect(ctx.obj)
+    if target == "kubernetes":
+        number = revision or _previous_good(client, app)
+        stored = client.request("GET", app_path(app, "history", str(number)))
+        kube.apply_spec(ctx, spec_from_dict(stored["spec"]), context=context, kubeconfig=kubeconfig, dry_run=False,
+                        detach=detach, timeout=timeout, as_json=as_json, **chosen)
+        return
     since = last_event_id(client, app)
     result = client.request("POST", app_path(app, "rollback"), body={"revision": revision})
     _finish(client, app, result, since=since, timeout=timeout, detach=detach, as_json=as_json,
@@ -105,6 +123,16 @@ def _finish(client: DaemonClient, app: str, result: dict, *, since: int, timeout
         wait_converged(client, app, timeout=timeout, since=since, say=(lambda _m: None) if as_json else _say,
                        revision=result.get("revision", 0))
     render.echo_json(result) if as_json else click.echo(done)
+
+
+def _previous_good(client: DaemonClient, app: str) -> int:
+    """The newest revision before the current one that rolled out."""
+    data = client.request("GET", app_path(app, "history"))
+    good = [r["revision"] for r in data["revisions"]
+            if r["outcome"] == "rolled out" and r["revision"] < data["current"]]
+    if not good:
+        raise ConflictError(f"app {app} has no earlier revision that rolled out; `flotilla history {app}` lists them")
+    return good[-1]
 
 
 def history_table(data: dict) -> str:
