@@ -112,7 +112,6 @@ def restart(ctx: click.Context, app: str, service: str | None, timeout: float, d
     client = DaemonClient.connect(ctx.obj)
     since = last_event_id(client, app)
     result = client.request("POST", app_path(app, "restart"), body={"service": service})
-    time.sleep(0.3)  # let the reconciler start the first replacement before convergence is judged
     _finish(client, app, result, since=since, timeout=timeout, detach=detach, as_json=as_json,
             done=f"{app}: restarted {', '.join(result['restarting'])}")
 

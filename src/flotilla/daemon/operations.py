@@ -83,8 +83,9 @@ class Operations:
         if not dry_run:
             if self._injector:
                 generate_passwords(self._injector.vault, spec)
-            self._apps.put(spec)
-            revision = self._deployments.record(spec, runtime, command=command) if self._deployments else 0
+            with self._reconciler.between_passes():
+                self._apps.put(spec)
+                revision = self._deployments.record(spec, runtime, command=command) if self._deployments else 0
             self._events.record(spec.app, "apply", spec.app, _apply_summary(the_plan) + _images_summary(changed))
             self._wakeups.trigger(spec.app)
         result = {**plan_to_dict(the_plan), "images": shown_images(spec), "image_changes": [c.to_dict() for c in changed]}

@@ -179,6 +179,12 @@ class Reconciler:
 
     # -- what others ask -----------------------------------------------------------
 
+    @contextlib.contextmanager
+    def between_passes(self) -> Iterator[None]:
+        """No pass runs inside: a new spec and its revision are stored as one step, never judged half-written."""
+        with self._lock:
+            yield
+
     def preview(self, spec: AppSpec) -> Plan:
         """The plan ``up`` would carry out for ``spec`` (a runtime spec), changing nothing, even in memory."""
         observed = self._snapshots.peek(spec.app)
