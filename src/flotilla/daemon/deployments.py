@@ -73,8 +73,12 @@ class Deployments:
         return number
 
     def _image_ids(self, runtime: AppSpec) -> dict[str, str]:
+        """Each image's ID as the deploy pinned it (``AppSpec.images``), else as the engine names it now."""
         ids = {}
         for image in sorted({svc.image for svc in runtime.services.values()}):
+            if image in runtime.images:
+                ids[image] = runtime.images[image].digest or runtime.images[image].id
+                continue
             try:
                 ids[image] = self._engine.image_id(image)
             except FlotillaError:

@@ -88,7 +88,8 @@ class Operations:
                 revision = self._deployments.record(spec, runtime, command=command) if self._deployments else 0
             self._events.record(spec.app, "apply", spec.app, _apply_summary(the_plan) + _images_summary(changed))
             self._wakeups.trigger(spec.app)
-        result = {**plan_to_dict(the_plan), "images": shown_images(spec), "image_changes": [c.to_dict() for c in changed]}
+        result = {**plan_to_dict(the_plan), "images": shown_images(spec),
+                  "image_changes": [c.to_dict() for c in changed]}
         return result if dry_run else {**result, "revision": revision}
 
     def _prepare_images(self, spec: AppSpec, *, dry_run: bool, progress: ProgressSink | None,
