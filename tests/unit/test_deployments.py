@@ -307,3 +307,13 @@ def test_a_rollback_restores_old_secret_values_or_refuses_before_changing_anythi
         vault.set("shop", "token", b"newer")
     with pytest.raises(ConflictError, match="used token version 1, which the vault no longer keeps; nothing"):
         deployments.secrets_to_restore("shop", store.get("shop", number))
+
+
+def test_a_first_revision_that_crashes_is_left_to_the_crash_back_off(daemon):
+    daemon.up(spec_data("shop-web:bad", replicas=1), settle=False)
+    daemon.reconcile()
+    (replica,) = daemon.engine.running("shop", "web")
+    daemon.engine.exit(replica.container_id, code=3)
+    daemon.reconcile()
+    assert daemon.outcomes() == [(1, "up", "rolling out")]
+    assert daemon.apps.get("shop").services["web"].image == "shop-web:bad"

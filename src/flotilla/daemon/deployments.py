@@ -44,7 +44,10 @@ from flotilla.spec import AppSpec, spec_from_dict, spec_to_dict
 
 
 class Deployments:
-    """Revisions of every app and the judging of their rollouts."""
+    """Revisions of every app and the judging of their rollouts.
+
+    An app's first revision has nothing to return to: its failures are the crash
+    back-off's and ``up``'s timeout, as before, and it is only marked rolled out."""
 
     def __init__(self, *, store: RevisionStore, apps: AppRepository, events: EventLog, engine: ReplicaEngine,
                  clock: Callable[[], float], vault: Vault | None = None) -> None:
@@ -193,7 +196,7 @@ class Deployments:
                               deadlines={n: s.deploy.deadline for n, s in spec.services.items()})
         if check.state == "settled":
             self._settle(rollout)
-        elif check.state == "failed":
+        elif check.state == "failed" and (rollout.previous or rollout.state == UNDOING):
             return desired, self._fail(spec, rollout, check, last_output)
         elif (check.progress, check.progress_at) != (rollout.progress, rollout.progress_at):
             self._store.put_rollout(replace(rollout, progress=check.progress, progress_at=check.progress_at))
