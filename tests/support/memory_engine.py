@@ -72,6 +72,9 @@ class MemoryEngine:
     def missing_images(self, images: set[str]) -> list[str]:
         return []
 
+    def image_id(self, image: str) -> str:
+        return f"sha256:{image}"
+
     def image_command(self, image: str) -> tuple[list[str], list[str]]:
         return [], ["serve"]
 
@@ -127,6 +130,7 @@ class FixedHealth:
 
     unhealthy: set[str] = field(default_factory=set)
     targets: dict[str, object] = field(default_factory=dict)  # container id -> its ProbeTarget
+    failing_since: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # id -> (seen, since)
 
     def set_targets(self, app: str, targets: list) -> None:
         self.targets = {cid: t for cid, t in self.targets.items() if t.app != app}
@@ -140,6 +144,9 @@ class FixedHealth:
 
     def detail(self, container_id: str) -> str:
         return "unhealthy" if container_id in self.unhealthy else "ok"
+
+    def failing(self, container_id: str) -> tuple[float, float | None] | None:
+        return self.failing_since.get(container_id)
 
 
 @dataclass

@@ -218,7 +218,7 @@ services:
 """,
         [
             ("flotilla.yaml:3:8: services.web: expected a mapping, got a string ('shop-web:1'); "
-             'give a mapping with the keys image, command, port, replicas, env, health, '
+             'give a mapping with the keys image, command, port, replicas, env, health, deploy, '
              'resources, egress, routes, max_body, secrets, autoscale, caches, user, read_only, cap_add, pids_limit, '
              'concurrency, queue_timeout, pull, build'),
         ],
@@ -411,9 +411,10 @@ services:
             ('flotilla.yaml:14:23: services.c.health.timeout: timeout (5s) must be shorter than '
              'interval (2s); lower timeout or raise interval'),
             ("flotilla.yaml:14:27: services.c.health.retries: unknown key 'retries'; allowed "
-             'keys: path, interval, timeout'),
+             'keys: path, interval, timeout, replace_after, start_period'),
             ('flotilla.yaml:18:13: services.d.health: expected a mapping, got a string '
-             "('/healthz'); give a mapping with the keys path, interval, timeout"),
+             "('/healthz'); give a mapping with the keys path, interval, timeout, replace_after, "
+             "start_period"),
         ],
         id='health_problems',
     ),

@@ -365,7 +365,7 @@ def test_spec_to_dict_is_json_safe_and_round_trips() -> None:
     assert data["gateway"] == {"listen": "127.0.0.1:8080"}
     assert data["services"]["web"]["resources"] == {"cpus": 0.5, "memory": 256 * MIB}
     assert data["services"]["web"]["health"] == {"path": "/healthz", "interval": 2.0,
-                                                  "timeout": 1.0}
+                                                  "timeout": 1.0, "start_period": 0.0}
     assert spec_from_dict(data) == spec
 
 
@@ -466,6 +466,7 @@ def test_the_reference_documents_every_key() -> None:
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "spec.md").read_text()
     nested = ("listen", "path", "interval", "timeout", "cpus", "memory", "host", "strip_prefix",
-              "min", "max", "target", "scale_down_delay", "concurrency", "rps", "cpu")
+              "min", "max", "target", "scale_down_delay", "concurrency", "rps", "cpu",
+              "replace_after", "start_period", "deadline", "on_failure")
     for key in (*TOP_KEYS, *SERVICE_KEYS, *CACHE_KEYS, *nested):
         assert f"`{key}`" in doc, key

@@ -35,7 +35,7 @@ def register(cli_group: click.Group) -> None:
     cli_group.add_command(status_command)
 
 
-def _options(func):
+def cluster_options(func):
     """The cluster-side choices shared by ``render`` and ``apply`` (see docs/kubernetes.md)."""
     decorators = [
         click.option("--ingress", "ingress_mode", type=click.Choice(["ingress", "gateway-api"]), default="ingress",
@@ -84,7 +84,7 @@ def render_options(**chosen):
 @click.option("--from-daemon", is_flag=True,
               help="Ask this host's daemon: images by the digests its deploy pinned, and image pull Secrets "
               "for the registries logged in there (`flotilla apply` always asks, when a daemon runs).")
-@_options
+@cluster_options
 @click.pass_context
 def render_command(ctx: click.Context, target: str, spec_file: str, out_dir: str | None, include_secrets: bool,
                    from_daemon: bool, **chosen) -> None:
@@ -168,7 +168,7 @@ def write_manifests(objects: list[dict], out_dir: Path, *, source: str, private:
 @click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True,
               help="Seconds to wait for every Deployment and StatefulSet to be available.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-@_options
+@cluster_options
 @click.pass_context
 def apply_command(ctx: click.Context, spec_file: str, target: str, context: str | None, kubeconfig: str | None,
                   dry_run: bool, detach: bool, timeout: float, as_json: bool, **chosen) -> None:
@@ -189,11 +189,18 @@ def apply_command(ctx: click.Context, spec_file: str, target: str, context: str 
       flotilla apply -f flotilla.yaml --target kubernetes --ingress gateway-api --gateway infra/public
       flotilla apply -f flotilla.yaml --target kubernetes --detach
     """
+    apply_spec(ctx, load_spec(spec_file), context=context, kubeconfig=kubeconfig, dry_run=dry_run, detach=detach,
+               timeout=timeout, as_json=as_json, **chosen)
+
+
+def apply_spec(ctx: click.Context, spec: AppSpec, *, context: str | None, kubeconfig: str | None, dry_run: bool,
+               detach: bool, timeout: float, as_json: bool, **chosen) -> None:
+    """What ``apply`` does with a spec, also ``rollback --target kubernetes`` with a stored revision's."""
     from dataclasses import replace
 
     from flotilla.engines.kubernetes import apply as kube
 
-    spec, options = _with_registry_state(ctx, load_spec(spec_file), render_options(**chosen), values=False)
+    spec, options = _with_registry_state(ctx, spec, render_options(**chosen), values=False)
     reveal = _lazy_vault(ctx, spec.app)
     versions = _secret_versions(ctx, spec) if _uses_secrets(spec) else {}
     options = replace(options, secret_versions=versions)

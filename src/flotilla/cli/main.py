@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from flotilla import __version__
-from flotilla.cli import dashboard, images, kube, render
+from flotilla.cli import dashboard, deploys, images, kube, render
 from flotilla.cli.wait import last_event_id, wait_converged
 from flotilla.daemon.client import DaemonClient, app_path
 from flotilla.daemon.paths import Home, default_home
@@ -140,11 +140,12 @@ def up(ctx: click.Context, spec_file: str, timeout: float, detach: bool, build_i
     if detach:
         render.echo_json(result) if as_json else None
         return
-    status = wait_converged(client, spec.app, timeout=timeout, since=since, say=_quiet_if(as_json))
+    status = wait_converged(client, spec.app, timeout=timeout, since=since, say=_quiet_if(as_json),
+                            revision=result.get("revision", 0))
     if as_json:
         render.echo_json(status)
     else:
-        click.echo(render.up_line(status))
+        click.echo(render.up_line(status) + (f" (revision {result['revision']})" if result.get("revision") else ""))
         for warning in status.get("warnings", []):  # what the host does that weakens every app
             _say(f"warning: {warning}")
 
@@ -518,6 +519,7 @@ def daemon(ctx: click.Context, log_level: str, api_listen: str | None, dashboard
 kube.register(cli)
 dashboard.register(cli)
 images.register(cli)
+deploys.register(cli)
 
 
 def main() -> None:

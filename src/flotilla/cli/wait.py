@@ -16,7 +16,8 @@ from flotilla.errors import FlotillaError, WaitTimeoutError
 
 POLL_INTERVAL = 0.2
 CRASH_LOOP_FAILURES = 3
-SHOWN_EVENTS = ("create", "remove", "crash", "error", "cache")
+SHOWN_EVENTS = ("create", "remove", "crash", "error", "cache", "rollout", "health")
+UNDONE = ("failed", "rolled back")
 
 
 def last_event_id(client: DaemonClient, app: str) -> int:
@@ -31,8 +32,10 @@ def wait_converged(
     timeout: float,
     since: int,
     say: Callable[[str], None],
+    revision: int = 0,
 ) -> dict:
-    """Return the app's status once converged; raise with the reason otherwise."""
+    """Return the app's status once converged (and ``revision``, if given, rolled out); raise with the
+    reason otherwise, a failed rollout included."""
     deadline = time.monotonic() + timeout
     shown_summary = ""
     while True:
@@ -42,12 +45,27 @@ def wait_converged(
         if summary != shown_summary:
             say(summary)
             shown_summary = summary
-        if status["converged"]:
+        outcome = _check_revision(client, app, revision)
+        if status["converged"] and outcome in ("", "rolled out"):
             return status
         _fail_on_crash_loop(client, app, status)
         if time.monotonic() >= deadline:
             raise WaitTimeoutError(f"timed out after {timeout:g}s waiting for {app}: {_pending(status)}")
         time.sleep(POLL_INTERVAL)
+
+
+def _check_revision(client: DaemonClient, app: str, revision: int) -> str:
+    """The revision's outcome ("" without one); a failed rollout raises, saying what runs now."""
+    if not revision:
+        return ""
+    shown = client.request("GET", app_path(app, "history", str(revision)))
+    if shown["outcome"] not in UNDONE:
+        return shown["outcome"]
+    history = client.request("GET", app_path(app, "history"))
+    now = (f"revision {history['current']} is running again" if history["current"] != revision
+           else f"revision {revision} is held as it is (deploy.on_failure: hold)")
+    raise FlotillaError(f"the rollout of revision {revision} of {app} failed: {shown['reason']}. {now}; "
+                        f"`flotilla history {app}` shows the revisions")
 
 
 def readiness(status: dict) -> str:

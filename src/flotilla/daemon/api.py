@@ -191,6 +191,10 @@ class Api:
             ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)"), self.app_status),
             ("DELETE", re.compile(r"/v1/apps/(?P<app>[^/]+)"), self.remove),
             ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/scale"), self.scale),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/history"), self.history),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/history/(?P<number>[0-9]+)"), self.revision),
+            ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/rollback"), self.rollback),
+            ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/restart"), self.restart),
             ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/events"), self.events),
             ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/logs"), self.logs),
             ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/gateway-logs"), self.gateway_logs),
@@ -344,6 +348,24 @@ class Api:
     def scale(self, req: Request):
         counts = req.json().get("replicas") or {}
         return 200, self._operations.scale(req.params["app"], counts)
+
+    def history(self, req: Request):
+        return 200, self._operations.history(req.params["app"])
+
+    def revision(self, req: Request):
+        return 200, self._operations.revision(req.params["app"], int(req.params["number"]))
+
+    def rollback(self, req: Request):
+        number = req.json().get("revision")
+        if number is not None and (not isinstance(number, int) or isinstance(number, bool) or number < 1):
+            raise BadRequestError(f"revision must be a revision number (1, 2, ...), got {number!r}")
+        return 200, self._operations.rollback(req.params["app"], number)
+
+    def restart(self, req: Request):
+        service = req.json().get("service")
+        if service is not None and not isinstance(service, str):
+            raise BadRequestError(f"service must be a service name, got {service!r}")
+        return 200, self._operations.restart(req.params["app"], service)
 
     def events(self, req: Request):
         since = req.number("since", default=0)

@@ -54,6 +54,8 @@ class _ProbeState:
     due: float = 0.0
     in_flight: bool = False
     detail: str = field(default="")
+    first_seen: float = 0.0
+    failing_since: float | None = None  # the first failed probe of the current streak (liveness)
 
 
 def probe(target: ProbeTarget) -> tuple[bool, str]:
@@ -149,7 +151,7 @@ class HealthProber:
             for cid, target in wanted.items():
                 state = self._states.get(cid)
                 if state is None:
-                    self._states[cid] = _ProbeState(target=target, due=self._first_due(target))
+                    self._states[cid] = self._new_state(target)
                 else:
                     state.target = target
         self._wake.set()
@@ -158,8 +160,17 @@ class HealthProber:
         """Start probing one new replica at once (``set_targets`` keeps it)."""
         with self._lock:
             if target.container_id not in self._states:
-                self._states[target.container_id] = _ProbeState(target=target, due=self._first_due(target))
+                self._states[target.container_id] = self._new_state(target)
         self._wake.set()
+
+    def _new_state(self, target: ProbeTarget) -> _ProbeState:
+        return _ProbeState(target=target, due=self._first_due(target), first_seen=self._clock())
+
+    def failing(self, container_id: str) -> tuple[float, float | None] | None:
+        """(when the replica was first probed, since when its probes fail or None), for liveness."""
+        with self._lock:
+            state = self._states.get(container_id)
+            return (state.first_seen, state.failing_since) if state else None
 
     def _first_due(self, target: ProbeTarget) -> float:
         unprobed = target.kind == "none" or target.port is None
@@ -199,18 +210,21 @@ class HealthProber:
         return due
 
     def _probe_one(self, state: _ProbeState) -> None:
+        started = self._clock()
         ok, detail = self._probe(state.target)
         with self._lock:
-            changed = self._record(state, ok, detail)
+            changed = self._record(state, ok, detail, started=started)
             current = self._states.get(state.target.container_id) is state
         if changed and current:
             self._on_change(state.target, bool(state.healthy), detail)
 
-    def _record(self, state: _ProbeState, ok: bool, detail: str) -> bool:
+    def _record(self, state: _ProbeState, ok: bool, detail: str, *, started: float) -> bool:
         before = state.healthy
         state.in_flight = False
         state.detail = detail
         state.failures = 0 if ok else state.failures + 1
+        # A failed probe counts from when it was sent: the replica did not answer from then on.
+        state.failing_since = None if ok else (state.failing_since or started)
         if ok:
             state.healthy = True
         elif before is True and state.failures >= FAILURES_TO_UNHEALTHY:

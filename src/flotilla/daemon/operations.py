@@ -14,6 +14,7 @@ from typing import NamedTuple
 from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.caches import generate_passwords
 from flotilla.daemon.counts import ReplicaCounts
+from flotilla.daemon.deployments import Deployments
 from flotilla.daemon.events import EventLog
 from flotilla.daemon.images import Images, image_changes, shown_images
 from flotilla.daemon.injection import SecretInjector, check_cache_password
@@ -52,6 +53,7 @@ class Operations:
         wakeups: Wakeups,
         injector: SecretInjector | None = None,
         images: Images | None = None,
+        deployments: Deployments | None = None,
     ) -> None:
         self._apps = apps
         self._runtime = runtime
@@ -62,9 +64,12 @@ class Operations:
         self._wakeups = wakeups
         self._injector = injector
         self._images = images
+        self._deployments = deployments
 
-    def submit(self, spec_data: dict, *, dry_run: bool, progress: ProgressSink | None = None) -> dict:
-        """``up`` (or ``plan`` with ``dry_run``): validate, pull and build, store, converge."""
+    def submit(self, spec_data: dict, *, dry_run: bool, progress: ProgressSink | None = None,
+               command: str = "up") -> dict:
+        """``up`` (or ``plan`` with ``dry_run``): validate, pull and build, store, converge; the result
+        names the revision (daemon/deployments.py)."""
         spec = spec_from_dict(spec_data)
         self._check_owner(spec.app)
         check_gateway(spec, self._apps.active())
@@ -78,10 +83,14 @@ class Operations:
         if not dry_run:
             if self._injector:
                 generate_passwords(self._injector.vault, spec)
-            self._apps.put(spec)
+            with self._reconciler.between_passes():
+                self._apps.put(spec)
+                revision = self._deployments.record(spec, runtime, command=command) if self._deployments else 0
             self._events.record(spec.app, "apply", spec.app, _apply_summary(the_plan) + _images_summary(changed))
             self._wakeups.trigger(spec.app)
-        return {**plan_to_dict(the_plan), "images": shown_images(spec), "image_changes": [c.to_dict() for c in changed]}
+        result = {**plan_to_dict(the_plan), "images": shown_images(spec),
+                  "image_changes": [c.to_dict() for c in changed]}
+        return result if dry_run else {**result, "revision": revision}
 
     def _prepare_images(self, spec: AppSpec, *, dry_run: bool, progress: ProgressSink | None,
                         pinned: dict) -> AppSpec:
@@ -97,6 +106,46 @@ class Operations:
             raise ConflictError("this daemon runs without an image store")
         built = self._images.build_all(spec, progress=progress or _ignore)
         return {"app": spec.app, "built": {n: s.image for n, s in built.services.items() if s.build}}
+
+    # -- history, rollback, restart (daemon/deployments.py) -----------------------
+
+    def history(self, app: str) -> dict:
+        return self._history().history(app)
+
+    def revision(self, app: str, number: int) -> dict:
+        return self._history().show(app, number)
+
+    def rollback(self, app: str, number: int | None) -> dict:
+        """``flotilla rollback APP [N]``: revision N's spec (today's replica counts) and the secret values it
+        used, as a new revision rolled out like any other; everything checked before anything changes."""
+        deployments = self._history()
+        self._apps.require(app)
+        target = deployments.rollback_target(app, number)
+        spec_data = deployments.with_current_counts(app, target.spec)
+        restore = deployments.secrets_to_restore(app, target)
+        self.submit(spec_data, dry_run=True)
+        for name, value in restore.items():
+            version = self.vault.set(app, name, value)
+            self._events.record(app, "secret", name, f"secret {name} restored to the value of version "
+                                f"{target.secrets[name]} (as version {version}) for the rollback")
+        result = self.submit(spec_data, dry_run=False, command=f"rollback to {target.number}")
+        return {**result, "target": target.number, "restored_secrets": sorted(restore)}
+
+    def restart(self, app: str, service: str | None) -> dict:
+        """``flotilla restart APP [SERVICE]``: every replica replaced one at a time, health-gated and drained."""
+        spec = self._apps.require(app)
+        if service is not None and service not in spec.services:
+            raise NotFoundError(f"app {app} has no service {service!r}; it has: {', '.join(sorted(spec.services))}")
+        services = [service] if service else sorted(n for n, s in spec.services.items() if not s.addon)
+        self._history().restart(app, services)
+        self._events.record(app, "restart", app, f"rolling restart of {', '.join(services)}")
+        self._wakeups.trigger(app)
+        return {"app": app, "restarting": services}
+
+    def _history(self) -> Deployments:
+        if self._deployments is None:
+            raise ConflictError("this daemon keeps no deploy history")
+        return self._deployments
 
     def scale(self, app: str, counts: dict[str, int]) -> dict:
         """``flotilla scale``: refused for autoscaled services outside their bounds."""

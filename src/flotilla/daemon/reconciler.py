@@ -13,13 +13,16 @@ and stop the replaced.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.cache_states import CacheStates
+from flotilla.daemon.deployments import Deployments
 from flotilla.daemon.events import EventLog
 from flotilla.daemon.injection import SecretInjector
 from flotilla.daemon.ports import GatewayRoutes, ReplicaEngine
@@ -44,6 +47,7 @@ from flotilla.plan import (
     plan_removal,
 )
 from flotilla.plan.crashes import Failure, Slot, account, crash_loops, record_failure
+from flotilla.plan.liveness import Failing, liveness_actions, merge
 from flotilla.spec import AppSpec, config_hash
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,8 @@ def desired_state(spec: AppSpec, *, hash_of: Callable[[AppSpec, str], str] = con
                 recreate=bool(svc.volumes),
                 restart_delay=svc.restart_delay,
                 group=svc.addon,
+                replace_after=svc.health.replace_after,
+                start_period=svc.health.start_period,
             )
             for name, svc in spec.services.items()
         ),
@@ -86,6 +92,7 @@ class Reconciler:
         injector: SecretInjector | None = None,
         traffic: GatewayRoutes | None = None,
         workers: int = APPLY_WORKERS,
+        deployments: Deployments | None = None,
     ) -> None:
         self._engine = engine
         self._apps = apps
@@ -98,6 +105,7 @@ class Reconciler:
         self._clock = clock
         self._injector = injector
         self._traffic = traffic
+        self._deployments = deployments
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply")
         self._lock = threading.RLock()
         self._previous: dict[str, tuple] = {}  # app -> its replicas at the last pass
@@ -157,8 +165,10 @@ class Reconciler:
             if self._injector:
                 self._injector.collect_garbage(app, observed)
             self._sync_gateway(spec, observed)
-            history = self._account(app, raw)
-            the_plan = plan(self.desired(spec), observed, now=self._clock(), crashes=history)
+            history, failures = self._account(app, raw)
+            spec, desired = self._judge_rollout(spec, raw, observed, failures)
+            the_plan = plan(desired, observed, now=self._clock(), crashes=history)
+            the_plan = self._with_liveness(desired, observed, the_plan, history)
             self._schedule_holds(the_plan)
             self.apply(spec, the_plan)
             if any(r.service not in spec.services for r in the_plan.of_kind(RemoveReplica)):
@@ -169,18 +179,26 @@ class Reconciler:
 
     # -- what others ask -----------------------------------------------------------
 
+    @contextlib.contextmanager
+    def between_passes(self) -> Iterator[None]:
+        """No pass runs inside: a new spec and its revision are stored as one step, never judged half-written."""
+        with self._lock:
+            yield
+
     def preview(self, spec: AppSpec) -> Plan:
         """The plan ``up`` would carry out for ``spec`` (a runtime spec), changing nothing, even in memory."""
         observed = self._snapshots.peek(spec.app)
         return plan(self.desired(spec), observed, now=self._clock(), crashes=self._history.crash_history(spec.app))
 
     def desired(self, spec: AppSpec) -> Desired:
-        """The desired state; config hashes include the versions of the secrets used."""
+        """The desired state; config hashes include the versions of the secrets used and the restarts asked."""
+        restarts = self._deployments.restarts(spec.app) if self._deployments else {}
         injector = self._injector
         if injector is None:
-            return desired_state(spec)
+            return desired_state(spec, hash_of=lambda s, name: restarted(config_hash(s, name), restarts.get(name, 0)))
         versions = injector.vault.versions(spec.app)
-        return desired_state(spec, hash_of=lambda s, name: injector.config_hash(s, name, versions))
+        return desired_state(spec, hash_of=lambda s, name: restarted(injector.config_hash(s, name, versions),
+                                                                     restarts.get(name, 0)))
 
     def crash_loops(self, app: str) -> dict[str, CrashRecord]:
         """Replicas that failed repeatedly and are being restarted with back-off."""
@@ -248,8 +266,8 @@ class Reconciler:
 
     # -- crashes and holds ---------------------------------------------------------
 
-    def _account(self, app: str, observed: Observed) -> dict[Slot, CrashRecord]:
-        """Count the failures since the last pass into the stored history; the history after them."""
+    def _account(self, app: str, observed: Observed) -> tuple[dict[Slot, CrashRecord], tuple[Failure, ...]]:
+        """Count the failures since the last pass into the stored history; the history after them, and them."""
         history = self._history.crash_history(app)
         found = account(observed=observed, previous=self._previous.get(app, ()),
                         removing=frozenset(self._removing), history=history)
@@ -261,7 +279,48 @@ class Reconciler:
             self._events.record(app, "crash", failure.replica,
                                 f"{failure.describe()} (failure {record.count} in a row){self._last_output(failure)}")
         self._previous[app] = observed.replicas
-        return history
+        return history, found.failures
+
+    def _judge_rollout(self, spec: AppSpec, raw: Observed, observed: Observed,
+                       failures: tuple[Failure, ...]) -> tuple[AppSpec, Desired]:
+        """The spec and desired state to plan for, once the rollout in progress is judged (daemon/deployments.py):
+        a failed rollout may have put the previous revision's spec back, or paused the replacements."""
+        desired = self.desired(spec)
+        if self._deployments is None:
+            return spec, desired
+        desired, reverted = self._deployments.review(spec, desired, observed, failures=failures,
+                                                     last_output=self._output_of)
+        if not reverted:
+            return spec, desired
+        spec = self._runtime.of(self._apps.require(spec.app), raw)
+        return spec, self.desired(spec)
+
+    def _output_of(self, container_id: str) -> str:
+        return " | ".join(self._engine.last_log_lines(container_id, lines=3))
+
+    def _with_liveness(self, desired: Desired, observed: Observed, the_plan: Plan,
+                       history: dict[Slot, CrashRecord]) -> Plan:
+        """Add liveness replacements (plan/liveness.py); each counts as a crash of its slot, for the back-off."""
+        failing = {r.container_id: Failing(*state) for r in observed.replicas
+                   if (state := self._snapshots.failing(r.container_id))}
+        rolling = self._deployments is not None and self._deployments.rolling(desired.app)
+        found = liveness_actions(desired, observed, failing=failing, now=self._clock(),
+                                 rolling=frozenset(s.name for s in desired.services) if rolling else frozenset())
+        merged = replace(the_plan, actions=merge(the_plan.actions, found))
+        for action in merged.actions[len(the_plan.actions):]:
+            if isinstance(action, RemoveReplica):
+                self._count_unresponsive(desired.app, action, history)
+        return merged
+
+    def _count_unresponsive(self, app: str, action: RemoveReplica, history: dict[Slot, CrashRecord]) -> None:
+        failure = Failure(service=action.service, index=action.index, container_id=action.container_id,
+                          name=action.name)
+        record = record_failure(history, failure, now=self._clock())
+        history[failure.slot] = record
+        self._history.put_crash(app, failure.slot, record)
+        detail = self._snapshots.health_detail(action.container_id)
+        self._events.record(app, "health", action.replica, f"{action.name} {action.reason} "
+                            f"(last probe: {detail or 'no answer'}; failure {record.count} in a row)")
 
     def _last_output(self, failure: Failure) -> str:
         if failure.vanished:
@@ -320,9 +379,19 @@ class Reconciler:
         self._apps.delete(app)
         self._wakeups.wake_at(app, None)
         self._history.forget_crashes(app)
+        if self._deployments:
+            self._deployments.forget(app)
         self._removing -= {r.container_id for r in self._previous.pop(app, ())}
         if self._traffic:
             try:
                 self._traffic.forget(app)
             except FlotillaError as exc:
                 log.warning("gateway after removing %s: %s", app, exc.message)
+
+
+def restarted(config_hash_: str, generation: int) -> str:
+    """The config hash after ``flotilla restart`` number ``generation`` (0: unchanged), so the
+    rolling update replaces every replica, one at a time, without a change of spec."""
+    if not generation:
+        return config_hash_
+    return hashlib.sha256(f"{config_hash_}:restart:{generation}".encode()).hexdigest()[:len(config_hash_)]

@@ -32,6 +32,7 @@ from flotilla.daemon.autoscaler import Autoscaler
 from flotilla.daemon.cache_states import CacheStates
 from flotilla.daemon.caches import CacheKeeper
 from flotilla.daemon.counts import ReplicaCounts
+from flotilla.daemon.deployments import Deployments
 from flotilla.daemon.events import EventLog
 from flotilla.daemon.health import HealthProber
 from flotilla.daemon.images import Images
@@ -40,6 +41,7 @@ from flotilla.daemon.operations import Operations
 from flotilla.daemon.paths import Home
 from flotilla.daemon.reconciler import Reconciler
 from flotilla.daemon.registries import Registries
+from flotilla.daemon.revision_store import RevisionStore
 from flotilla.daemon.runtime import ReadyReplicas, RuntimeSpecs
 from flotilla.daemon.serving import HttpServer, serve_all
 from flotilla.daemon.snapshots import Snapshots
@@ -118,9 +120,11 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
     traffic = Traffic(gateway=gateway, metrics=metrics, clock=time.monotonic, scale_from_zero=True)
     activator = Activator(path=activator_path, access=gateway_access(worker_user(environ)),
                           wake=autoscaler.wake, ready_replica=ready.find, held=traffic.held)
+    deployments = Deployments(store=RevisionStore(home.store), apps=apps, events=events, engine=engine,
+                              clock=time.time, vault=vault)
     reconciler = Reconciler(engine=engine, apps=apps, snapshots=snapshots, runtime=runtime, events=events,
                             wakeups=wakeups, crash_history=store, cache_states=cache_states, clock=time.time,
-                            injector=injector, traffic=traffic)
+                            injector=injector, traffic=traffic, deployments=deployments)
     keeper = CacheKeeper(apps=apps, runtime=runtime, snapshots=snapshots, states=cache_states,
                          client=ClusterClient(), vault=vault, events=events, wakeups=wakeups, clock=time.monotonic)
     status = StatusViews(apps=apps, runtime=runtime, snapshots=snapshots, reconciler=reconciler,
@@ -130,7 +134,8 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
     registries = Registries(vault=vault, checker=image_source)
     images = Images(source=image_source, store=store, registries=registries)
     operations = Operations(apps=apps, runtime=runtime, engine=engine, reconciler=reconciler, counts=counts,
-                            events=events, wakeups=wakeups, injector=injector, images=images)
+                            events=events, wakeups=wakeups, injector=injector, images=images,
+                            deployments=deployments)
     loops = Loops([
         ("reconcile", reconciler.run),
         ("docker-events", EngineWatcher(engine=engine, wakeups=wakeups).run),

@@ -70,6 +70,10 @@ class Snapshots:
         with self._lock:
             self._latest.pop(app, None)
 
+    def failing(self, container_id: str) -> tuple[float, float | None] | None:
+        """(first probed, failing since) of a replica, for liveness (daemon/health.py)."""
+        return self._prober.failing(container_id)
+
     def health_detail(self, container_id: str) -> str:
         return self._prober.detail(container_id)
 

@@ -68,6 +68,11 @@ class DesiredService:
     restart_delay: float = 0.0  # at least this long between a death and the replacement
     # Services of one group (a cache's nodes) are replaced one service at a time.
     group: str | None = None
+    # Liveness (plan/liveness.py): replace a replica failing its check this long, after start_period.
+    replace_after: float | None = None
+    start_period: float = 0.0
+    # Set while a failed rollout is held (deploy.on_failure: hold): no further old replica is replaced.
+    paused: str | None = None
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ def _group_gates(desired: Desired, by_service: Mapping[str, list[ObservedReplica
             groups[service.group].append(service)
     gates: dict[str, str] = {}
     for members in groups.values():
-        states = {s.name: _rollout_state(s, by_service.get(s.name, [])) for s in sorted(members, key=lambda s: s.name)}
+        states = {s.name: rollout_state(s, by_service.get(s.name, [])) for s in sorted(members, key=lambda s: s.name)}
         busy = [n for n, state in states.items() if state == "replacing"] or [
             n for n, state in states.items() if state == "stale"]
         for name, state in states.items():
@@ -89,7 +89,7 @@ def _group_gates(desired: Desired, by_service: Mapping[str, list[ObservedReplica
     return gates
 
 
-def _rollout_state(service: DesiredService, replicas: list[ObservedReplica]) -> str:
+def rollout_state(service: DesiredService, replicas: list[ObservedReplica]) -> str:
     """``stale``: only old replicas run; ``replacing``: old and new, or new ones not all healthy yet; ``settled``."""
     live = [r for r in replicas if r.running]
     fresh = [r for r in live if r.config_hash == service.config_hash]
@@ -184,6 +184,8 @@ def _slot_actions(
         return [hold]
     if not stale:
         return [CreateReplica(service.name, index, service.config_hash, _create_reason(service, index, crashes))]
+    if service.paused:
+        return [Hold(service.name, index, service.paused)]
     if waiting_for:
         return [Hold(service.name, index, f"waiting for {waiting_for} to be replaced first (one at a time)")]
     if rolling - {index}:

@@ -52,11 +52,27 @@ class HealthSpec(_Frozen):
     path: str | None = None
     interval: float = 2.0
     timeout: float = 1.0
+    # Liveness (daemon/liveness.py): a replica failing its check this long is
+    # replaced with the crash back-off; None (the default) keeps it, out of traffic.
+    replace_after: float | None = None
+    start_period: float = 0.0  # failures this soon after the start do not count towards it
 
     @property
     def kind(self) -> Literal["http", "tcp"]:
         """``http`` with a path; ``tcp`` otherwise (ServiceSpec.probe adds ``none``)."""
         return "http" if self.path else "tcp"
+
+
+DEFAULT_DEPLOY_DEADLINE = 60.0
+
+
+class DeploySpec(_Frozen):
+    """How a rollout of the service is judged: its new replicas must make progress
+    (one more healthy) within ``deadline``, or the rollout fails and, by default,
+    the app returns to its previous revision (``on_failure: hold`` stops and reports)."""
+
+    deadline: float = DEFAULT_DEPLOY_DEADLINE
+    on_failure: Literal["rollback", "hold"] = "rollback"
 
 
 class ResourcesSpec(_Frozen):
@@ -119,6 +135,7 @@ class ServiceSpec(_Frozen):
     replicas: int = 1
     env: dict[str, str] = Field(default_factory=dict)
     health: HealthSpec = Field(default_factory=HealthSpec)
+    deploy: DeploySpec = Field(default_factory=DeploySpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     egress: bool = False
     routes: tuple[RouteSpec, ...] = ()

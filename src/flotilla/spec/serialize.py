@@ -15,6 +15,7 @@ from flotilla.spec.models import (
     AppSpec,
     AutoscaleSpec,
     CacheSpec,
+    DeploySpec,
     HealthSpec,
     ServiceSpec,
 )
@@ -41,6 +42,8 @@ def _service(service: ServiceSpec) -> dict:
     data["env"] = dict(service.env)
     if service.health != HealthSpec():
         data["health"] = service.health.model_dump(exclude_none=True)
+    if service.deploy != DeploySpec():
+        data["deploy"] = service.deploy.model_dump()
     data["resources"] = service.resources.model_dump(exclude_none=True)
     data["egress"] = service.egress
     data["routes"] = [route.model_dump() for route in service.routes]

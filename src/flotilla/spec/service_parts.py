@@ -17,6 +17,7 @@ from flotilla.spec.locate import Path, Reporter
 from flotilla.spec.models import (
     AutoscaleSpec,
     AutoscaleTarget,
+    DeploySpec,
     HealthSpec,
     ResourcesSpec,
     RouteSpec,
@@ -59,11 +60,12 @@ def env_name(rep: Reporter, path: Path, key: str) -> str | None:
 
 
 def health(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> HealthSpec | None:
-    known = c.mapping(rep, path, value, allowed=("path", "interval", "timeout"))
+    known = c.mapping(rep, path, value, allowed=("path", "interval", "timeout", "replace_after", "start_period"))
     if known is None:
         return None
     clean = c.fields(rep, path, known, {"path": _health_path, "interval": c.duration,
-                                        "timeout": c.duration})
+                                        "timeout": c.duration, "replace_after": c.duration,
+                                        "start_period": lambda r, p, v: c.duration(r, p, v, allow_zero=True)})
     interval, timeout = clean.get("interval", 2.0), clean.get("timeout", 1.0)
     if timeout >= interval and {"interval", "timeout"} & set(known):
         where = "timeout" if "timeout" in known else "interval"
@@ -72,6 +74,18 @@ def health(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> Hea
                 "lower timeout or raise interval")
         return None
     return HealthSpec(**clean) if len(clean) == len(known) else None
+
+
+def deploy(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> DeploySpec | None:
+    """``deploy: {deadline: 60s, on_failure: rollback|hold}``: how a rollout is judged."""
+    known = c.mapping(rep, path, value, allowed=("deadline", "on_failure"))
+    if known is None:
+        return None
+    clean = c.fields(rep, path, known, {
+        "deadline": c.duration,
+        "on_failure": lambda r, p, v: c.choice(r, p, v, options=("rollback", "hold")),
+    })
+    return DeploySpec(**clean) if len(clean) == len(known) else None
 
 
 def _health_path(rep: Reporter, path: Path, value: object) -> str | None:

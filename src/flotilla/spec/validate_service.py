@@ -19,7 +19,7 @@ from flotilla.spec.locate import Path, Reporter
 from flotilla.spec.models import ServiceSpec
 from flotilla.spec.service_parts import MAX_REPLICAS, ServiceContext, env_name
 
-SERVICE_KEYS = ("image", "command", "port", "replicas", "env", "health", "resources", "egress",
+SERVICE_KEYS = ("image", "command", "port", "replicas", "env", "health", "deploy", "resources", "egress",
                 "routes", "max_body", "secrets", "autoscale", "caches",
                 "user", "read_only", "cap_add", "pids_limit", "concurrency", "queue_timeout")
 SERVICE_KEYS += images.SERVICE_KEYS  # where the image comes from: validate_images.py
@@ -151,7 +151,8 @@ def _cache_ref_ok(rep: Reporter, path: Path, name: str, *, ctx: ServiceContext,
 
 _CHECKS = {
     "image": _image, "command": _command, "port": _port, "replicas": _replicas, "env": _env,
-    "health": parts.health, "resources": parts.resources, "egress": _egress, "routes": parts.routes,
+    "health": parts.health, "deploy": parts.deploy, "resources": parts.resources, "egress": _egress,
+    "routes": parts.routes,
     "max_body": _max_body, "secrets": parts.secrets, "autoscale": parts.autoscale, "caches": _caches,
     "user": hardening.user, "read_only": hardening.read_only, "cap_add": hardening.cap_add,
     "pids_limit": hardening.pids_limit,

@@ -161,6 +161,11 @@ class DockerEngine:
                 missing.append(image)
         return missing
 
+    def image_id(self, image: str) -> str:
+        """The image's ID (``sha256:...``), recorded in a revision until images are pinned by digest."""
+        with translated(f"inspecting image {image}"):
+            return str(self._api.inspect_image(image).get("Id") or "")
+
     def image_command(self, image: str) -> tuple[list[str], list[str]]:
         """The image's own (entrypoint, cmd), to run them behind a wrapper."""
         with translated(f"inspecting image {image}"):

@@ -50,6 +50,8 @@ def deployment(spec: AppSpec, name: str, *, options: RenderOptions) -> dict:
     obj["spec"] = {
         "selector": {"matchLabels": meta.service_selector(spec.app, name)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        # deploy.deadline: a rollout without progress this long is failed, as on one host.
+        "progressDeadlineSeconds": max(1, math.ceil(svc.deploy.deadline)),
         "template": pod_template(spec, name, options=options),
     }
     if svc.autoscale is None:  # an autoscaler owns the count otherwise; re-applying would fight it
@@ -216,9 +218,25 @@ def probes(svc: ServiceSpec) -> dict:
     return {
         "readinessProbe": {**check, "periodSeconds": period, "timeoutSeconds": timeout,
                            "failureThreshold": 2, "successThreshold": 1},
-        "livenessProbe": {**check, "periodSeconds": max(10, period), "timeoutSeconds": timeout,
-                          "failureThreshold": 6, "successThreshold": 1},
+        **liveness_probes(svc, check, period=period, timeout=timeout),
     }
+
+
+def liveness_probes(svc: ServiceSpec, check: dict, *, period: int, timeout: int) -> dict:
+    """``health.replace_after``: restarted after failing that long; ``start_period``: a startup probe
+    that gives a slow starter that long (plus ``replace_after``) before liveness begins. Without
+    ``replace_after``, the same check, patiently (every max(10 s, interval), 6 failures)."""
+    after, start = svc.health.replace_after, svc.health.start_period
+    if after is None:
+        return {"livenessProbe": {**check, "periodSeconds": max(10, period), "timeoutSeconds": timeout,
+                                  "failureThreshold": 6, "successThreshold": 1}}
+    probes = {"livenessProbe": {**check, "periodSeconds": period, "timeoutSeconds": timeout,
+                                "failureThreshold": max(1, math.ceil(after / period)), "successThreshold": 1}}
+    if start > 0:
+        probes["startupProbe"] = {**check, "periodSeconds": period, "timeoutSeconds": timeout,
+                                  "failureThreshold": max(1, math.ceil((start + after) / period)),
+                                  "successThreshold": 1}
+    return probes
 
 
 def cluster_service(app: str, name: str, svc: ServiceSpec) -> dict:
