@@ -15,11 +15,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from flotilla.daemon.store import transaction
 from flotilla.errors import DaemonError
 
 SCHEMA = """
@@ -106,16 +105,8 @@ class RevisionStore:
         except sqlite3.Error as exc:
             raise DaemonError(f"cannot open the revision history in {path}: {exc}") from exc
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                yield self._db
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
-                raise DaemonError(f"revision history error: {exc}") from exc
+    def _tx(self):
+        return transaction(self._db, self._lock, failure="revision history error")
 
     def close(self) -> None:
         with self._lock:

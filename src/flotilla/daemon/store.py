@@ -22,6 +22,19 @@ from pathlib import Path
 from flotilla.errors import DaemonError
 from flotilla.plan.model import CrashRecord
 
+
+@contextmanager
+def transaction(db: sqlite3.Connection, lock: threading.Lock, *, failure: str) -> Iterator[sqlite3.Connection]:
+    """One write transaction on ``db`` (under ``lock``): committed, or rolled back and a DaemonError."""
+    with lock:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            db.execute("ROLLBACK")
+            raise DaemonError(f"{failure}: {exc}") from exc
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS apps (
     name TEXT PRIMARY KEY,
@@ -109,16 +122,8 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise DaemonError(f"cannot open the state store {path}: {exc}") from exc
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                yield self._db
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
-                raise DaemonError(f"state store error: {exc}") from exc
+    def _tx(self):
+        return transaction(self._db, self._lock, failure="state store error")
 
     def _migrate(self) -> None:
         for (table, column), statement in MIGRATIONS.items():
