@@ -123,6 +123,7 @@ class Autoscaler:
             queued=float(current.queued) if current else 0.0,
             rps=current.arrival_rps if current else 0.0,  # arrivals: a queued request counts at once
             service_time=_seconds(current.service_ms) if current else None,
+            limit=float(svc.concurrency) if svc.concurrency else None,
             cpu_percent=cpu,
             ready=len(ready),
         )
