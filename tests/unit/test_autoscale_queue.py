@@ -12,7 +12,7 @@ the rest queue, and a decision's replicas join only ``start`` seconds later.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -149,6 +149,20 @@ def test_a_4x_step_whose_service_time_swells_peaks_at_one_over_the_need():
                      tell_limit=True, swell=0.15)
     assert max(d for _, d, _, _ in trace) <= 5, [r for _, _, _, r in trace]
     assert any("empty the queue in" in r for _, _, _, r in trace), [r for _, _, _, r in trace]
+
+
+def test_a_queue_that_drains_within_half_its_timeout_gets_no_sixth_replica():
+    # benchmarks/autoscale.py, second run, round 1 at 3.7 s: 75 queued beside 60.5/s x 0.23 s on 5
+    # replicas of 4 slots; the 6.1 free slots empty the queue in 2.9 s, within half the 10 s
+    # queue timeout, so a sixth replica (need 4) buys nothing.
+    window = [Observation(at=T0 - s * 0.5, in_flight=17, queued=75.5, rps=60.5, cpu_percent=None, ready=5,
+                          service_time=0.23, limit=4, queue_timeout=10.0) for s in range(4)]
+    d = decide(window=window, policy=policy(target=3), state=initial_state(replicas=5, now=T0 - 10), now=T0)
+    assert d.replicas == 5, d.reason
+    assert "empty the queue in 2.9s" in d.reason, d.reason
+    shorter = [replace(o, queue_timeout=4.0) for o in window]  # 2.9 s is over half of 4 s: drain it
+    d = decide(window=shorter, policy=policy(target=3), state=initial_state(replicas=5, now=T0 - 10), now=T0)
+    assert d.replicas == 6 and "+ 1 to drain the queue" in d.reason, d.reason
 
 
 @FAST

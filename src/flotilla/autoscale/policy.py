@@ -19,7 +19,8 @@ The rules, after Kubernetes' HorizontalPodAutoscaler and Knative's panic window:
   (the queue grows while capacity starts; the arrivals do not). With a queue,
   one replica more is allowed, to drain it, unless the gateway's per-replica
   limit (``Observation.limit``) leaves the sustained count enough free slots
-  to empty the queue within ``DRAIN_SECONDS``: the drain replica is never
+  to empty the queue within half the queue's timeout (``Observation.queue_timeout``;
+  ``DRAIN_SECONDS`` when unknown): the drain replica is never
   stacked on a count that already drains. So a step that needs 4 gets 4 or 5,
   never the maximum, even when the service time swells under load.
 - Scale-up looks at the last ``SHORT_WINDOW`` seconds, so a step in load is
@@ -56,8 +57,9 @@ STABLE_WINDOW = 6.0
 SHORT_WINDOW = 2.0
 PANIC_FACTOR = 2.0
 PANIC_HOLD = 6.0
-# A queue the sustained count's free slots empty within this long needs no extra replica: one
-# would take about as long to start (benchmarks/autoscale.py), and the queue waits 10 s by default.
+# A queue the sustained count's free slots empty within half its timeout needs no extra replica:
+# its requests are served in time, and one more would take a second to start (benchmarks/autoscale.py)
+# and then idle for scale_down_delay. Without a known timeout, this long:
 DRAIN_SECONDS = 2.0
 _EPSILON = 1e-9
 _HUGE = 10**9  # a need beyond any sane max; keeps ceil() away from infinities
@@ -75,6 +77,7 @@ class Observation:
     queued: float = 0.0  # requests waiting in the gateway's queue for a free replica
     service_time: float | None = None  # seconds a replica takes per request (recent mean); None: unknown
     limit: float | None = None  # the most requests the gateway gives one replica at once; None: no limit
+    queue_timeout: float | None = None  # seconds a request may wait in the gateway's queue; None: unknown
 
 
 @dataclass(frozen=True)
@@ -291,24 +294,25 @@ def _arrival_bound(samples: Sequence[Observation], *, target: float,
     if queued <= _EPSILON:
         return sustained, note
     limits = [o.limit for o in timed if _positive(o.limit)]
+    waits = [o.queue_timeout / 2 for o in timed if _positive(o.queue_timeout)]
     drain = _drains(queued, replicas=_ceil(sustained), limit=min(limits) if limits else None,
-                    concurrency=rps * seconds, seconds=seconds)
+                    concurrency=rps * seconds, seconds=seconds, within=min(waits) if waits else DRAIN_SECONDS)
     if drain is not None:
         return sustained, f"{note}, whose free slots empty the queue in {drain:.1f}s"
     return sustained + 1, f"{note} + 1 to drain the queue"
 
 
-def _drains(queued: float, *, replicas: int, limit: float | None, concurrency: float,
-            seconds: float) -> float | None:
+def _drains(queued: float, *, replicas: int, limit: float | None, concurrency: float, seconds: float,
+            within: float) -> float | None:
     """The seconds ``replicas`` of ``limit`` slots each take to empty ``queued`` requests beside the
-    sustained ``concurrency``, if within DRAIN_SECONDS; None if longer or unknown (no limit)."""
+    sustained ``concurrency``, if ``within``; None if longer or unknown (no limit)."""
     if limit is None:
         return None
     free = replicas * limit - concurrency  # slots the sustained load leaves free
     if free <= _EPSILON:
         return None
     drain = queued * seconds / free
-    return drain if drain <= DRAIN_SECONDS else None
+    return drain if drain <= within else None
 
 
 _LABEL = {  # the metric's words in a reason, and the unit of its target

@@ -28,6 +28,7 @@ from flotilla.errors import FlotillaError
 from flotilla.gateway.metrics import MetricsWindow
 from flotilla.plan import Observed
 from flotilla.spec import AppSpec, ServiceSpec
+from flotilla.spec.concurrency import DEFAULT_QUEUE_TIMEOUT
 
 log = logging.getLogger(__name__)
 TICK = 0.5  # the longest between two decisions for a service; the gateway samples as often
@@ -143,6 +144,7 @@ class Autoscaler:
             rps=current.arrival_rps if current else 0.0,  # arrivals: a queued request counts at once
             service_time=_seconds(current.service_ms) if current else None,
             limit=float(svc.concurrency) if svc.concurrency else None,
+            queue_timeout=_queue_timeout(svc),
             cpu_percent=cpu,
             ready=len(ready),
         )
@@ -166,3 +168,10 @@ class Autoscaler:
 
 def _seconds(millis: float | None) -> float | None:
     return millis / 1000.0 if millis is not None else None
+
+
+def _queue_timeout(svc: ServiceSpec) -> float | None:
+    """How long the gateway queues a request for ``svc`` (None: it queues nothing)."""
+    if not svc.concurrency:
+        return None
+    return svc.queue_timeout if svc.queue_timeout is not None else DEFAULT_QUEUE_TIMEOUT
