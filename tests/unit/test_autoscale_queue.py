@@ -165,6 +165,21 @@ def test_a_queue_that_drains_within_half_its_timeout_gets_no_sixth_replica():
     assert d.replicas == 6 and "+ 1 to drain the queue" in d.reason, d.reason
 
 
+def test_a_growing_queue_reads_the_latest_arrivals_not_the_lagging_median():
+    # benchmarks/autoscale.py, second run: half a second into the step the 2 s window's median
+    # arrivals were still the old 15/s, so the bound held 1 replica with requests already queueing
+    # (the first decision came at 0.8-1.2 s, against 0.1-0.8 s with the drain replica always added).
+    rps, queued, in_flight = [15.0, 15.0, 15.0, 37.5], [0.0, 0.0, 0.0, 1.5], [3.0, 3.0, 3.0, 3.5]
+    window = [Observation(at=T0 - (3 - i) * 0.5, in_flight=in_flight[i], queued=queued[i], rps=rps[i],
+                          cpu_percent=None, ready=1, service_time=0.2, limit=4, queue_timeout=10.0)
+              for i in range(4)]
+    d = decide(window=window, policy=policy(target=3), state=initial_state(replicas=1, now=T0 - 10), now=T0)
+    assert d.replicas == 2, d.reason
+    steady = [replace(o, queued=1.5) for o in window]  # a queue that does not grow: a spike buys nothing
+    d = decide(window=steady, policy=policy(target=3), state=initial_state(replicas=1, now=T0 - 10), now=T0)
+    assert d.replicas == 1, d.reason
+
+
 @FAST
 @given(
     in_flight=st.floats(min_value=0, max_value=400),

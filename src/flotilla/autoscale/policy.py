@@ -284,11 +284,11 @@ def _arrival_bound(samples: Sequence[Observation], *, target: float,
                    queued: float) -> tuple[float, str] | None:
     """Little's law: arrivals/s x service time is the concurrency the load sustains, in replicas
     at ``target``; one more while requests queue, to drain them (``_drains``). None without both
-    numbers. The arrivals are the window's median observation, so one second's spike buys nothing."""
+    numbers."""
     timed = [o for o in samples if _usable(o.rps) and _usable(o.service_time) and o.service_time > 0]
     if not timed:
         return None
-    rps, seconds = statistics.median(o.rps for o in timed), _mean([o.service_time for o in timed])
+    rps, seconds = _arrivals(timed), _mean([o.service_time for o in timed])
     sustained = rps * seconds / target
     note = f"arrivals {rps:.1f}/s x {seconds:.2f}s = {_num(rps * seconds)} in flight, need {_ceil(sustained)}"
     if queued <= _EPSILON:
@@ -300,6 +300,14 @@ def _arrival_bound(samples: Sequence[Observation], *, target: float,
     if drain is not None:
         return sustained, f"{note}, whose free slots empty the queue in {drain:.1f}s"
     return sustained + 1, f"{note} + 1 to drain the queue"
+
+
+def _arrivals(timed: Sequence[Observation]) -> float:
+    """The window's median arrivals, so one second's spike buys nothing; but the latest while the
+    queue grows: then arrivals outrun the replicas now, and the median lags a step by a second."""
+    median = statistics.median(o.rps for o in timed)
+    growing = len(timed) > 1 and _usable(timed[-1].queued) and timed[-1].queued > timed[0].queued
+    return max(median, timed[-1].rps) if growing else median
 
 
 def _drains(queued: float, *, replicas: int, limit: float | None, concurrency: float, seconds: float,
