@@ -11,6 +11,10 @@ Measured per round, all in this run against this host's clock:
 * decision: from the load step to the autoscaler's first scale-up event;
 * capacity: from the load step to the first new replica in the gateway;
 * peak: the most replicas desired during the step, against N (overshoot);
+* where the capacity time goes, for the first replica the step added: decision,
+  Docker's ``create`` and ``start`` events (from the daemon's event stream),
+  the start call returned (Flotilla's ``create`` event), first healthy probe
+  (its ``health`` event), in the gateway (polled every 0.1 s);
 * failed: requests that did not get a 200 (the load generator's own count).
 
 The gateway's request rate is recorded each second of every step, and the
@@ -141,9 +145,11 @@ class Bench:
         events = self.client.request("GET", f"/v1/apps/{APP}/events", query={"since": last_event})["events"]
         ups = [e for e in events if e["kind"] == "autoscale"]
         decision = ups[0]["time"] - step_wall if ups else None
+        gateway = step_wall + capacity if capacity is not None else None
         return {"decision": decision, "capacity": capacity, "peak": peak, "trace": [BASE_RATE] * 5 + trace,
                 "failed": result.failed + base_result.failed, "sent": result.sent + base_result.sent,
-                "lag": result.max_lag,
+                "lag": result.max_lag, "decisions": [(e["time"] - step_wall, e["message"]) for e in ups],
+                "stages": stages(events, docker_events(step_wall), gateway=gateway),
                 "reason": ups[0]["message"] if ups else ""}
 
     def cold_start(self) -> float:
@@ -163,6 +169,58 @@ class Bench:
         pid = self.home.daemon_pid()
         if pid:
             os.kill(pid, signal.SIGTERM)
+
+
+STAGES = ("decision", "docker create", "docker start", "start returned", "healthy", "in gateway")
+
+
+def docker_events(since: float) -> list[dict]:
+    """Docker's own create/start events of the app's replicas since ``since`` (wall clock)."""
+    import docker  # the benchmark's dependency only
+
+    api = docker.APIClient()
+    try:
+        found = api.events(since=int(since), until=int(time.time()) + 1, decode=True,
+                           filters={"type": "container", "label": f"io.flotilla.app={APP}",
+                                    "event": ["create", "start"]})
+        return list(found)
+    finally:
+        api.close()
+
+
+def stages(events: list[dict], docker: list[dict], *, gateway: float | None) -> dict[str, float]:
+    """When each stage of the first added replica ended, in seconds after the first decision."""
+    ups = [e for e in events if e["kind"] == "autoscale"]
+    created = [e for e in events if e["kind"] == "create" and ups and e["time"] >= ups[0]["time"]]
+    if not created:
+        return {}
+    replica, decided = created[0]["subject"], ups[0]["time"]  # e.g. "worker-2"
+    index = replica.rsplit("-", 1)[-1]
+    times = {"decision": decided, "start returned": created[0]["time"]}
+    for kind in ("create", "start"):
+        found = [d["timeNano"] / 1e9 for d in docker if d.get("status", d.get("Action")) == kind
+                 and d["Actor"]["Attributes"].get("io.flotilla.replica") == index and d["timeNano"] / 1e9 >= decided]
+        if found:
+            times[f"docker {kind}"] = min(found)
+    healthy = [e["time"] for e in events if e["kind"] == "health" and e["subject"] == replica
+               and e["message"].startswith("healthy") and e["time"] >= decided]
+    if healthy:
+        times["healthy"] = healthy[0]
+    if gateway is not None:
+        times["in gateway"] = gateway
+    return {stage: times[stage] - decided for stage in STAGES if stage in times}
+
+
+def breakdown(rounds: list[dict]) -> str:
+    """Median time of each stage after the one before it, over the rounds."""
+    parts, before = [], "decision"
+    for stage in STAGES[1:]:
+        gaps = [r["stages"][stage] - r["stages"][before] for r in rounds
+                if stage in r["stages"] and before in r["stages"]]
+        if gaps:
+            parts.append(f"{stage} +{statistics.median(gaps):.2f}s")
+            before = stage
+    return ", ".join(parts) or "no replica was added"
 
 
 def _in_gateway(status: dict) -> set[str]:
@@ -258,6 +316,9 @@ def main() -> None:
                       f"peak {r['peak']}, failed {r['failed']} of {r['sent']}: {r['reason']}", flush=True)
                 print(f"  arrivals per second at the gateway (the load generator's most late: {r['lag']:.2f}s):",
                       " ".join(f"{x:.0f}" for x in r["trace"][5:]), flush=True)
+                print("  stages after the decision:", ", ".join(f"{k} {v:.2f}s" for k, v in r["stages"].items()))
+                for at, message in r["decisions"]:
+                    print(f"  {at:5.2f}s {message}", flush=True)
             bench.up(spec(bench.port, minimum=0), Path(tmp))
             colds = [bench.cold_start() for _ in range(3)]
         finally:
@@ -279,6 +340,7 @@ def report(rounds: list[dict], colds: list[float], *, needed: int, rate: float) 
     print(f"  capacity p95   {pct(capacities, .95):6.2f}s   {_p95(hpa, 'capacity'):>14}    (aim: <= 2 s)")
     print(f"  peak / need    {max(peaks) / needed:6.2f}x   {max(h['peak'] for h in hpa) / needed:13.2f}x    "
           f"(aim: <= 1.25x; {max(peaks)} for {needed})")
+    print(f"  decision -> serving, medians: {breakdown(rounds)}")
     print(f"  failed         {failed:>6} of {sent}   {sum(h['failed'] for h in hpa):>8}    (aim: 0)")
     print(f"  cold start from zero: p50 {statistics.median(colds):.2f}s, max {max(colds):.2f}s   (aim: under 2 s)")
 

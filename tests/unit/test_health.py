@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from flotilla.daemon.health import (
     FAILURES_TO_UNHEALTHY,
+    NEVER_UP_AFTER,
     NO_PROBE_SETTLE,
     STARTUP_INTERVAL,
     HealthProber,
@@ -98,3 +99,43 @@ def test_removed_targets_are_forgotten_and_kept_ones_keep_their_state():
     step(prober, clock, 0)
     prober.set_targets("shop", [target(cid="c2")])
     assert prober.healthy("c1") is None and prober.healthy("c2") is True
+
+
+def test_the_first_answer_goes_to_on_ready_at_once_and_only_the_first():
+    # Issue 18: a new replica is probed at once, then every STARTUP_INTERVAL, and its first good
+    # probe routes it (on_ready) before the health change wakes a reconcile pass; a recovery later
+    # is the reconciler's business, not a new replica's.
+    clock, calls = Clock(), []
+    answers = iter([(False, "refused"), (True, "ok"), (False, "a"), (False, "b"), (True, "ok")])
+    prober = HealthProber(on_change=lambda t, healthy, detail: calls.append(("change", healthy)), clock=clock,
+                          probe_fn=lambda t: next(answers), on_ready=lambda t: calls.append(("ready", t.replica)))
+    prober.add_target(target(interval=2.0))
+    assert len(prober._due()) == 1, "probed at once, not after an interval"
+    prober._states["c1"].in_flight = False
+    step(prober, clock, STARTUP_INTERVAL)
+    assert STARTUP_INTERVAL <= 0.05 and calls == []
+    step(prober, clock, 2.0)
+    assert calls == [("ready", "web-1"), ("change", True)]
+    for _ in range(3):
+        step(prober, clock, 2.0)
+    assert calls == [("ready", "web-1"), ("change", True), ("change", False), ("change", True)]
+
+
+def test_a_failing_on_ready_still_reports_the_change():
+    clock, changes = Clock(), []
+    prober = HealthProber(on_change=lambda t, healthy, detail: changes.append(healthy), clock=clock,
+                          probe_fn=lambda t: (True, "ok"), on_ready=lambda t: 1 / 0)
+    prober.add_target(target())
+    step(prober, clock, 0)
+    assert changes == [True]
+
+
+def test_a_replica_that_never_answers_is_unhealthy_after_never_up_after():
+    prober, clock, changes = make([(False, "refused")] * 100)
+    prober.set_targets("shop", [target()])
+    while clock.now < 1000.0 + NEVER_UP_AFTER - STARTUP_INTERVAL:
+        step(prober, clock, STARTUP_INTERVAL)
+    assert prober.healthy("c1") is None
+    step(prober, clock, STARTUP_INTERVAL)
+    step(prober, clock, STARTUP_INTERVAL)
+    assert prober.healthy("c1") is False and changes == [("web-1", False)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from flotilla.daemon.health import ProbeTarget
 from flotilla.daemon.traffic import Traffic
 from flotilla.errors import GatewayError
 from flotilla.gateway.metrics import MetricsWindow
@@ -118,3 +119,48 @@ def test_without_scale_from_zero_nothing_is_held():
     traffic = Traffic(gateway=gateway, metrics=MetricsWindow(), clock=lambda: 0.0)
     traffic.sync(zero("z"), Observed(app="z", replicas=()))
     assert gateway.held == [frozenset()] and not traffic.held("z", "web")
+
+
+class RecordingGateway(HoldingGateway):
+    """Keeps the servers of every configuration it took."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.servers: list[dict] = []
+
+    def apply(self, specs, desired, held=frozenset()):
+        self.servers.append({key: list(found) for key, found in desired.items()})
+        return super().apply(specs, desired, held)
+
+
+def first_answer(app_name: str, *, ip: str = "10.0.0.3", service: str = "web") -> ProbeTarget:
+    return ProbeTarget(container_id="c2", app=app_name, replica=f"{service}-2", ip=ip, port=8000, kind="http",
+                       path="/", interval=1.0, timeout=0.5, service=service, name=f"{app_name}-{service}-2-abc")
+
+
+def test_a_replica_that_first_answers_is_routed_at_once_beside_the_others():
+    # Issue 18: a new replica waited for the reconcile pass after the one that started it (and its
+    # siblings) to reach the gateway; the prober now hands its first answer straight to the gateway.
+    gateway = RecordingGateway()
+    traffic = Traffic(gateway=gateway, metrics=MetricsWindow(), clock=lambda: 0.0, scale_from_zero=True)
+    traffic.sync(app("a"), running("a"))
+    traffic.serve_ready(first_answer("a"))
+    routed = gateway.servers[-1][("a", "web")]
+    assert [(s.address, s.healthy) for s in routed] == [("10.0.0.2", True), ("10.0.0.3", True)]
+    traffic.sync(app("a"), running("a"))  # a pass that has not seen it yet puts things back as observed
+    traffic.serve_ready(first_answer("a", ip=""))  # no address yet: nothing to route
+    assert len(gateway.servers) == 3
+
+
+def test_a_first_answer_releases_a_held_service_and_ignores_what_is_not_routed():
+    gateway = RecordingGateway()
+    traffic = Traffic(gateway=gateway, metrics=MetricsWindow(), clock=lambda: 0.0, scale_from_zero=True)
+    traffic.sync(zero("z"), Observed(app="z", replicas=()))
+    assert gateway.held[-1] == {("z", "web")}
+    traffic.serve_ready(first_answer("z", service="other"))  # no such service
+    traffic.serve_ready(first_answer("unknown"))  # no such app
+    assert len(gateway.servers) == 1
+    traffic.serve_ready(first_answer("z"))
+    assert gateway.held[-1] == frozenset(), "the first replica to answer takes over from the activator"
+    traffic.serve_ready(first_answer("z"))  # already routed: nothing to render
+    assert len(gateway.servers) == 2

@@ -7,6 +7,7 @@ per service and applies the result; nothing here reads a clock or does I/O.
 """
 
 from flotilla.autoscale.policy import (
+    DRAIN_SECONDS,
     PANIC_FACTOR,
     PANIC_HOLD,
     SHORT_WINDOW,
@@ -20,6 +21,7 @@ from flotilla.autoscale.policy import (
 )
 
 __all__ = [
+    "DRAIN_SECONDS",
     "PANIC_FACTOR",
     "PANIC_HOLD",
     "SHORT_WINDOW",

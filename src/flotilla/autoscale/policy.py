@@ -17,7 +17,12 @@ The rules, after Kubernetes' HorizontalPodAutoscaler and Knative's panic window:
   replicas' service time: arrivals/s x seconds per request is the concurrency
   the load sustains (the window's median), which does not grow with a backlog
   (the queue grows while capacity starts; the arrivals do not). With a queue,
-  one replica more is allowed, to drain it. So a step that needs 4 gets 4 or 5, never the maximum.
+  one replica more is allowed, to drain it, unless the gateway's per-replica
+  limit (``Observation.limit``) leaves the sustained count enough free slots
+  to empty the queue within half the queue's timeout (``Observation.queue_timeout``;
+  ``DRAIN_SECONDS`` when unknown): the drain replica is never
+  stacked on a count that already drains. So a step that needs 4 gets 4 or 5,
+  never the maximum, even when the service time swells under load.
 - Scale-up looks at the last ``SHORT_WINDOW`` seconds, so a step in load is
   answered within two ticks; everything else at the last ``STABLE_WINDOW``
   seconds.
@@ -52,6 +57,10 @@ STABLE_WINDOW = 6.0
 SHORT_WINDOW = 2.0
 PANIC_FACTOR = 2.0
 PANIC_HOLD = 6.0
+# A queue the sustained count's free slots empty within half its timeout needs no extra replica:
+# its requests are served in time, and one more would take a second to start (benchmarks/autoscale.py)
+# and then idle for scale_down_delay. Without a known timeout, this long:
+DRAIN_SECONDS = 2.0
 _EPSILON = 1e-9
 _HUGE = 10**9  # a need beyond any sane max; keeps ceil() away from infinities
 
@@ -67,6 +76,8 @@ class Observation:
     ready: int  # replicas serving
     queued: float = 0.0  # requests waiting in the gateway's queue for a free replica
     service_time: float | None = None  # seconds a replica takes per request (recent mean); None: unknown
+    limit: float | None = None  # the most requests the gateway gives one replica at once; None: no limit
+    queue_timeout: float | None = None  # seconds a request may wait in the gateway's queue; None: unknown
 
 
 @dataclass(frozen=True)
@@ -272,18 +283,44 @@ def _concurrency_need(samples: Sequence[Observation], *, target: float, current:
 def _arrival_bound(samples: Sequence[Observation], *, target: float,
                    queued: float) -> tuple[float, str] | None:
     """Little's law: arrivals/s x service time is the concurrency the load sustains, in replicas
-    at ``target``; one more while requests queue, to drain them. None without both numbers.
-    The arrivals are the window's median observation, so one second's spike buys nothing."""
+    at ``target``; one more while requests queue, to drain them (``_drains``). None without both
+    numbers."""
     timed = [o for o in samples if _usable(o.rps) and _usable(o.service_time) and o.service_time > 0]
     if not timed:
         return None
-    rps, seconds = statistics.median(o.rps for o in timed), _mean([o.service_time for o in timed])
+    rps, seconds = _arrivals(timed), _mean([o.service_time for o in timed])
     sustained = rps * seconds / target
-    drain = 1 if queued > _EPSILON else 0
-    extra = " + 1 to drain the queue" if drain else ""
-    note = (f"arrivals {rps:.1f}/s x {seconds:.2f}s = {_num(rps * seconds)} in flight, "
-            f"need {_ceil(sustained)}{extra}")
-    return sustained + drain, note
+    note = f"arrivals {rps:.1f}/s x {seconds:.2f}s = {_num(rps * seconds)} in flight, need {_ceil(sustained)}"
+    if queued <= _EPSILON:
+        return sustained, note
+    limits = [o.limit for o in timed if _positive(o.limit)]
+    waits = [o.queue_timeout / 2 for o in timed if _positive(o.queue_timeout)]
+    drain = _drains(queued, replicas=_ceil(sustained), limit=min(limits) if limits else None,
+                    concurrency=rps * seconds, seconds=seconds, within=min(waits) if waits else DRAIN_SECONDS)
+    if drain is not None:
+        return sustained, f"{note}, whose free slots empty the queue in {drain:.1f}s"
+    return sustained + 1, f"{note} + 1 to drain the queue"
+
+
+def _arrivals(timed: Sequence[Observation]) -> float:
+    """The window's median arrivals, so one second's spike buys nothing; but the latest while the
+    queue grows: then arrivals outrun the replicas now, and the median lags a step by a second."""
+    median = statistics.median(o.rps for o in timed)
+    growing = len(timed) > 1 and _usable(timed[-1].queued) and timed[-1].queued > timed[0].queued
+    return max(median, timed[-1].rps) if growing else median
+
+
+def _drains(queued: float, *, replicas: int, limit: float | None, concurrency: float, seconds: float,
+            within: float) -> float | None:
+    """The seconds ``replicas`` of ``limit`` slots each take to empty ``queued`` requests beside the
+    sustained ``concurrency``, if ``within``; None if longer or unknown (no limit)."""
+    if limit is None:
+        return None
+    free = replicas * limit - concurrency  # slots the sustained load leaves free
+    if free <= _EPSILON:
+        return None
+    drain = queued * seconds / free
+    return drain if drain <= within else None
 
 
 _LABEL = {  # the metric's words in a reason, and the unit of its target

@@ -1,11 +1,14 @@
-"""The autoscaler loop: twice a second, metrics in, a decision out, per service.
+"""The autoscaler loop: at each new gateway sample (twice a second), metrics in, a decision out, per service.
 
 Each tick reads what the gateway saw of every autoscaled service (requests in
 flight and queued, requests per second, the replicas' time per request) and, when the policy targets CPU, the
 replicas' CPU time from their cgroups; the pure policy (autoscale/policy.py)
 turns the window of observations into a replica count and a reason. A change
 is stored like `flotilla scale` would store it, recorded as an event with its
-reason, and the reconciler converges.
+reason, and the reconciler converges. The loop looks every ``POLL`` seconds
+and decides for a service as soon as the gateway has sampled it again (at
+least every ``TICK``): a tick of its own, out of step with the sampler,
+added up to half a second to every decision.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from flotilla.errors import FlotillaError
 from flotilla.gateway.metrics import MetricsWindow
 from flotilla.plan import Observed
 from flotilla.spec import AppSpec, ServiceSpec
+from flotilla.spec.concurrency import DEFAULT_QUEUE_TIMEOUT
 
 log = logging.getLogger(__name__)
-TICK = 0.5  # a load step is seen within a sample and a tick: decision p95 about 1 s (benchmarks/autoscale.py)
+TICK = 0.5  # the longest between two decisions for a service; the gateway samples as often
+POLL = 0.05  # how soon a new sample is decided on: decision p95 about a sample, 0.5 s (benchmarks/autoscale.py)
 WINDOW = 360  # observations kept per service: enough for a scale_down_delay of 3 minutes
 
 
@@ -36,6 +41,8 @@ class _ServiceState:
     policy: PolicyState
     window: deque
     reason: str = "starting"
+    decided_at: float = float("-inf")
+    sample_at: float | None = None  # the gateway sample the last decision read
 
 
 class Autoscaler:
@@ -60,21 +67,33 @@ class Autoscaler:
         self._lock = threading.RLock()
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.wait(TICK):
+        while not stop.wait(POLL):
             try:
-                self.tick()
+                self.tick(only_due=True)
             except FlotillaError as exc:
                 log.warning("autoscaler: %s", exc.message)
             except Exception:  # the loop must survive a bug
                 log.exception("autoscaler tick failed")
 
-    def tick(self) -> None:
+    def tick(self, *, only_due: bool = False) -> None:
+        """Decide for every autoscaled service (``only_due``: those with a new sample, or TICK since)."""
         now = self._clock()
         for spec in self._apps.active():
-            observed = self._snapshots.latest(spec)
-            for name, svc in spec.services.items():
-                if svc.autoscale:
-                    self._decide(spec, name, svc, observed, now=now)
+            names = [n for n, svc in spec.services.items()
+                     if svc.autoscale and (not only_due or self._due(spec.app, n, now=now))]
+            if names:
+                observed = self._snapshots.latest(spec)
+                for name in names:
+                    self._decide(spec, name, spec.services[name], observed, now=now)
+
+    def _due(self, app: str, service: str, *, now: float) -> bool:
+        with self._lock:
+            state = self._states.get((app, service))
+        return state is None or now - state.decided_at >= TICK or self._last_sample(app, service) != state.sample_at
+
+    def _last_sample(self, app: str, service: str) -> float | None:
+        samples = self._metrics.samples(app, service)
+        return samples[-1].at if samples else None
 
     def wake(self, app: str, service: str) -> None:
         """A request waits at the gateway for a service at zero: one replica, now."""
@@ -98,6 +117,7 @@ class Autoscaler:
     def _decide(self, spec: AppSpec, name: str, svc: ServiceSpec, observed: Observed, *, now: float) -> None:
         with self._lock:
             state = self._state(spec.app, name, svc, now=now)
+            state.decided_at, state.sample_at = now, self._last_sample(spec.app, name)
             state.window.append(self._observe(spec, name, svc, observed, now=now))
             decision = decide(window=tuple(state.window), policy=svc.autoscale, state=state.policy, now=now)
             state.policy = decision.state
@@ -123,6 +143,8 @@ class Autoscaler:
             queued=float(current.queued) if current else 0.0,
             rps=current.arrival_rps if current else 0.0,  # arrivals: a queued request counts at once
             service_time=_seconds(current.service_ms) if current else None,
+            limit=float(svc.concurrency) if svc.concurrency else None,
+            queue_timeout=_queue_timeout(svc),
             cpu_percent=cpu,
             ready=len(ready),
         )
@@ -146,3 +168,10 @@ class Autoscaler:
 
 def _seconds(millis: float | None) -> float | None:
     return millis / 1000.0 if millis is not None else None
+
+
+def _queue_timeout(svc: ServiceSpec) -> float | None:
+    """How long the gateway queues a request for ``svc`` (None: it queues nothing)."""
+    if not svc.concurrency:
+        return None
+    return svc.queue_timeout if svc.queue_timeout is not None else DEFAULT_QUEUE_TIMEOUT

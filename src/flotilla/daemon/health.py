@@ -2,9 +2,11 @@
 
 Flotilla probes replicas itself instead of relying on Docker's HEALTHCHECK,
 which runs inside the container (needing curl in every image) and reports no
-faster than its interval. A new replica is probed every 100 ms until it first
-answers, so it counts as an endpoint within a fraction of a second of being
-ready; after that at the service's ``health.interval``. A replica turns
+faster than its interval. A new replica is probed at once and then every
+50 ms until it first answers, and that first answer goes straight to
+``on_ready`` (the gateway routes to it then, not at the next reconcile
+pass), so it serves within about 50 ms of listening; after that it is probed
+at the service's ``health.interval``. A replica turns
 unhealthy after two failed probes in a row. Each probe ends by its deadline
 (``health.timeout`` for the whole exchange, not per read), and one app has
 at most PROBES_PER_APP probes in flight, so replicas that answer slowly
@@ -13,6 +15,7 @@ cannot starve the probes of any other app.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -21,7 +24,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-STARTUP_INTERVAL = 0.1
+log = logging.getLogger(__name__)
+STARTUP_INTERVAL = 0.05
+# A new replica that has not answered for this long is reported unhealthy (it is still probed).
+NEVER_UP_AFTER = 2.0
 RECHECK_INTERVAL = 0.5
 # A replica with nothing to probe counts as healthy once it has kept running
 # this long, so a command that exits at once is seen as a crash, not as ready.
@@ -44,6 +50,8 @@ class ProbeTarget:
     path: str | None
     interval: float
     timeout: float
+    service: str = ""
+    name: str = ""  # the container's name
 
 
 @dataclass
@@ -54,7 +62,8 @@ class _ProbeState:
     due: float = 0.0
     in_flight: bool = False
     detail: str = field(default="")
-    first_seen: float = 0.0
+    ever_healthy: bool = False
+    started_at: float = 0.0  # when it was first probed (liveness's start period counts from here)
     failing_since: float | None = None  # the first failed probe of the current streak (liveness)
 
 
@@ -121,7 +130,9 @@ class HealthProber:
     """Keeps every running replica's health current, in a background thread.
 
     ``on_change(target, healthy, detail)`` is called whenever a
-    replica's health changes, so the reconciler can react at once.
+    replica's health changes, so the reconciler can react at once;
+    ``on_ready(target)`` before it when a replica answers for the first time,
+    so the gateway can route to it without waiting for a reconcile pass.
     """
 
     def __init__(
@@ -129,12 +140,14 @@ class HealthProber:
         *,
         on_change: Callable[[ProbeTarget, bool, str], None],
         clock: Callable[[], float],
+        on_ready: Callable[[ProbeTarget], None] | None = None,
         probe_fn: Callable[[ProbeTarget], tuple[bool, str]] = probe,
         workers: int = 16,
         per_app: int = PROBES_PER_APP,
     ) -> None:
         self._per_app = per_app
         self._on_change = on_change
+        self._on_ready = on_ready
         self._clock = clock
         self._probe = probe_fn
         self._states: dict[str, _ProbeState] = {}
@@ -164,17 +177,16 @@ class HealthProber:
         self._wake.set()
 
     def _new_state(self, target: ProbeTarget) -> _ProbeState:
-        return _ProbeState(target=target, due=self._first_due(target), first_seen=self._clock())
+        """Probed at once (an unprobed kind once it has kept running NO_PROBE_SETTLE)."""
+        now = self._clock()
+        unprobed = target.kind == "none" or target.port is None
+        return _ProbeState(target=target, due=now + (NO_PROBE_SETTLE if unprobed else 0.0), started_at=now)
 
     def failing(self, container_id: str) -> tuple[float, float | None] | None:
         """(when the replica was first probed, since when its probes fail or None), for liveness."""
         with self._lock:
             state = self._states.get(container_id)
-            return (state.first_seen, state.failing_since) if state else None
-
-    def _first_due(self, target: ProbeTarget) -> float:
-        unprobed = target.kind == "none" or target.port is None
-        return self._clock() + (NO_PROBE_SETTLE if unprobed else 0.0)
+            return (state.started_at, state.failing_since) if state else None
 
     def healthy(self, container_id: str) -> bool | None:
         with self._lock:
@@ -213,10 +225,21 @@ class HealthProber:
         started = self._clock()
         ok, detail = self._probe(state.target)
         with self._lock:
+            first = not state.ever_healthy and ok
             changed = self._record(state, ok, detail, started=started)
             current = self._states.get(state.target.container_id) is state
+        if first and current:
+            self._ready(state.target)
         if changed and current:
             self._on_change(state.target, bool(state.healthy), detail)
+
+    def _ready(self, target: ProbeTarget) -> None:
+        if self._on_ready is None:
+            return
+        try:
+            self._on_ready(target)
+        except Exception:  # the reconcile pass that on_change wakes routes it anyway
+            log.exception("routing %s at its first answer failed", target.replica)
 
     def _record(self, state: _ProbeState, ok: bool, detail: str, *, started: float) -> bool:
         before = state.healthy
@@ -226,10 +249,10 @@ class HealthProber:
         # A failed probe counts from when it was sent: the replica did not answer from then on.
         state.failing_since = None if ok else (state.failing_since or started)
         if ok:
-            state.healthy = True
+            state.healthy = state.ever_healthy = True
         elif before is True and state.failures >= FAILURES_TO_UNHEALTHY:
             state.healthy = False
-        elif before is None and state.failures >= FAILURES_TO_UNHEALTHY * 10:
+        elif before is None and self._clock() - state.started_at >= NEVER_UP_AFTER:
             state.healthy = False  # never came up: say so, keep probing
         state.due = self._clock() + self._next_interval(state)
         return state.healthy is not before

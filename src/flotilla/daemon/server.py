@@ -102,22 +102,23 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
     apps = AppRepository(store)
     events = EventLog(store, secret_values=vault.values)
     wakeups = Wakeups(clock=time.time)
-    prober = HealthProber(on_change=on_health_change(events=events, wakeups=wakeups), clock=time.time)
+    metrics = MetricsWindow()
+    activator_path = activator_socket(home=home.root, identity=home.identity)
+    gateway_files = GatewayFiles(home.root / "gateway")
+    gateway = GatewayManager(files=gateway_files, worker_user=worker_user(environ),
+                             activator_socket=str(activator_path))
+    traffic = Traffic(gateway=gateway, metrics=metrics, clock=time.monotonic, scale_from_zero=True)
+    prober = HealthProber(on_change=on_health_change(events=events, wakeups=wakeups), clock=time.time,
+                          on_ready=traffic.serve_ready)
     snapshots = Snapshots(engine=engine, prober=prober)
     cache_states = CacheStates()
     runtime = RuntimeSpecs(cache_states=cache_states, snapshots=snapshots,
                            cache_image=environ.get(CACHE_IMAGE_SETTING) or DEFAULT_CACHE_IMAGE)
     counts = ReplicaCounts(apps=apps, events=events, wakeups=wakeups)
-    metrics = MetricsWindow()
     autoscaler = Autoscaler(apps=apps, snapshots=snapshots, metrics=metrics, engine=engine, counts=counts,
                             clock=time.monotonic)
     ready = ReadyReplicas(apps=apps, runtime=runtime, snapshots=snapshots)
-    activator_path = activator_socket(home=home.root, identity=home.identity)
-    gateway_files = GatewayFiles(home.root / "gateway")
-    gateway = GatewayManager(files=gateway_files, worker_user=worker_user(environ),
-                             activator_socket=str(activator_path))
     access_log = AccessLog(gateway_files.access_log, pipe=gateway_files.access_pipe)
-    traffic = Traffic(gateway=gateway, metrics=metrics, clock=time.monotonic, scale_from_zero=True)
     activator = Activator(path=activator_path, access=gateway_access(worker_user(environ)),
                           wake=autoscaler.wake, ready_replica=ready.find, held=traffic.held)
     deployments = Deployments(store=RevisionStore(home.store), apps=apps, events=events, engine=engine,

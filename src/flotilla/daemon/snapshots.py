@@ -101,4 +101,6 @@ def probe_target(spec: AppSpec, replica: ObservedReplica) -> ProbeTarget:
         path=svc.health.path,
         interval=svc.health.interval,
         timeout=svc.health.timeout,
+        service=replica.service,
+        name=replica.name,
     )

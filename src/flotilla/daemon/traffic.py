@@ -4,8 +4,11 @@ Bridges the reconciler's picture (specs and observed replicas with their
 health, kept per app so that one app's pass syncs only what it changed) to
 the gateway manager, tells the activator which services it may hold (those
 at zero, as the gateway last took them), drains a routed replica before its
-container stops, and samples HAProxy's counters twice a second into the metrics window
-that `flotilla` commands, the API and the autoscaler read.
+container stops, routes a new replica the moment it first answers its probe
+(``serve_ready``: the prober calls it, ahead of the reconcile pass that
+would, which waits for the pass still starting its siblings), and samples
+HAProxy's counters twice a second into the metrics window that `flotilla`
+commands, the API and the autoscaler read.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 
+from flotilla.daemon.health import ProbeTarget
 from flotilla.errors import FlotillaError, GatewayError
 from flotilla.gateway.config import may_scale_to_zero
 from flotilla.gateway.manager import GatewayManager
@@ -77,14 +81,41 @@ class Traffic:
             entry = self._entry(spec, observed)
             if entry == before and self._clock() - self._applied_at < FULL_SYNC_INTERVAL:
                 return  # routes as they were: nothing to render, most passes of a settled app
-            self._apps[spec.app] = entry
+            self._put(spec.app, entry, before=before)
+
+    def serve_ready(self, target: ProbeTarget) -> None:
+        """A new replica answered its first probe: route to it now, with the app's last routes.
+
+        The reconcile pass its health change wakes would do the same, but only
+        once the pass in progress (starting its siblings) is over. A refusal is
+        logged; that pass tries again.
+        """
+        with self._lock:
+            before = self._apps.get(target.app)
+            svc = before[0].services.get(target.service) if before else None
+            if before is None or svc is None or not svc.routes or svc.port is None or not target.ip:
+                return
+            spec, servers, _ = before
+            server = DesiredServer(name=target.name, address=target.ip, port=svc.port, healthy=True)
+            if (target.service, server) in servers:
+                return  # a reconcile pass routed it first
+            kept = [(name, s) for name, s in servers if (s.name, s.address) != (server.name, server.address)]
+            routed = [*kept, (target.service, server)]
             try:
-                self._apply()
-            except Exception as exc:
-                self._restore(spec.app, before)
-                if isinstance(exc, GatewayError):
-                    raise
-                raise GatewayError(f"the gateway cannot take the routes of {spec.app}: {exc!r}") from exc
+                self._put(target.app, (spec, routed, self._held_at_zero(spec, routed)), before=before)
+            except GatewayError as exc:
+                log.warning("routing %s at its first answer: %s", target.replica, exc.message)
+
+    def _put(self, app: str, entry: Entry, *, before: Entry | None) -> None:
+        """Make ``entry`` the app's routes and apply; on a refusal the app keeps ``before``."""
+        self._apps[app] = entry
+        try:
+            self._apply()
+        except Exception as exc:
+            self._restore(app, before)
+            if isinstance(exc, GatewayError):
+                raise
+            raise GatewayError(f"the gateway cannot take the routes of {app}: {exc!r}") from exc
 
     def held(self, app: str, service: str) -> bool:
         """Whether the activator may hold a request for ``service`` of ``app``: the gateway routes it
