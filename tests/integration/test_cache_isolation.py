@@ -14,6 +14,7 @@ import pytest
 
 from tests.integration.test_redis_cluster import cache, cache_network, cluster_check, node_container, password, up
 from tests.support.cli import app_status
+from tests.support.specs import cache_spec
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.docker
@@ -22,16 +23,8 @@ ROGUE_PORT = 7000
 
 
 def spec(app: str) -> str:
-    return f"""\
-app: {app}
-caches:
-  sessions: {{type: redis-cluster, shards: 3, replicas: 1, memory: 48M, persistence: none}}
-services:
-  cart:
-    image: shop-catalog:1
-    port: 8000
-    health: {{path: /healthz, interval: 1s, timeout: 500ms}}
-    caches: [sessions]
+    """The cache and its consumer, beside a service that does not list the cache."""
+    return cache_spec(app, persistence="none") + """\
   intruder:
     image: flotilla/redis:bookworm
     command: [sleep, infinity]

@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import BASE_IMAGE
 from tests.support.cli import app_status
 from tests.support.sessions import SessionClient, Workload, docker_resolver, missing, write_sessions
+from tests.support.specs import cache_spec
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.docker
@@ -25,20 +26,6 @@ FAILOVER_AIM = 3.0  # seconds until writes succeed again after a master dies: be
 FAILOVER_BOUND = 10.0  # once measured at 3.02 s under load
 RECOVERY_AIM = 30.0  # seconds until cluster_state:ok after every node restarted: no benchmark yet, printed here
 RECOVERY_BOUND = 3 * RECOVERY_AIM
-
-
-def cache_spec(app: str, *, shards: int = 3, replicas: int = 1, persistence: str = "aof") -> str:
-    return f"""\
-app: {app}
-caches:
-  sessions: {{type: redis-cluster, shards: {shards}, replicas: {replicas}, memory: 48M, persistence: {persistence}}}
-services:
-  cart:
-    image: shop-catalog:1
-    port: 8000
-    health: {{path: /healthz, interval: 1s, timeout: 500ms}}
-    caches: [sessions]
-"""
 
 
 def up(flotilla, tmp_path, text: str, timeout: float = 120) -> str:

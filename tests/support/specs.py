@@ -67,3 +67,18 @@ services:
     port: 8000
     health: {{path: /healthz, interval: 1s, timeout: 500ms}}
 """
+
+
+def cache_spec(app: str, *, shards: int = 3, replicas: int = 1, persistence: str = "aof") -> str:
+    """An app with a ``sessions`` Redis Cluster and ``cart`` (the shop's catalog image) listing it."""
+    return f"""\
+app: {app}
+caches:
+  sessions: {{type: redis-cluster, shards: {shards}, replicas: {replicas}, memory: 48M, persistence: {persistence}}}
+services:
+  cart:
+    image: shop-catalog:1
+    port: 8000
+    health: {{path: /healthz, interval: 1s, timeout: 500ms}}
+    caches: [sessions]
+"""
