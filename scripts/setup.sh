@@ -25,8 +25,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # docker-registry and apache2-utils (htpasswd): the tests' private registry
 # (tests/support/registry.py starts its own on 127.0.0.1; the package's service
 # is never started, policy-rc.d below holds it).
+# pebble (Let's Encrypt's ACME test server) issues the HTTPS tests' certificates;
+# sslscan judges the gateway's protocols and ciphers; caddy is, with nginx, the
+# peer benchmarks/tls.py measures HTTPS against, and h2load (nghttp2-client) the
+# load tool that speaks HTTP/2.
 APT_PACKAGES=(docker.io debootstrap iproute2 haproxy wrk nginx redis-tools chromium fonts-dejavu-core
-              docker-registry apache2-utils)
+              docker-registry apache2-utils pebble sslscan caddy nghttp2-client)
 POLICY_RC_D=/usr/sbin/policy-rc.d
 POLICY_RC_D_SAVED=/usr/sbin/policy-rc.d.flotilla-saved
 POLICY_RC_D_MARK="# written by flotilla scripts/setup.sh: no service starts during apt-get install"
