@@ -190,7 +190,8 @@ def ps(ctx: click.Context, app: str | None, as_json: bool) -> None:
     """List replicas: one row per replica, of APP or of every app; then each cache's nodes.
 
     JSON rows carry service, replica, name, state, healthy, ip, config_hash,
-    current (running the current config), container_id and image (tag@short
+    current (running the current config), standby (a warm replica out of
+    rotation, taken first by a scale-up), container_id and image (tag@short
     digest of the deploy, for a current replica); the row of a
     cache node also carries cache_node: its cache, role, shard, slot ranges,
     master, link status (up: reachable and, for a replica, replicating) and

@@ -69,7 +69,8 @@ def table(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> str:
 
 def ps_table(rows: Sequence[dict]) -> str:
     shown = [
-        {**r, "health_text": ("healthy" if r["healthy"] else "unhealthy") + ("" if r["current"] else " (old config)")}
+        {**r, "health_text": ("healthy" if r["healthy"] else "unhealthy") + ("" if r["current"] else " (old config)")
+         + (" (standby)" if r.get("standby") else "")}
         for r in rows
     ]
     return table(shown, PS_COLUMNS)

@@ -52,6 +52,7 @@ class ProbeTarget:
     timeout: float
     service: str = ""
     name: str = ""  # the container's name
+    index: int = 0  # the replica's slot
 
 
 @dataclass

@@ -61,6 +61,7 @@ def desired_state(spec: AppSpec, *, hash_of: Callable[[AppSpec, str], str] = con
             DesiredService(
                 name=name,
                 replicas=svc.replicas,
+                standby=svc.standby,
                 config_hash=hash_of(spec, name),
                 egress=svc.egress,
                 recreate=bool(svc.volumes),

@@ -103,4 +103,5 @@ def probe_target(spec: AppSpec, replica: ObservedReplica) -> ProbeTarget:
         timeout=svc.health.timeout,
         service=replica.service,
         name=replica.name,
+        index=replica.index,
     )

@@ -131,6 +131,7 @@ class StatusViews:
             "ip": replica.ip,
             "config_hash": replica.config_hash,
             "current": bool(wanted and wanted.config_hash == replica.config_hash),
+            "standby": bool(wanted and wanted.replicas < replica.index <= wanted.slots),
             "container_id": replica.container_id,
             "gateway": self._gateway_state(desired.app, replica),
         }
@@ -206,8 +207,10 @@ def _service_summary(service: DesiredService, observed: Observed, spec: AppSpec)
         "name": service.name,
         "cache": cache_of(spec.services[service.name]),
         "desired": service.replicas,
+        "standby": service.standby,
         "running": sum(1 for r in mine if r.running),
         "ready": len(ready_slots(service, mine)),
+        "standby_ready": len(ready_slots(service, mine, standby=True)) - len(ready_slots(service, mine)),
         "config_hash": service.config_hash,
         "image": shown_image(spec, spec.services[service.name]),
     }

@@ -6,7 +6,8 @@ the gateway manager, tells the activator which services it may hold (those
 at zero, as the gateway last took them), drains a routed replica before its
 container stops, routes a new replica the moment it first answers its probe
 (``serve_ready``: the prober calls it, ahead of the reconcile pass that
-would, which waits for the pass still starting its siblings), and samples
+would, which waits for the pass still starting its siblings), keeps warm
+standby replicas (slots past the count) out of rotation, and samples
 HAProxy's counters twice a second into the metrics window that `flotilla`
 commands, the API and the autoscaler read.
 """
@@ -25,7 +26,7 @@ from flotilla.gateway.manager import GatewayManager
 from flotilla.gateway.metrics import MetricsWindow, backend_sample
 from flotilla.gateway.sync import DesiredServer
 from flotilla.plan import Observed, ObservedReplica
-from flotilla.spec import AppSpec
+from flotilla.spec import AppSpec, ServiceSpec
 
 log = logging.getLogger(__name__)
 SAMPLE_INTERVAL = 0.5  # the autoscaler ticks as often: a step is seen within half a second
@@ -95,6 +96,8 @@ class Traffic:
             svc = before[0].services.get(target.service) if before else None
             if before is None or svc is None or not svc.routes or svc.port is None or not target.ip:
                 return
+            if not serving_slot(svc, target.index):
+                return  # a standby replica waits out of rotation until a scale-up takes its slot
             spec, servers, _ = before
             server = DesiredServer(name=target.name, address=target.ip, port=svc.port, healthy=True)
             if (target.service, server) in servers:
@@ -207,8 +210,15 @@ class Traffic:
         self.metrics.forget(services.values())
 
 
+def serving_slot(service: ServiceSpec, index: int) -> bool:
+    """Whether slot ``index`` serves traffic: within the count; the slots after it are warm standby."""
+    return index <= service.replicas
+
+
 def _desired_server(spec: AppSpec, replica: ObservedReplica) -> DesiredServer | None:
     svc = spec.services.get(replica.service)
     if svc is None or not svc.routes or not replica.running or not replica.ip or svc.port is None:
+        return None
+    if not serving_slot(svc, replica.index):
         return None
     return DesiredServer(name=replica.name, address=replica.ip, port=svc.port, healthy=replica.healthy)

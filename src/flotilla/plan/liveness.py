@@ -71,7 +71,7 @@ def _service_liveness(service: DesiredService, live: list[ObservedReplica], *,
     if not due:
         return holds
     if not any(r.healthy is True for r in live):
-        if len(live) < service.replicas or len(due) < len(live):
+        if len(live) < service.slots or len(due) < len(live):
             return holds  # mass failure, and a slot empty or a replica still starting: wait for it first
         due = sorted(due, key=lambda d: (d[0], d[1].index))[:1]
     return holds + [_replace(service, replica, now - since) for since, replica in due]

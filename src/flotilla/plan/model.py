@@ -73,6 +73,14 @@ class DesiredService:
     start_period: float = 0.0
     # Set while a failed rollout is held (deploy.on_failure: hold): no further old replica is replaced.
     paused: str | None = None
+    # Warm standby: slots replicas+1 .. replicas+standby run, probed, out of the gateway's rotation,
+    # so a scale-up takes them at once (a routing change) while new standby replicas start behind.
+    standby: int = 0
+
+    @property
+    def slots(self) -> int:
+        """How many slots run: the serving ones, then the standby ones."""
+        return self.replicas + self.standby
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,10 @@ replica whose config changed, heal a dead one, back off from a crash loop) is
 a plain function of its inputs, tested without Docker, and shown to users by
 ``flotilla plan`` before anything is touched.
 
-Replicas live in numbered slots (``web-1`` .. ``web-N``). A slot holds at most
+Replicas live in numbered slots (``web-1`` .. ``web-N``), then the warm
+standby ones (``web-N+1`` ..), which run and are probed but get no traffic
+until a scale-up makes them serving slots (daemon/traffic.py routes only
+``index <= replicas``). A slot holds at most
 one replica of the current config; a replica of an older config in the same
 slot is removed only once its successor is healthy, and only one slot per
 service is being replaced at a time (a rolling update with a surge of one).
@@ -96,7 +99,7 @@ def rollout_state(service: DesiredService, replicas: list[ObservedReplica]) -> s
     stale = len(fresh) < len(live)
     if stale and not fresh:
         return "stale"
-    if stale or len(fresh) < service.replicas or any(r.healthy is not True for r in fresh):
+    if stale or len(fresh) < service.slots or any(r.healthy is not True for r in fresh):
         return "replacing"
     return "settled"
 
@@ -138,10 +141,10 @@ def _service_actions(
     for replica in live:
         slots[replica.index].append(replica)
     for index, occupants in sorted(slots.items()):
-        if index > service.replicas:
-            actions += [_remove(r, f"scaling {service.name} down to {service.replicas}") for r in occupants]
+        if index > service.slots:
+            actions += [_remove(r, _scale_down_reason(service)) for r in occupants]
     rolling = _slots_mid_rollout(service, slots)
-    for index in range(1, service.replicas + 1):
+    for index in range(1, service.slots + 1):
         actions += _slot_actions(
             service, index, slots.get(index, []), now=now, crashes=crashes, rolling=rolling, waiting_for=waiting_for
         )
@@ -153,7 +156,7 @@ def _slots_mid_rollout(service: DesiredService, slots: dict[int, list[ObservedRe
     return {
         index
         for index, occupants in slots.items()
-        if index <= service.replicas
+        if index <= service.slots
         and any(r.config_hash == service.config_hash for r in occupants)
         and any(r.config_hash != service.config_hash for r in occupants)
     }
@@ -215,7 +218,14 @@ def _create_reason(
     record = crashes.get((service.name, index))
     if record:
         return f"restarting after failure #{record.count}"
+    if index > service.replicas:
+        return f"{service.name} keeps {service.standby} on standby"
     return f"{service.name} wants {service.replicas} replica(s)"
+
+
+def _scale_down_reason(service: DesiredService) -> str:
+    standby = f" and {service.standby} on standby" if service.standby else ""
+    return f"scaling {service.name} down to {service.replicas}{standby}"
 
 
 def _dead_reason(replica: ObservedReplica) -> str:

@@ -133,6 +133,9 @@ class ServiceSpec(_Frozen):
     command: tuple[str, ...] | None = None
     port: int | None = None
     replicas: int = 1
+    # Warm standby (docs/scaling.md): this many more replicas run and are probed but get no traffic
+    # from the gateway; a scale-up takes them first, so new capacity is a routing change.
+    standby: int = 0
     env: dict[str, str] = Field(default_factory=dict)
     health: HealthSpec = Field(default_factory=HealthSpec)
     deploy: DeploySpec = Field(default_factory=DeploySpec)

@@ -39,6 +39,8 @@ def _service(service: ServiceSpec) -> dict:
     if service.port is not None:
         data["port"] = service.port
     data["replicas"] = service.replicas
+    if service.standby:
+        data["standby"] = service.standby
     data["env"] = dict(service.env)
     if service.health != HealthSpec():
         data["health"] = service.health.model_dump(exclude_none=True)

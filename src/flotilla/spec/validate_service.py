@@ -23,6 +23,9 @@ SERVICE_KEYS = ("image", "command", "port", "replicas", "env", "health", "deploy
                 "routes", "max_body", "secrets", "autoscale", "caches",
                 "user", "read_only", "cap_add", "pids_limit", "concurrency", "queue_timeout")
 SERVICE_KEYS += images.SERVICE_KEYS  # where the image comes from: validate_images.py
+SERVICE_KEYS += ("standby",)
+# Warm standby replicas each cost a running replica's memory; more than this is a spec mistake.
+MAX_STANDBY = 50
 _PORT_HINT = "add port: the port the service listens on inside its container"
 
 
@@ -38,6 +41,7 @@ def check_service(rep: Reporter, path: Path, body: object, *, ctx: ServiceContex
     _check_secrets_not_in_env(rep, path, known)
     _check_autoscale_fits(rep, path, known=known, clean=clean)
     concurrency.check_fits(rep, path, known=known, routed=_has_routes(known))
+    _check_standby_routed(rep, path, known)
     if rep.count() or None in clean.values():
         return None
     if "autoscale" in clean and "replicas" not in clean:
@@ -161,6 +165,9 @@ _CHECKS = {
 
 
 _CHECKS.update({"pull": images.pull, "build": images.build})
+_CHECKS["standby"] = lambda rep, path, value, ctx: c.integer(
+    rep, path, value, low=0, high=MAX_STANDBY,
+    hint=f"use 0 to {MAX_STANDBY}: each standby replica costs a running replica's memory")
 
 
 # -- rules across a service's keys ----------------------------------------------------------
@@ -213,6 +220,13 @@ def _check_autoscale_fits(rep: Reporter, path: Path, *, known: dict, clean: dict
             isinstance(resources, dict) and "cpus" in resources):
         rep.add(path + ("autoscale", "target", "cpu"), "a cpu target needs resources.cpus",
                 "set resources.cpus: the percentage is measured against it")
+
+
+def _check_standby_routed(rep: Reporter, path: Path, known: dict) -> None:
+    """Standby replicas wait outside the gateway's rotation; a service without routes has none."""
+    if known.get("standby") and not _has_routes(known):
+        rep.add(path + ("standby",), "standby replicas wait out of the gateway's rotation, and this "
+                "service has no routes", "add a route, or remove standby")
 
 
 def _is_count(value: object) -> bool:
