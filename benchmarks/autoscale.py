@@ -27,7 +27,11 @@ pod and 10 s queue: both on identical input, in one run.
 Then the same service with min 0 is left idle until it is at zero, and one
 request is timed (cold start: held at the gateway while a replica starts).
 
-    .venv/bin/python benchmarks/autoscale.py [--rounds 5]
+With ``--standby N`` the service keeps N warm replicas out of rotation
+(docs/spec.md), so new capacity is a change of the gateway's servers; the
+cold start is still measured without them.
+
+    .venv/bin/python benchmarks/autoscale.py [--rounds 5] [--standby 3]
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ BASE_RATE = 15.0
 STEP_SECONDS = 15
 
 
-def spec(port: int, *, minimum: int) -> str:
+def spec(port: int, *, minimum: int, standby: int = 0) -> str:
     return f"""\
 app: {APP}
 gateway: {{listen: "127.0.0.1:{port}"}}
@@ -79,6 +83,7 @@ services:
     concurrency: {LIMIT}
     queue_timeout: {QUEUE_TIMEOUT:g}s
     autoscale: {{min: {minimum}, max: 12, target: {{concurrency: {TARGET}}}, scale_down_delay: 5s}}
+    standby: {standby}
 """
 
 
@@ -302,12 +307,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rate", type=float, default=BASE_RATE * 4, help="requests/s of each load step")
+    parser.add_argument("--standby", type=int, default=0,
+                        help="warm standby replicas (docs/spec.md): a scale-up routes them at once")
     args = parser.parse_args()
     needed = math.ceil(args.rate * WORK_MS / 1000 / TARGET)
     with tempfile.TemporaryDirectory(prefix="flotilla-bench-") as tmp:
         bench = Bench(Path(tmp) / "home", free_port())
         try:
-            bench.up(spec(bench.port, minimum=1), Path(tmp))
+            bench.up(spec(bench.port, minimum=1, standby=args.standby), Path(tmp))
             rounds = []
             for number in range(1, args.rounds + 1):
                 r = bench.round(args.rate)

@@ -124,3 +124,11 @@ def test_standby_survives_the_trip_to_the_daemon():
 
     assert spec_from_dict(spec_to_dict(spec(1, 2))).services["web"].standby == 2
     assert "standby" not in spec_to_dict(spec(1, 0))["services"]["web"]
+
+
+def test_the_autoscaler_divides_by_serving_replicas_only():
+    from flotilla.daemon.traffic import serving_replicas
+
+    scaled = spec(1, 3)
+    four = observed(*(replica(i) for i in range(1, 5)))
+    assert [r.index for r in serving_replicas("web", scaled.services["web"], four)] == [1]  # 2..4 on standby

@@ -24,6 +24,7 @@ from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.counts import ReplicaCounts
 from flotilla.daemon.ports import ReplicaEngine
 from flotilla.daemon.snapshots import Snapshots
+from flotilla.daemon.traffic import serving_replicas
 from flotilla.errors import FlotillaError
 from flotilla.gateway.metrics import MetricsWindow
 from flotilla.plan import Observed
@@ -135,7 +136,7 @@ class Autoscaler:
 
     def _observe(self, spec: AppSpec, name: str, svc: ServiceSpec, observed: Observed, *, now: float) -> Observation:
         current = self._metrics.current(spec.app, name)
-        ready = [r for r in observed.replicas if r.service == name and r.running and r.healthy]
+        ready = serving_replicas(name, svc, observed)
         cpu = self._cpu_percent(ready, svc, now=now) if svc.autoscale.target.cpu else None
         return Observation(
             at=now,

@@ -96,7 +96,7 @@ class Traffic:
             svc = before[0].services.get(target.service) if before else None
             if before is None or svc is None or not svc.routes or svc.port is None or not target.ip:
                 return
-            if not serving_slot(svc, target.index):
+            if not svc.serves(target.index):
                 return  # a standby replica waits out of rotation until a scale-up takes its slot
             spec, servers, _ = before
             server = DesiredServer(name=target.name, address=target.ip, port=svc.port, healthy=True)
@@ -210,15 +210,17 @@ class Traffic:
         self.metrics.forget(services.values())
 
 
-def serving_slot(service: ServiceSpec, index: int) -> bool:
-    """Whether slot ``index`` serves traffic: within the count; the slots after it are warm standby."""
-    return index <= service.replicas
+def serving_replicas(name: str, svc: ServiceSpec, observed: Observed) -> list[ObservedReplica]:
+    """The running, healthy replicas of service ``name`` in its serving slots (warm standby left out):
+    what the autoscaler divides the load by."""
+    return [r for r in observed.replicas
+            if r.service == name and r.running and r.healthy and svc.serves(r.index)]
 
 
 def _desired_server(spec: AppSpec, replica: ObservedReplica) -> DesiredServer | None:
     svc = spec.services.get(replica.service)
     if svc is None or not svc.routes or not replica.running or not replica.ip or svc.port is None:
         return None
-    if not serving_slot(svc, replica.index):
+    if not svc.serves(replica.index):
         return None
     return DesiredServer(name=replica.name, address=replica.ip, port=svc.port, healthy=replica.healthy)

@@ -164,6 +164,10 @@ class ServiceSpec(_Frozen):
     pull: PullPolicy | None = None
     build: BuildSpec | None = None
 
+    def serves(self, index: int) -> bool:
+        """Whether replica slot ``index`` takes traffic: within the count; the slots after it are warm standby."""
+        return index <= self.replicas
+
     @property
     def probe(self) -> Probe:
         """``http`` with a health path, ``tcp`` with a port, ``none`` without either."""
