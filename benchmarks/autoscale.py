@@ -88,6 +88,8 @@ services:
 
 
 class Bench:
+    standby = 0  # warm replicas: the first added replica is a promoted one, nothing is created for it
+
     def __init__(self, home: Path, port: int) -> None:
         self.env = {**os.environ, "FLOTILLA_HOME": str(home), "PYTHONPATH": str(REPO / "src")}
         self.home = Home(home)
@@ -154,7 +156,8 @@ class Bench:
         return {"decision": decision, "capacity": capacity, "peak": peak, "trace": [BASE_RATE] * 5 + trace,
                 "failed": result.failed + base_result.failed, "sent": result.sent + base_result.sent,
                 "lag": result.max_lag, "decisions": [(e["time"] - step_wall, e["message"]) for e in ups],
-                "stages": stages(events, docker_events(step_wall), gateway=gateway),
+                "stages": (promoted(events, gateway=gateway) if self.standby
+                           else stages(events, docker_events(step_wall), gateway=gateway)),
                 "reason": ups[0]["message"] if ups else ""}
 
     def cold_start(self) -> float:
@@ -191,6 +194,14 @@ def docker_events(since: float) -> list[dict]:
         return list(found)
     finally:
         api.close()
+
+
+def promoted(events: list[dict], *, gateway: float | None) -> dict[str, float]:
+    """With warm standby, the only stage: from the first decision to a standby replica in the gateway."""
+    ups = [e for e in events if e["kind"] == "autoscale"]
+    if not ups or gateway is None:
+        return {}
+    return {"decision": 0.0, "in gateway": gateway - ups[0]["time"]}
 
 
 def stages(events: list[dict], docker: list[dict], *, gateway: float | None) -> dict[str, float]:
@@ -313,6 +324,7 @@ def main() -> None:
     needed = math.ceil(args.rate * WORK_MS / 1000 / TARGET)
     with tempfile.TemporaryDirectory(prefix="flotilla-bench-") as tmp:
         bench = Bench(Path(tmp) / "home", free_port())
+        bench.standby = args.standby
         try:
             bench.up(spec(bench.port, minimum=1, standby=args.standby), Path(tmp))
             rounds = []
