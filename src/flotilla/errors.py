@@ -22,7 +22,8 @@ API answers each class with the HTTP status on its right (500 for the rest).
     │   └── DaemonUnavailableError
     ├── WaitTimeoutError          exit 7  a wait ran out (for example ``up --timeout``)
     ├── GatewayError              exit 8  the gateway (HAProxy) failed, refused a change or cannot start
-    │   └── NoFreeSlotError               a backend has no free server slot for another replica
+    │   ├── NoFreeSlotError               a backend has no free server slot for another replica
+    │   └── AcmeError                     an ACME server refused an order, or could not be reached
     ├── SecretsError              exit 9  the vault or the master key cannot do what was asked
     │   ├── WrongKeyError                 the master key is not the one the vault was written with
     │   └── TamperedError                 a stored secret failed its integrity check
@@ -176,6 +177,12 @@ class NoFreeSlotError(GatewayError):
     code = "no_free_slot"
 
 
+class AcmeError(GatewayError):
+    """Obtaining a certificate through ACME failed: the message names the step and the server's reason."""
+
+    code = "acme_error"
+
+
 class SecretsError(FlotillaError):
     """The vault or the master key cannot do what was asked; the message says why."""
 
@@ -221,6 +228,7 @@ _BY_CODE = {
         WaitTimeoutError,
         GatewayError,
         NoFreeSlotError,
+        AcmeError,
         SecretsError,
         CacheError,
         WrongKeyError,

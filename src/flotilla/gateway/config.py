@@ -41,6 +41,7 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import replace
 
 from flotilla.gateway.accesslog import LINE_LIMIT, log_format
+from flotilla.gateway.challenges import challenge_lines
 from flotilla.gateway.model import (
     Backend,
     Frontend,
@@ -193,20 +194,22 @@ def _frontend(bind: tuple[str, int], routes: list[GatewayRoute]) -> Frontend:
 # -- render: GatewayConfig -> haproxy.cfg -----------------------------------------------------
 
 def render_config(config: GatewayConfig, *, runtime_socket: str, max_drain_seconds: int = 10,
-                  workers: WorkerAccount | None = None) -> str:
+                  workers: WorkerAccount | None = None, challenge_map: str | None = None) -> str:
     """The complete haproxy.cfg text for ``config``.
 
     ``max_drain_seconds`` bounds how long an old worker keeps finishing its
     requests after a reload (``hard-stop-after``). ``workers`` is the account
     the workers switch to once the ports are bound (None: they keep HAProxy's
-    own user). With no routes at all the result is still a valid
-    configuration: HAProxy runs idle, its Runtime API socket open.
+    own user). ``challenge_map`` is the file of ACME HTTP-01 answers every
+    frontend serves (challenges.py; None: no answers). With no routes at all the
+    result is still a valid configuration: HAProxy runs idle, its Runtime API
+    socket open.
     """
     sections = [
         _header(),
         _global(runtime_socket=runtime_socket, max_drain_seconds=max_drain_seconds, workers=workers),
         _defaults(),
-        *(_render_frontend(f) for f in config.frontends),
+        *(_render_frontend(f, challenge_map=challenge_map) for f in config.frontends),
         *(_render_backend(b) for b in config.backends),
     ]
     return _writable("\n".join(sections))
@@ -278,9 +281,10 @@ def _defaults() -> str:
     ])
 
 
-def _render_frontend(frontend: Frontend) -> str:
+def _render_frontend(frontend: Frontend, *, challenge_map: str | None = None) -> str:
     lines = [f"# apps: {', '.join(frontend.apps)}", f"bind {frontend.bind}"]
     lines += _request_headers()
+    lines += challenge_lines(challenge_map)
     lines += [
         "# the Host header without :port, trailing dot or capitals",
         f"http-request set-var({HOST_VAR}) req.hdr(host),lower,regsub(:[0-9]*$,),regsub([.]$,)",

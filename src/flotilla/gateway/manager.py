@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from flotilla.errors import FlotillaError, GatewayError, NoFreeSlotError
+from flotilla.gateway.challenge_map import ensure_challenge_map
 from flotilla.gateway.config import ACTIVATOR_SERVER, FREE_ADDRESS, FREE_PORT, build_gateway_config, render_config
 from flotilla.gateway.model import Backend, GatewayConfig, Server
 from flotilla.gateway.process import GatewayFiles, HAProxyProcess
@@ -219,8 +220,10 @@ class GatewayManager:
             log.warning("gateway %s %s/%s (%s): %s", change.op, change.backend, change.slot, change.reason, exc.message)
 
     def _render(self, config: GatewayConfig) -> str:
+        ensure_challenge_map(self.files.challenge_map)
         return render_config(config, runtime_socket=str(self.files.runtime_socket),
-                             workers=worker_account(self._worker_user))
+                             workers=worker_account(self._worker_user),
+                             challenge_map=str(self.files.challenge_map))
 
     def _load_structure(self) -> str:
         try:
