@@ -33,8 +33,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from flotilla.errors import AcmeError
 
-LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
-LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 USER_AGENT = "flotilla-acme"
 NETWORK_TIMEOUT = 30  # seconds for one HTTP exchange with the ACME server
 ORDER_TIMEOUT = 90.0  # seconds for the challenges and the finalization of one order

@@ -190,6 +190,18 @@ class CacheSpec(_Frozen):
     image: str | None = None
 
 
+LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+class AcmeSpec(_Frozen):
+    """The app's ACME account, for routes with ``tls: {acme: true}`` (docs/https.md): where
+    certificates are ordered (any RFC 8555 directory; Let's Encrypt by default) and who the CA
+    may write to about them."""
+
+    email: str | None = None
+    directory: str = LETS_ENCRYPT_DIRECTORY
+
+
 class AppSpec(_Frozen):
     """A whole application: the one file ``flotilla up`` makes real."""
 
@@ -198,6 +210,7 @@ class AppSpec(_Frozen):
     services: dict[str, ServiceSpec]
     caches: dict[str, CacheSpec] = Field(default_factory=dict)
     pull: PullPolicy = "missing"  # the default of every service's pull
+    acme: AcmeSpec = Field(default_factory=AcmeSpec)
     # Set by the daemon at deploy (daemon/images.py), never by a spec file:
     # image reference -> what it resolved to; every replica of the deploy runs it.
     images: dict[str, ImagePin] = Field(default_factory=dict)

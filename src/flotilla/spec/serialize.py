@@ -12,6 +12,7 @@ from __future__ import annotations
 from flotilla.spec.models import (
     DEFAULT_MAX_BODY,
     DEFAULT_PIDS_LIMIT,
+    AcmeSpec,
     AppSpec,
     AutoscaleSpec,
     CacheSpec,
@@ -29,6 +30,7 @@ def spec_to_dict(spec: AppSpec) -> dict:
         "services": {name: _service(service) for name, service in spec.services.items()},
         "caches": {name: _cache(cache) for name, cache in spec.caches.items()},
         **({"pull": spec.pull} if spec.pull != "missing" else {}),
+        **({"acme": spec.acme.model_dump(exclude_none=True)} if spec.acme != AcmeSpec() else {}),
     }
 
 
