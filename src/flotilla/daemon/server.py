@@ -31,6 +31,7 @@ from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.autoscaler import Autoscaler
 from flotilla.daemon.cache_states import CacheStates
 from flotilla.daemon.caches import CacheKeeper
+from flotilla.daemon.certificates import CertificateStore
 from flotilla.daemon.counts import ReplicaCounts
 from flotilla.daemon.deployments import Deployments
 from flotilla.daemon.events import EventLog
@@ -100,6 +101,7 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
     vault, keys = open_vault(home=home.root, store=home.store, environ=environ, clock=time.time)
     injector = SecretInjector(vault=vault, runtime=SecretsRuntime(home=home.root), engine=engine, keys=keys)
     apps = AppRepository(store)
+    certificates = CertificateStore(vault, clock=time.time)
     events = EventLog(store, secret_values=vault.values)
     wakeups = Wakeups(clock=time.time)
     metrics = MetricsWindow()
@@ -136,7 +138,7 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
     images = Images(source=image_source, store=store, registries=registries)
     operations = Operations(apps=apps, runtime=runtime, engine=engine, reconciler=reconciler, counts=counts,
                             events=events, wakeups=wakeups, injector=injector, images=images,
-                            deployments=deployments)
+                            deployments=deployments, certificates=certificates)
     loops = Loops([
         ("reconcile", reconciler.run),
         ("docker-events", EngineWatcher(engine=engine, wakeups=wakeups).run),
