@@ -41,6 +41,8 @@ def cluster_options(func):
         click.option("--ingress", "ingress_mode", type=click.Choice(["ingress", "gateway-api"]), default="ingress",
                      show_default=True, help="Routes as Ingress objects or as Gateway API HTTPRoutes."),
         click.option("--ingress-class", default="nginx", show_default=True, help="ingressClassName of the Ingresses."),
+        click.option("--acme-issuer", default="letsencrypt", show_default=True, metavar="CLUSTER_ISSUER",
+                     help="cert-manager ClusterIssuer named on Ingresses of tls: {acme: true} routes."),
         click.option("--gateway", "gateway_ref", metavar="NS/NAME[:LISTENER]",
                      help="The Gateway that HTTPRoutes attach to (required with --ingress gateway-api)."),
         click.option("--autoscale", "autoscale_mode", type=click.Choice(["keda", "hpa-external"]), default="keda",

@@ -30,11 +30,20 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from flotilla.daemon.apps import AppRepository
+from flotilla.daemon.certificates import acme_name
 from flotilla.daemon.events import EventLog
 from flotilla.daemon.wakeups import Wakeups
 from flotilla.errors import FlotillaError
 from flotilla.gateway.acme import AcmeClient, ChallengeResponder, IssuedCertificate, new_account_key
-from flotilla.plan.renewals import DEFAULT_POLICY, AttemptRecord, HeldCertificate, Order, RenewalPolicy, plan_renewals
+from flotilla.plan.renewals import (
+    DEFAULT_POLICY,
+    AttemptRecord,
+    HeldCertificate,
+    Order,
+    RenewalPlan,
+    RenewalPolicy,
+    plan_renewals,
+)
 from flotilla.secrets import Vault
 from flotilla.secrets.vault import ACME_NAMESPACE
 from flotilla.spec import AppSpec
@@ -76,11 +85,6 @@ class HostState:
     attempt: AttemptRecord | None = None
     failures_total: int = 0
     issued_total: int = 0
-
-
-def acme_name(host: str) -> str:
-    """The store name of the ACME certificate for ``host`` (as daemon/certificates.py names it)."""
-    return f"acme:{host}"
 
 
 def acme_hosts(spec: AppSpec) -> list[str]:
@@ -143,13 +147,16 @@ class AcmeIssuer:
             hosts = acme_hosts(spec)
             if not hosts:
                 continue
-            plan = plan_renewals(hosts, held=self._held(spec.app, hosts), attempts=self._attempts(spec.app, hosts),
-                                 now=self._clock(), policy=self._policy)
-            for order in plan.orders:
+            for order in self._plan(spec.app, hosts).orders:
                 self._order(spec, order)
-            if plan.next_check is not None:
-                soonest.append(plan.next_check)
+            after = self._plan(spec.app, hosts).next_check  # what the orders just changed included
+            if after is not None:
+                soonest.append(after)
         return min(soonest) if soonest else None
+
+    def _plan(self, app: str, hosts: list[str]) -> RenewalPlan:
+        return plan_renewals(hosts, held=self._held(app, hosts), attempts=self._attempts(app, hosts),
+                             now=self._clock(), policy=self._policy)
 
     def prometheus(self) -> str:
         """The loop's metrics in Prometheus' text format: failures never go unseen."""

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from flotilla.addons.redis_cluster.client import ClusterClient
 from flotilla.addons.redis_cluster.nodes import DEFAULT_IMAGE as DEFAULT_CACHE_IMAGE
 from flotilla.addons.redis_cluster.nodes import IMAGE_SETTING as CACHE_IMAGE_SETTING
+from flotilla.daemon.acme import CA_BUNDLE_SETTING as ACME_CA_BUNDLE_SETTING
+from flotilla.daemon.acme import AcmeIssuer
 from flotilla.daemon.activator import Activator, gateway_access
 from flotilla.daemon.activator import socket_path as activator_socket
 from flotilla.daemon.api import LIMITS as API_LIMITS
@@ -55,6 +57,7 @@ from flotilla.engines.docker import DockerEngine
 from flotilla.engines.docker.images import DockerImages
 from flotilla.errors import DaemonError, FlotillaError
 from flotilla.gateway.accesslog import AccessLog
+from flotilla.gateway.challenge_map import ChallengeMap
 from flotilla.gateway.manager import GatewayManager
 from flotilla.gateway.metrics import MetricsWindow
 from flotilla.gateway.process import GatewayFiles
@@ -130,9 +133,12 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
                             injector=injector, traffic=traffic, deployments=deployments)
     keeper = CacheKeeper(apps=apps, runtime=runtime, snapshots=snapshots, states=cache_states,
                          client=ClusterClient(), vault=vault, events=events, wakeups=wakeups, clock=time.monotonic)
+    issuer = AcmeIssuer(apps=apps, certificates=certificates, vault=vault, events=events, wakeups=wakeups,
+                        responder=ChallengeMap(gateway_files.challenge_map, gateway.runtime),
+                        ca_bundle=environ.get(ACME_CA_BUNDLE_SETTING) or None, clock=time.time)
     status = StatusViews(apps=apps, runtime=runtime, snapshots=snapshots, reconciler=reconciler,
                          cache_states=cache_states, traffic=traffic, autoscaler=autoscaler,
-                         warnings=_host_warnings(engine))
+                         warnings=_host_warnings(engine), more_metrics=(issuer.prometheus,))
     image_source = DockerImages.of(engine)
     registries = Registries(vault=vault, checker=image_source)
     images = Images(source=image_source, store=store, registries=registries)
@@ -147,6 +153,7 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
         ("caches", keeper.run),
         ("autoscaler", autoscaler.run),
         ("gateway-log", access_log.run),
+        ("acme", issuer.run),
     ])
     parts = DaemonParts(apps=apps, status=status, history=store, metrics=metrics, operations=operations,
                         events=events, snapshots=snapshots, traffic=traffic, engine=engine, wakeups=wakeups,

@@ -75,6 +75,7 @@ class RenderOptions:
 
     ingress_mode: IngressMode = "ingress"
     ingress_class: str = "nginx"
+    acme_issuer: str = "letsencrypt"  # cert-manager's ClusterIssuer for tls: {acme: true} routes (certmanager.py)
     gateway_ref: GatewayRef | None = None
     ingress_controller_selector: Mapping = field(default_factory=lambda: DEFAULT_INGRESS_PEER)
     dns_selector: Mapping = field(default_factory=lambda: DEFAULT_DNS_PEER)

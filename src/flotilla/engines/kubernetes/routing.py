@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 
-from flotilla.engines.kubernetes import meta, scaling
+from flotilla.engines.kubernetes import certmanager, meta, scaling
 from flotilla.engines.kubernetes.options import RenderOptions
 from flotilla.spec.models import AppSpec, RouteSpec
 from flotilla.spec.units import KIB, MIB
@@ -81,6 +81,7 @@ def _ingress(spec: AppSpec, service: str, *, ingress_name: str, routes: list[Rou
     if kind == "strip":
         obj["metadata"]["annotations"][NGINX + "rewrite-target"] = "/$2"
     obj["metadata"]["annotations"].update(scaling.concurrency_annotations(spec.services[service]))
+    obj["metadata"]["annotations"].update(certmanager.cert_manager_annotations(routes, options=options))
     backend = {"service": {"name": service, "port": {"number": port}}}
     rules = []
     for host in sorted({r.host for r in routes}):
