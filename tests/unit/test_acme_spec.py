@@ -33,3 +33,14 @@ def test_every_acme_problem_is_reported_with_its_line_and_fix():
          "(or leave it out for Let's Encrypt)"),
         "flotilla.yaml:5:3: acme.eab: unknown key 'eab'; allowed keys: email, directory",
     ]
+
+
+def test_acme_on_a_wildcard_host_is_refused_with_what_to_do_instead():
+    assert problems_of("app: shop\ngateway: {listen: '127.0.0.1:8080', https_port: 8443}\nservices:\n"
+                       "  web:\n    image: 'x:1'\n    port: 80\n"
+                       "    routes: [{host: '*.shop.example', tls: {acme: true}}]\n") == [
+        ("flotilla.yaml:7:51: services.web.routes.0.tls.acme: ACME cannot issue for the wildcard host "
+         "*.shop.example: Flotilla answers HTTP-01 challenges, and a CA issues wildcards only through DNS-01; "
+         "give the route a vault certificate covering *.shop.example (tls: {certificate: NAME}, "
+         "`flotilla certs set`), or route each host by name with tls: {acme: true}"),
+    ]

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from flotilla.spec import checks as c
-from flotilla.spec import units, urls
+from flotilla.spec import units, urls, validate_acme
 from flotilla.spec.interpolate import ENV_NAME
 from flotilla.spec.locate import Path, Reporter
 from flotilla.spec.models import (
@@ -136,6 +136,8 @@ def _route(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> Rou
     if len(clean) != len(known) or "host" not in clean:
         return None
     route = RouteSpec(**clean)
+    if not validate_acme.route_can_use_acme(rep, path, route):
+        return None
     ctx.routes.append(((route.host, route.path), path))
     if route.tls is not None:
         ctx.tls_routes.append(path + ("tls",))

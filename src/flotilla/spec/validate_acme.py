@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from flotilla.spec import checks as c
 from flotilla.spec.locate import Path, Reporter
-from flotilla.spec.models import AcmeSpec
+from flotilla.spec.models import AcmeSpec, RouteSpec
 
 ACME_KEYS = ("email", "directory")
 _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
@@ -30,6 +30,17 @@ def acme(rep: Reporter, path: Path, value: object) -> AcmeSpec | None:
     if ("email" in known and email is None) or ("directory" in known and directory is None):
         return None
     return AcmeSpec(email=email, **({"directory": directory} if directory else {}))
+
+
+def route_can_use_acme(rep: Reporter, path: Path, route: RouteSpec) -> bool:
+    """False, with the problem, for ``tls: {acme: true}`` on a wildcard host: HTTP-01 cannot prove one."""
+    if route.tls is None or not route.tls.acme or not route.host.startswith("*."):
+        return True
+    rep.add(path + ("tls", "acme"), f"ACME cannot issue for the wildcard host {route.host}: Flotilla answers "
+            "HTTP-01 challenges, and a CA issues wildcards only through DNS-01",
+            f"give the route a vault certificate covering {route.host} (tls: {{certificate: NAME}}, "
+            "`flotilla certs set`), or route each host by name with tls: {acme: true}")
+    return False
 
 
 def _email(rep: Reporter, path: Path, value: object) -> str | None:
