@@ -239,3 +239,62 @@ def _upper_dirs(app: str) -> list[Path]:
     found = subprocess.run(["docker", "inspect", "-f", "{{.GraphDriver.Data.UpperDir}}", *ids],
                            capture_output=True, text=True).stdout.split()
     return [Path(p) for p in found if p.startswith("/")]
+
+
+WEAK_CIPHER_WORDS = ("RC4", "3DES", "DES-CBC", "NULL", "EXP", "CBC", "MD5", "anon", "ADH", "AECDH")
+
+
+def test_sslscan_finds_no_weak_protocol_or_cipher(https_app):
+    port = https_app["https"]
+    scan = subprocess.run(["sslscan", "--no-colour", "--sni-name=a.test", "--xml=-", f"127.0.0.1:{port}"],
+                          capture_output=True, text=True, timeout=120)
+    (OUT / "sslscan-https.txt").write_text(scan.stdout)  # the report quotes it
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(scan.stdout[scan.stdout.index("<?xml"):])
+    protocols = {(p.get("type"), p.get("version")): p.get("enabled") for p in root.iter("protocol")}
+    assert {k for k, on in protocols.items() if on == "1"} == {("tls", "1.2"), ("tls", "1.3")}, protocols
+    ciphers = [(c.get("sslversion"), c.get("cipher"), int(c.get("bits"))) for c in root.iter("cipher")]
+    assert ciphers and {v for v, _, _ in ciphers} == {"TLSv1.2", "TLSv1.3"}, ciphers
+    weak = [c for c in ciphers if c[2] < 128 or any(word in c[1] for word in WEAK_CIPHER_WORDS)
+            or not c[1].startswith(("ECDHE-", "TLS_"))]  # forward secrecy: no RSA key exchange
+    assert weak == [], weak
+    groups = [(g.get("name"), int(g.get("bits"))) for g in root.iter("group")]
+    assert groups and [g for g in groups if g[1] < 128 or "ffdhe" in g[0]] == [], groups
+
+
+def _ws_frame(data: bytes) -> bytes:
+    mask = os.urandom(4)
+    return bytes([0x81, 0x80 | len(data)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+def _ws_read(sock) -> bytes:
+    head = b""
+    while len(head) < 2:
+        head += sock.recv(2 - len(head))
+    data = b""
+    while len(data) < head[1] & 127:
+        data += sock.recv((head[1] & 127) - len(data))
+    return data
+
+
+@pytest.mark.slow
+def test_a_websocket_through_the_gateway_survives_95_seconds_idle(https_app):
+    """Slow on purpose: past the 30 s client/server timeouts and the 90 s the issue names."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.set_alpn_protocols(["http/1.1"])
+    raw = socket.create_connection(("127.0.0.1", https_app["https"]), timeout=130)
+    with context.wrap_socket(raw, server_hostname="a.test") as sock:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall((f"GET /ws HTTP/1.1\r\nHost: a.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(1)
+        assert answer.startswith(b"HTTP/1.1 101"), answer
+        sock.sendall(_ws_frame(b"before"))
+        assert _ws_read(sock) == b"before"
+        time.sleep(95)
+        sock.sendall(_ws_frame(b"after 95 s idle"))
+        assert _ws_read(sock) == b"after 95 s idle"

@@ -104,6 +104,7 @@ TLS12_CIPHERS = (
     "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
     "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
 )
+TLS_CURVES = ("X25519", "P-256", "P-384")
 TLS13_CIPHERSUITES = ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256")
 
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9_.:/@+=,*-]+")
@@ -353,6 +354,8 @@ def _tls_global() -> list[str]:
         "# HTTPS (docs/https.md): TLS 1.2 and 1.3 only; AEAD ciphers with forward secrecy (ECDHE), no CBC,",
         "# no RSA key exchange; the certificates come from RAM and change at run time (set ssl cert)",
         "ssl-default-bind-options ssl-min-ver TLSv1.2",
+        "# key exchange on elliptic curves of 128 bits or more; no finite-field groups (ffdhe2048 is 112)",
+        f"ssl-default-bind-curves {':'.join(TLS_CURVES)}",
         f"ssl-default-bind-ciphers {':'.join(TLS12_CIPHERS)}",
         f"ssl-default-bind-ciphersuites {':'.join(TLS13_CIPHERSUITES)}",
     ]
