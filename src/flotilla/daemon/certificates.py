@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from flotilla.errors import CertificateError, NotFoundError, Problem
 from flotilla.secrets import Vault
-from flotilla.secrets.certs import CertInfo, inspect_pair, serving_problems
+from flotilla.secrets.certs import CertInfo, inspect_pair, pem_bundle, self_signed, serving_problems
 from flotilla.secrets.vault import CERTIFICATE_NAMESPACE
 from flotilla.spec import AppSpec
 
@@ -118,6 +118,10 @@ class CertificateStore:
                 wanted[name] = found
         return wanted
 
+    def bundles(self, spec: AppSpec) -> dict[str, bytes]:
+        """What the gateway loads for the app: certificate name -> chain and key in one PEM."""
+        return {name: pem_bundle(c.cert_pem, c.key_pem) for name, c in self.wanted(spec).items()}
+
     def problems(self, spec: AppSpec) -> list[Problem]:
         """Why a TLS route of ``spec`` cannot be served from the store now: ``up`` refuses these."""
         now = self._clock()
@@ -140,6 +144,11 @@ class CertificateStore:
     def _write(self, app: str, name: str, data: dict) -> None:
         self._vault.set(CERTIFICATE_NAMESPACE, _entry(app, name),
                         json.dumps({"name": name, **data, "updated": self._clock()}).encode())
+
+
+def default_bundle(*, now: float) -> bytes:
+    """The gateway's default certificate (for a client whose SNI matches no route), made in RAM."""
+    return pem_bundle(*self_signed("flotilla-default", now=now))
 
 
 def certificate_names(spec: AppSpec) -> list[str]:

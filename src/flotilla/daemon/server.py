@@ -33,7 +33,7 @@ from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.autoscaler import Autoscaler
 from flotilla.daemon.cache_states import CacheStates
 from flotilla.daemon.caches import CacheKeeper
-from flotilla.daemon.certificates import CertificateStore
+from flotilla.daemon.certificates import CertificateStore, default_bundle
 from flotilla.daemon.counts import ReplicaCounts
 from flotilla.daemon.deployments import Deployments
 from flotilla.daemon.events import EventLog
@@ -57,6 +57,7 @@ from flotilla.engines.docker import DockerEngine
 from flotilla.engines.docker.images import DockerImages
 from flotilla.errors import DaemonError, FlotillaError
 from flotilla.gateway.accesslog import AccessLog
+from flotilla.gateway.certificates import GatewayCertificates
 from flotilla.gateway.challenge_map import ChallengeMap
 from flotilla.gateway.manager import GatewayManager
 from flotilla.gateway.metrics import MetricsWindow
@@ -110,9 +111,12 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
     metrics = MetricsWindow()
     activator_path = activator_socket(home=home.root, identity=home.identity)
     gateway_files = GatewayFiles(home.root / "gateway")
+    tls_files = GatewayCertificates(directory=injector.runtime.gateway_dir,
+                                    default_bundle=lambda: default_bundle(now=time.time()))
     gateway = GatewayManager(files=gateway_files, worker_user=worker_user(environ),
-                             activator_socket=str(activator_path))
-    traffic = Traffic(gateway=gateway, metrics=metrics, clock=time.monotonic, scale_from_zero=True)
+                             activator_socket=str(activator_path), certificates=tls_files)
+    traffic = Traffic(gateway=gateway, metrics=metrics, clock=time.monotonic, scale_from_zero=True,
+                      certificates=certificates.bundles)
     prober = HealthProber(on_change=on_health_change(events=events, wakeups=wakeups), clock=time.time,
                           on_ready=traffic.serve_ready)
     snapshots = Snapshots(engine=engine, prober=prober)
