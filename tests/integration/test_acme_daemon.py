@@ -13,6 +13,7 @@ certificate keeps serving.
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import time
 
@@ -20,7 +21,9 @@ import pytest
 
 from flotilla.daemon.acme import CA_BUNDLE_SETTING
 from tests.support import pebble as pebble_support
+from tests.support.load import LoadGenerator, wait_for_answers
 from tests.support.ports import free_port
+from tests.support.tls import wait_served
 from tests.support.waiting import wait_for
 
 pytestmark = [
@@ -93,20 +96,28 @@ def test_a_certificate_is_issued_served_renewed_and_a_failure_is_loud(flotilla, 
         assert http2.returncode == 0 and http2.stdout.strip() == "2", http2
         assert f'flotilla_acme_issued_total{{app="{app_name}",host="{HOST}"}} 1' in metrics(flotilla)
 
-        # renewal: about 40 s after the first was issued, with no failed request meanwhile
-        renewed_since = time.time()
-        failed_curls = []
-        deadline = time.monotonic() + VALIDITY + 30
-        second = None
-        while time.monotonic() < deadline and second is None:
-            answer = curl(https_port, root)
-            if answer.returncode != 0:
-                failed_curls.append(answer.stderr)
-            second = issued_after(flotilla, app_name, renewed_since)
-            time.sleep(0.2)
-        assert second is not None, "the certificate was not renewed"
-        assert second["fingerprint"] != first["fingerprint"] and events(flotilla, app_name, "certificate.renewed")
+        # renewal, about 40 s after the first was issued: an HTTPS load (keep-alive, pebble's root
+        # trusted) and a new handshake per curl run across it, and not one request fails
+        renewed_since, failed_curls, second = time.time(), [], None
+        load = LoadGenerator(host="127.0.0.1", port=https_port, host_header=HOST, rate=40, max_seconds=VALIDITY + 40,
+                             paths=("/items",), post_every=0, workers=8,
+                             tls=ssl.create_default_context(cafile=str(root)))
+        with load:
+            deadline = time.monotonic() + VALIDITY + 30
+            while time.monotonic() < deadline and second is None:
+                answer = curl(https_port, root)
+                if answer.returncode != 0:
+                    failed_curls.append(answer.stderr)
+                second = issued_after(flotilla, app_name, renewed_since)
+                time.sleep(0.2)
+            assert second is not None, "the certificate was not renewed"
+            wait_served(https_port, HOST, second["fingerprint"])  # new handshakes get the new one
+            wait_for_answers(load, 40)
+        result = load.result
+        print(f"HTTPS load across the ACME renewal: {result.summary()}; curls {len(failed_curls)} failed")
+        assert result.failed == 0 and result.ok > 100, result.summary()
         assert failed_curls == []
+        assert second["fingerprint"] != first["fingerprint"] and events(flotilla, app_name, "certificate.renewed")
     # the CA is gone: the next renewal fails, loudly, and the renewed certificate keeps serving meanwhile
     failed = wait_for(lambda: events(flotilla, app_name, "certificate.failed"), timeout=VALIDITY, interval=0.5,
                       what="a certificate.failed event")
