@@ -16,6 +16,7 @@ from __future__ import annotations
 import ssl
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +132,19 @@ def test_a_certificate_is_issued_served_renewed_and_a_failure_is_loud(flotilla, 
     assert "Connection refused" in table, table
     if still_valid:
         assert serving.returncode == 0, serving.stderr
+    # the account key and the certificates' keys: in the vault only, sealed, never in plaintext under the home
+    assert files_holding(flotilla.home, b"PRIVATE KEY") == []
+    for args in (("certs", "ls", app_name, "--json"), ("events", app_name, "--json")):
+        assert "PRIVATE KEY" not in flotilla.run(*args).stdout
+
+
+def files_holding(root: Path, needle: bytes) -> list[str]:
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            try:
+                if needle in path.read_bytes():
+                    found.append(str(path))
+            except OSError:
+                continue
+    return found

@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from flotilla.errors import GatewayError
 from flotilla.gateway.challenge_map import ChallengeMap
 from flotilla.gateway.challenges import ACME_CHALLENGE_ACL, challenge_lines
-from flotilla.gateway.config import render_config
+from flotilla.gateway.config import build_gateway_config, render_config
+from flotilla.gateway.model import TlsPaths
+from flotilla.spec.models import AppSpec, GatewaySpec, RouteSpec, ServiceSpec, TlsSpec
 from tests.support.gateway_specs import app, build, route, service
 
 MAP = "/run/flotilla/gateway/acme-challenges.map"
@@ -71,3 +73,14 @@ def test_nothing_that_could_smuggle_a_command_or_a_map_line_is_published(token):
     with pytest.raises(GatewayError):
         answers.publish("token", token)
     assert runtime.commands == []
+
+
+def test_the_answer_comes_before_the_https_redirect_of_an_acme_route():
+    routes = (RouteSpec(host="shop.example", tls=TlsSpec(acme=True)),)
+    spec = AppSpec(app="shop", gateway=GatewaySpec(listen_port=48080, https_port=8443),
+                   services={"web": ServiceSpec(image="img:1", port=8000, routes=routes)})
+    paths = TlsPaths(default_cert="/run/fl/-gateway/default.pem", crt_list="/run/fl/-gateway/crt-list")
+    text = render_config(build_gateway_config({"shop": spec}, {}, tls=paths), runtime_socket="/x.sock",
+                         challenge_map=MAP)
+    answer, redirect = text.index("http-request return status 200"), text.index("code 308")
+    assert answer < redirect and f"!{ACME_CHALLENGE_ACL}" in text[redirect:].splitlines()[0]
