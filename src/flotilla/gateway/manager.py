@@ -62,6 +62,7 @@ class GatewayManager:
         self._worker_user = worker_user  # who HAProxy's workers run as (gateway/workers.py)
         self._activator = activator_socket  # None: no scale-from-zero holding
         self._certificates = certificates  # None: no HTTPS listener (gateway/certificates.py)
+        self._tls_files = False  # whether certificate files of this gateway may be on the tmpfs
         self._drain_timeout = drain_timeout
         self._clock = clock
         self._sleep = sleep
@@ -102,6 +103,7 @@ class GatewayManager:
         if not config.frontends:
             self.process.stop()
             self._save_structure("")
+            self._write_certificates(config, {})
             return []
         wanted = self._write_certificates(config, certificates)  # before HAProxy may read them
         text = self._render(config)
@@ -126,10 +128,17 @@ class GatewayManager:
 
     def _write_certificates(self, config: GatewayConfig, certificates: Mapping[tuple[str, str], bytes]
                             ) -> dict[str, bytes]:
-        if config.tls is None or self._certificates is None:
+        """The files HAProxy reads at its next (re)start; none left once no listener serves HTTPS."""
+        if self._certificates is None:
+            return {}
+        if config.tls is None:
+            if self._tls_files:
+                self._certificates.write({})
+                self._tls_files = False
             return {}
         wanted = {self._certificates.file_for(app, name): bundle for (app, name), bundle in certificates.items()}
         self._certificates.write(wanted)
+        self._tls_files = True
         return wanted
 
     def backend_of(self, app: str, service: str) -> str | None:

@@ -75,7 +75,6 @@ class RenderOptions:
 
     ingress_mode: IngressMode = "ingress"
     ingress_class: str = "nginx"
-    acme_issuer: str = "letsencrypt"  # cert-manager's ClusterIssuer for tls: {acme: true} routes (certmanager.py)
     gateway_ref: GatewayRef | None = None
     ingress_controller_selector: Mapping = field(default_factory=lambda: DEFAULT_INGRESS_PEER)
     dns_selector: Mapping = field(default_factory=lambda: DEFAULT_DNS_PEER)
@@ -96,6 +95,10 @@ class RenderOptions:
     # pulling from them reference their image pull Secret; the values only with include_secrets.
     registry_logins: tuple[str, ...] = ()
     registry_values: Mapping[str, tuple[str, str]] = field(default_factory=lambda: _frozen({}))
+    # HTTPS (engines/kubernetes/routing.py): cert-manager's ClusterIssuer for ACME routes, and the vault
+    # certificates' (chain, key) by name, for their kubernetes.io/tls Secrets (only with include_secrets).
+    cluster_issuer: str = "letsencrypt"
+    tls_values: Mapping[str, tuple[bytes, bytes]] = field(default_factory=lambda: _frozen({}))
 
     def __post_init__(self) -> None:
         _check_choice("ingress_mode", self.ingress_mode, choices=INGRESS_MODES)
