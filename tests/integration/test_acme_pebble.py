@@ -57,6 +57,7 @@ class Hello(http.server.BaseHTTPRequestHandler):
 def backend():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
     server.daemon_threads = True
+    server.handle_error = lambda request, address: None  # HAProxy resets idle keep-alive connections
     server.paths = []
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -125,8 +126,9 @@ def test_pebble_issues_a_certificate_through_the_gateway(gateway, pebble, backen
     answers = ChallengeMap(manager.files.challenge_map, manager.runtime)
     client = AcmeClient(directory=pebble.directory, account_key_pem=new_account_key(),
                         email="ops@example.com", ca_bundle=str(pebble.ca_bundle))
-    before = len(backend.paths)
-    issued = client.issue([HOST], responder=answers)
+    before, steps = len(backend.paths), []
+    issued = client.issue([HOST], responder=answers, progress=lambda step, detail: steps.append(step))
+    assert steps == ["ordered", "challenge", "validated"]
     leaf = x509.load_pem_x509_certificate(issued.chain_pem.encode())
     names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
     assert names == [HOST]

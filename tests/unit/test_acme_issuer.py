@@ -66,8 +66,9 @@ class FakeCa:
         self.accounts.append(settings)
         return self
 
-    def issue(self, hosts, *, responder):
+    def issue(self, hosts, *, responder, progress):
         self.orders.append(list(hosts))
+        progress("ordered", f"order placed for {hosts[0]}")
         if self.down:
             raise AcmeError(f"ACME: could not reach the directory for {hosts[0]}: ConnectionRefusedError")
         start = datetime.datetime.fromtimestamp(self.clock(), tz=datetime.UTC)
@@ -112,7 +113,7 @@ def test_a_new_host_is_issued_at_once_and_its_account_key_is_kept_in_the_vault(p
     assert sorted(ca.orders) == [[h] for h in HOSTS]
     assert [(c.name, c.source, c.info.hosts) for c in certificates.list("shop")] == [
         (acme_name(h), "acme", (h,)) for h in HOSTS]
-    assert kinds(store).count("certificate.issued") == 2 and kinds(store).count("certificate.ordered") == 2
+    assert [kinds(store).count(f"certificate.{k}") for k in ("requested", "ordered", "issued")] == [2, 2, 2]
     (settings,) = ca.accounts  # one account for the app and its directory
     assert settings["directory"] == "https://ca.test/dir" and settings["ca_bundle"] == "/ca.pem"
     assert settings["email"] == "ops@example.com"
@@ -134,6 +135,14 @@ def test_renewal_comes_at_two_thirds_of_the_lifetime_on_the_injected_clock(parts
     assert len(ca.orders) == 4 and kinds(store).count("certificate.renewed") == 2
     assert all(c.info.not_before == START + 60 * DAY for c in certificates.list("shop"))
     assert "flotilla_acme_issued_total{app=\"shop\",host=\"shop.example.com\"} 2" in issuer.prometheus()
+    issuer.tick()
+    expiry = f"{START + 150 * DAY:.0f}"  # renewed at day 60, valid 90 days
+    assert (f'flotilla_acme_certificate_expiry_timestamp_seconds{{app="shop",host="shop.example.com"}} {expiry}'
+            in issuer.prometheus())
+    issuer.tick()
+    expiry = f"{START + 150 * DAY:.0f}"
+    assert f'flotilla_acme_certificate_expiry_timestamp_seconds{{app="shop",host="shop.example.com"}} {expiry}' \
+        in issuer.prometheus()
 
 
 def test_a_failure_is_loud_keeps_the_old_certificate_and_is_retried_with_back_off(parts):

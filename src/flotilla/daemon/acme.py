@@ -8,10 +8,11 @@ challenge answered by the gateway's own map (gateway/challenge_map.py). A new
 certificate goes into the store and the app is woken, so the gateway sync loads
 it into HAProxy at run time; this loop never talks to HAProxy's SSL commands.
 
-Every step is an event (``certificate.ordered``, ``.issued``, ``.renewed``,
-``.failed``), and a failure is loud three ways: the event, the error recorded on
-the certificate (``flotilla certs ls`` shows it), and ``/metrics``
-(``flotilla_acme_failures_total``, ``flotilla_acme_failing``). The old certificate
+Every step is an event (``certificate.requested``, ``.ordered``, ``.challenge``,
+``.validated``, then ``.issued`` or ``.renewed``, or ``.failed``), and a failure
+is loud three ways: the event, the error recorded on the certificate
+(``flotilla certs ls`` shows it), and ``/metrics`` (``flotilla_acme_failures_total``,
+``flotilla_acme_failing``). The old certificate
 keeps serving until a new one is stored. The account key is made on the first
 order and kept in the vault, one per app and directory.
 
@@ -34,7 +35,7 @@ from flotilla.daemon.certificates import acme_name
 from flotilla.daemon.events import EventLog
 from flotilla.daemon.wakeups import Wakeups
 from flotilla.errors import FlotillaError
-from flotilla.gateway.acme import AcmeClient, ChallengeResponder, IssuedCertificate, new_account_key
+from flotilla.gateway.acme import AcmeClient, ChallengeResponder, IssuedCertificate, Progress, new_account_key
 from flotilla.plan.renewals import (
     DEFAULT_POLICY,
     AttemptRecord,
@@ -72,7 +73,7 @@ class CertificateStore(Protocol):
 
 
 class Client(Protocol):
-    def issue(self, hosts: list[str], *, responder: ChallengeResponder) -> IssuedCertificate: ...
+    def issue(self, hosts: list[str], *, responder: ChallengeResponder, progress: Progress) -> IssuedCertificate: ...
 
 
 ClientFactory = Callable[..., Client]
@@ -85,6 +86,7 @@ class HostState:
     attempt: AttemptRecord | None = None
     failures_total: int = 0
     issued_total: int = 0
+    not_after: float | None = None  # the held certificate's expiry, as last seen
 
 
 def acme_hosts(spec: AppSpec) -> list[str]:
@@ -172,6 +174,10 @@ class AcmeIssuer:
         lines += ["# HELP flotilla_acme_issued_total certificates issued or renewed through ACME, per host",
                   "# TYPE flotilla_acme_issued_total counter"]
         lines += [f"flotilla_acme_issued_total{_labels(app, host)} {s.issued_total}" for (app, host), s in rows]
+        lines += ["# HELP flotilla_acme_certificate_expiry_timestamp_seconds when the host's ACME certificate expires",
+                  "# TYPE flotilla_acme_certificate_expiry_timestamp_seconds gauge"]
+        lines += [f"flotilla_acme_certificate_expiry_timestamp_seconds{_labels(app, host)} {s.not_after:.0f}"
+                  for (app, host), s in rows if s.not_after is not None]
         return "\n".join(lines) + "\n"
 
     def state(self, app: str, host: str) -> HostState:
@@ -182,11 +188,15 @@ class AcmeIssuer:
 
     def _order(self, spec: AppSpec, order: Order) -> None:
         app, host, name = spec.app, order.host, acme_name(order.host)
-        self._events.record(app, "certificate.ordered", name,
+        self._events.record(app, "certificate.requested", name,
                             f"ordering a certificate for {host} from {spec.acme.directory} ({order.reason})")
         started = self._clock()
+
+        def step(kind: str, detail: str) -> None:
+            self._events.record(app, f"certificate.{kind}", name, detail)
+
         try:
-            issued = self._client(spec).issue([host], responder=self._responder)
+            issued = self._client(spec).issue([host], responder=self._responder, progress=step)
             self._certificates.put(app, name, issued.chain_pem.encode(), issued.key_pem.encode(), source=SOURCE)
         except FlotillaError as exc:
             self._failed(app, host, exc.message, at=started)
@@ -226,6 +236,10 @@ class AcmeIssuer:
             info = getattr(stored, "info", None)
             if info is not None:
                 held[host] = HeldCertificate(not_before=info.not_before, not_after=info.not_after)
+        with self._lock:
+            for host, certificate in held.items():
+                state = self._hosts.get((app, host), HostState())
+                self._hosts[(app, host)] = replace(state, not_after=certificate.not_after)
         return held
 
     def _attempts(self, app: str, hosts: Iterable[str]) -> dict[str, AttemptRecord]:

@@ -19,7 +19,7 @@ the library.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -36,6 +36,13 @@ from flotilla.errors import AcmeError
 USER_AGENT = "flotilla-acme"
 NETWORK_TIMEOUT = 30  # seconds for one HTTP exchange with the ACME server
 ORDER_TIMEOUT = 90.0  # seconds for the challenges and the finalization of one order
+
+
+def _quiet(step: str, detail: str) -> None:
+    pass
+
+
+Progress = Callable[[str, str], None]  # (step, detail): see AcmeClient.issue
 
 
 class ChallengeResponder(Protocol):
@@ -83,21 +90,30 @@ class AcmeClient:
     def __repr__(self) -> str:  # never the key
         return f"AcmeClient(directory={self.directory!r}, email={self.email!r})"
 
-    def issue(self, hosts: Sequence[str], *, responder: ChallengeResponder) -> IssuedCertificate:
-        """A certificate for ``hosts`` (the first is its subject), HTTP-01 challenges answered by ``responder``."""
+    def issue(self, hosts: Sequence[str], *, responder: ChallengeResponder,
+              progress: Progress = _quiet) -> IssuedCertificate:
+        """A certificate for ``hosts`` (the first is its subject), HTTP-01 challenges answered by ``responder``.
+
+        ``progress(step, detail)`` hears each step as it is done: ``ordered``,
+        ``challenge`` (an answer published), ``validated`` (the CA checked every
+        challenge and signed), so a caller can make each an event.
+        """
         if not hosts:
             raise AcmeError("an ACME order needs at least one host name")
         acme = self._registered()
         key_pem = _new_key_pem()
         with _step("order", hosts):
             order = acme.new_order(crypto_util.make_csr(key_pem.encode(), list(hosts)))
+        progress("ordered", f"order {order.uri} placed for {', '.join(hosts)}")
         with _published(order, key=self._key, responder=responder) as answers:
             for challenge in answers:
                 with _step("answer a challenge", hosts):
                     acme.answer_challenge(challenge, challenge.response(self._key))
+                progress("challenge", f"HTTP-01 answer for {challenge.chall.path} published by the gateway")
             deadline = datetime.datetime.now() + datetime.timedelta(seconds=self._timeout)
             with _step("validate and finalize", hosts):
                 order = acme.poll_and_finalize(order, deadline=deadline)
+        progress("validated", f"the CA validated {', '.join(hosts)} and signed the certificate")
         return certificate_from_pem(tuple(hosts), chain_pem=order.fullchain_pem, key_pem=key_pem)
 
     def _registered(self) -> client.ClientV2:
