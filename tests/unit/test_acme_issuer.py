@@ -85,8 +85,7 @@ class FakeCa:
             not_before=start, not_after=cert.not_valid_after_utc, issuer="CN=Fake CA")
 
 
-@pytest.fixture
-def parts(tmp_path):
+def build(tmp_path, **more):
     clock = Clock()
     store = Store(tmp_path / "state.db", clock=clock)
     apps = AppRepository(store)
@@ -94,9 +93,14 @@ def parts(tmp_path):
     certificates, ca = CertificateStore(vault, clock=clock), FakeCa(clock)
     issuer = AcmeIssuer(apps=apps, certificates=certificates, vault=vault, events=EventLog(store),
                         wakeups=Wakeups(clock=clock), responder=object(), clock=clock, ca_bundle="/ca.pem",
-                        client_factory=ca.client)
+                        client_factory=ca.client, **more)
     apps.put(spec_from_dict(shop_spec(*HOSTS)))
     return issuer, certificates, ca, clock, store, vault
+
+
+@pytest.fixture
+def parts(tmp_path):
+    return build(tmp_path)
 
 
 def kinds(store: Store) -> list[str]:
@@ -176,3 +180,16 @@ def test_a_failure_is_loud_keeps_the_old_certificate_and_is_retried_with_back_of
     assert 'flotilla_acme_failing{app="shop",host="shop.example.com"} 0' in issuer.prometheus()
     assert held(certificates, "shop.example.com").error is None
     assert issuer.state("shop", "shop.example.com").attempt is None
+
+
+def test_a_host_is_ordered_only_once_the_gateway_routes_its_service_and_forgotten_when_its_route_goes(tmp_path):
+    routed: set[tuple[str, str]] = set()
+    issuer, _, ca, _, _, _ = build(tmp_path, routed=lambda app, service: (app, service) in routed)
+    issuer.tick()
+    assert ca.orders == []  # the CA's challenge could not reach the gateway yet
+    routed.add(("shop", "web"))
+    issuer.tick()
+    assert len(ca.orders) == 2 and "shop.example.com" in issuer.prometheus()
+    routed.clear()
+    issuer.tick()
+    assert "shop.example.com" not in issuer.prometheus()

@@ -89,10 +89,14 @@ class HostState:
     not_after: float | None = None  # the held certificate's expiry, as last seen
 
 
-def acme_hosts(spec: AppSpec) -> list[str]:
-    """The hosts of ``spec``'s routes that ask for an ACME certificate, each once, sorted."""
-    return sorted({route.host.lower() for svc in spec.services.values() for route in svc.routes
-                   if route.tls is not None and route.tls.acme})
+def acme_hosts(spec: AppSpec, *, routed: Callable[[str, str], bool] | None = None) -> list[str]:
+    """The hosts of ``spec``'s routes that ask for an ACME certificate, each once, sorted.
+
+    With ``routed(app, service)``, only the hosts of services the gateway routes
+    already: the CA's challenge must reach the gateway's listener, and a failed
+    validation counts against the CA's rate limits."""
+    return sorted({route.host.lower() for name, svc in spec.services.items() for route in svc.routes
+                   if route.tls is not None and route.tls.acme and (routed is None or routed(spec.app, name))})
 
 
 def account_entry(app: str, directory: str) -> str:
@@ -117,6 +121,7 @@ class AcmeIssuer:
         client_factory: ClientFactory = AcmeClient,
         policy: RenewalPolicy = DEFAULT_POLICY,
         interval: float = INTERVAL,
+        routed: Callable[[str, str], bool] | None = None,
     ) -> None:
         self._apps = apps
         self._certificates = certificates
@@ -129,6 +134,7 @@ class AcmeIssuer:
         self._client_factory = client_factory
         self._policy = policy
         self._interval = interval
+        self._routed = routed  # (app, service) -> does the gateway route it now? None: assume so
         self._lock = threading.Lock()
         self._hosts: dict[tuple[str, str], HostState] = {}
         self._clients: dict[tuple[str, str, str | None], Client] = {}
@@ -145,8 +151,10 @@ class AcmeIssuer:
     def tick(self) -> float | None:
         """Order what is due for every app; the earliest time something else falls due."""
         soonest: list[float] = []
+        wanted: set[tuple[str, str]] = set()
         for spec in self._apps.active():
-            hosts = acme_hosts(spec)
+            hosts = acme_hosts(spec, routed=self._routed)
+            wanted |= {(spec.app, host) for host in hosts}
             if not hosts:
                 continue
             for order in self._plan(spec.app, hosts).orders:
@@ -154,7 +162,13 @@ class AcmeIssuer:
             after = self._plan(spec.app, hosts).next_check  # what the orders just changed included
             if after is not None:
                 soonest.append(after)
+        self._forget_all_but(wanted)
         return min(soonest) if soonest else None
+
+    def _forget_all_but(self, wanted: set[tuple[str, str]]) -> None:
+        """Hosts no longer wanted (a route or an app removed) leave the metrics."""
+        with self._lock:
+            self._hosts = {key: state for key, state in self._hosts.items() if key in wanted}
 
     def _plan(self, app: str, hosts: list[str]) -> RenewalPlan:
         return plan_renewals(hosts, held=self._held(app, hosts), attempts=self._attempts(app, hosts),

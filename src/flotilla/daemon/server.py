@@ -139,7 +139,8 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
                          client=ClusterClient(), vault=vault, events=events, wakeups=wakeups, clock=time.monotonic)
     issuer = AcmeIssuer(apps=apps, certificates=certificates, vault=vault, events=events, wakeups=wakeups,
                         responder=ChallengeMap(gateway_files.challenge_map, gateway.runtime),
-                        ca_bundle=environ.get(ACME_CA_BUNDLE_SETTING) or None, clock=time.time)
+                        ca_bundle=environ.get(ACME_CA_BUNDLE_SETTING) or None, clock=time.time,
+                        routed=lambda app, service: gateway.backend_of(app, service) is not None)
     status = StatusViews(apps=apps, runtime=runtime, snapshots=snapshots, reconciler=reconciler,
                          cache_states=cache_states, traffic=traffic, autoscaler=autoscaler,
                          warnings=_host_warnings(engine), more_metrics=(issuer.prometheus,))
