@@ -120,6 +120,8 @@ def test_a_certificate_is_issued_served_renewed_and_a_failure_is_loud(flotilla, 
         assert result.failed == 0 and result.ok > 100, result.summary()
         assert failed_curls == []
         assert second["fingerprint"] != first["fingerprint"] and events(flotilla, app_name, "certificate.renewed")
+        # at two thirds of the lifetime (less the host's spread), not at its end: 40 s of 60, with margin
+        assert second["not_before"] - first["not_before"] <= 0.8 * VALIDITY, (first, second)
     # the CA is gone: the next renewal fails, loudly, and the renewed certificate keeps serving meanwhile
     failed = wait_for(lambda: events(flotilla, app_name, "certificate.failed"), timeout=VALIDITY, interval=0.5,
                       what="a certificate.failed event")
