@@ -9,6 +9,7 @@ API answers each class with the HTTP status on its right (500 for the rest).
     FlotillaError                 exit 1
     ├── SpecError                 exit 2  the spec has problems (all of them, at once)      HTTP 400
     ├── BadRequestError           exit 2  a malformed request: not JSON, a bad count...    HTTP 400
+    │   └── CertificateError              a certificate/key pair that cannot serve (mismatch, expired...)
     ├── NotFoundError             exit 3  no such app, service or replica                  HTTP 404
     │   └── SecretNotFoundError           no such secret (or version of it) for the app
     ├── ConflictError             exit 4  the request clashes with the current state       HTTP 409
@@ -22,7 +23,8 @@ API answers each class with the HTTP status on its right (500 for the rest).
     │   └── DaemonUnavailableError
     ├── WaitTimeoutError          exit 7  a wait ran out (for example ``up --timeout``)
     ├── GatewayError              exit 8  the gateway (HAProxy) failed, refused a change or cannot start
-    │   └── NoFreeSlotError               a backend has no free server slot for another replica
+    │   ├── NoFreeSlotError               a backend has no free server slot for another replica
+    │   └── AcmeError                     an ACME server refused an order, or could not be reached
     ├── SecretsError              exit 9  the vault or the master key cannot do what was asked
     │   ├── WrongKeyError                 the master key is not the one the vault was written with
     │   └── TamperedError                 a stored secret failed its integrity check
@@ -102,6 +104,12 @@ class BadRequestError(FlotillaError):
     code = "bad_request"
 
 
+class CertificateError(BadRequestError):
+    """A certificate and key that cannot serve: unreadable, not a pair, expired; never quotes the key."""
+
+    code = "bad_certificate"
+
+
 class NotFoundError(FlotillaError):
     exit_code = 3
     code = "not_found"
@@ -176,6 +184,12 @@ class NoFreeSlotError(GatewayError):
     code = "no_free_slot"
 
 
+class AcmeError(GatewayError):
+    """Obtaining a certificate through ACME failed: the message names the step and the server's reason."""
+
+    code = "acme_error"
+
+
 class SecretsError(FlotillaError):
     """The vault or the master key cannot do what was asked; the message says why."""
 
@@ -207,6 +221,7 @@ _BY_CODE = {
     for cls in (
         FlotillaError,
         BadRequestError,
+        CertificateError,
         NotFoundError,
         SecretNotFoundError,
         ConflictError,
@@ -221,6 +236,7 @@ _BY_CODE = {
         WaitTimeoutError,
         GatewayError,
         NoFreeSlotError,
+        AcmeError,
         SecretsError,
         CacheError,
         WrongKeyError,

@@ -16,7 +16,9 @@ Shape:
 * bounded: at most ``max_requests`` (default ``rate * max_seconds``) requests
   and ``max_seconds`` seconds; the generator stops by itself;
 * every ``post_every``-th request is a POST with a small JSON body (to
-  ``post_path``, or the same path); the rest are GETs, round-robin over ``paths``.
+  ``post_path``, or the same path); the rest are GETs, round-robin over ``paths``;
+* HTTPS when given ``tls`` (an ``ssl.SSLContext``): SNI and the checked name are
+  the Host header's, so a certificate the context does not trust is a failure.
 
 A request fails on any exception, a timeout, or a status not in ``ok_statuses``.
 
@@ -59,6 +61,7 @@ import json
 import math
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -155,6 +158,13 @@ class _Connection(http.client.HTTPConnection):
     bytes_before = 0
     _head_waits_for_body = False
     _head: bytes | None = None
+    tls: ssl.SSLContext | None = None  # HTTPS: the TCP rules hold on the socket under TLS
+    server_name: str | None = None
+
+    def connect(self) -> None:
+        super().connect()
+        if self.tls is not None:
+            self.sock = self.tls.wrap_socket(self.sock, server_hostname=self.server_name or self.host)
 
     def prepare(self) -> bool:
         """Before a request: drop a connection the peer has closed; True if one was dropped."""
@@ -230,13 +240,14 @@ class LoadGenerator:
                  max_seconds: float = 120.0, paths: Sequence[str] = ("/",), post_every: int = 2,
                  post_path: str | None = None, timeout: float = 5.0, workers: int = 16,
                  ok_statuses: frozenset[int] = DEFAULT_OK_STATUSES,
-                 max_requests: int | None = None) -> None:
+                 max_requests: int | None = None, tls: ssl.SSLContext | None = None) -> None:
         if rate <= 0 or max_seconds <= 0 or workers < 1 or not paths:
             raise ValueError("rate and max_seconds must be > 0, workers >= 1, paths non-empty")
         self.host, self.port, self.host_header = host, port, host_header
         self.rate, self.max_seconds, self.timeout, self.workers = rate, max_seconds, timeout, workers
         self.paths, self.post_every, self.post_path = tuple(paths), post_every, post_path
         self.ok_statuses = frozenset(ok_statuses)
+        self.tls = tls  # HTTPS with this context (its SNI and checked name: host_header), else plain HTTP
         self.max_requests = max_requests if max_requests is not None else math.ceil(rate * max_seconds)
         self.result: LoadResult | None = None
         self._lock = threading.Lock()
@@ -304,6 +315,7 @@ class LoadGenerator:
 
     def _worker(self) -> None:
         conn = _Connection(self.host, self.port, timeout=self.timeout)
+        conn.tls, conn.server_name = self.tls, self.host_header.split(":")[0]
         try:
             while (request := self._next_request()) is not None:
                 due = self._started + request.index / self.rate

@@ -65,7 +65,7 @@ services:
 """,
         [
             ('flotilla.yaml:1:1: (top): expected a mapping, got a list; give a mapping with the '
-             'keys app, gateway, services, caches, pull'),
+             'keys app, gateway, services, caches, pull, acme'),
         ],
         id='top_level_list',
     ),
@@ -75,7 +75,7 @@ shop
 """,
         [
             ("flotilla.yaml:1:1: (top): expected a mapping, got a string ('shop'); give a "
-             'mapping with the keys app, gateway, services, caches, pull'),
+             'mapping with the keys app, gateway, services, caches, pull, acme'),
         ],
         id='top_level_scalar',
     ),
@@ -124,7 +124,7 @@ services:
 """,
         [
             ("flotilla.yaml:2:1: version: unknown key 'version'; allowed keys: app, gateway, "
-             'services, caches, pull'),
+             'services, caches, pull, acme'),
             ("flotilla.yaml:6:5: services.web.replics: unknown key 'replics'; did you mean "
              "'replicas'?"),
             "flotilla.yaml:7:5: services.web.helth: unknown key 'helth'; did you mean 'health'?",
@@ -534,7 +534,7 @@ services:
             ("flotilla.yaml:13:32: services.web.routes.6.prefix: unknown key 'prefix'; did you "
              "mean 'strip_prefix'?"),
             ('flotilla.yaml:14:9: services.web.routes.7: expected a mapping, got a string '
-             "('shop.localhost'); give a mapping with the keys host, path, strip_prefix"),
+             "('shop.localhost'); give a mapping with the keys host, path, strip_prefix, tls"),
             ('flotilla.yaml:18:13: services.api.routes: expected a list, got a mapping; give a '
              'list of routes such as {host: shop.localhost, path: /}'),
         ],
@@ -877,7 +877,7 @@ services:
         [
             ('flotilla.yaml:2:19: gateway.listen: expected a string, got an integer (8080); '
              'write "host:port" with an IPv4 address, localhost or [IPv6], e.g. "127.0.0.1:8080"'),
-            "flotilla.yaml:2:25: gateway.port: unknown key 'port'; allowed keys: listen",
+            "flotilla.yaml:2:25: gateway.port: unknown key 'port'; allowed keys: listen, https_port",
         ],
         id='gateway_problems',
     ),
@@ -1163,7 +1163,7 @@ def test_spec_from_dict_rejects_a_non_mapping() -> None:
         spec_from_dict(["app", "shop"])  # type: ignore[arg-type]
     assert [str(p) for p in caught.value.problems] == [
         "<api>: (top): expected a mapping, got a list; give a mapping with the keys app, "
-        "gateway, services, caches, pull"]
+        "gateway, services, caches, pull, acme"]
 
 
 def test_every_problem_has_a_hint() -> None:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from flotilla.addons.redis_cluster.client import ClusterClient
 from flotilla.addons.redis_cluster.nodes import DEFAULT_IMAGE as DEFAULT_CACHE_IMAGE
 from flotilla.addons.redis_cluster.nodes import IMAGE_SETTING as CACHE_IMAGE_SETTING
+from flotilla.daemon.acme import CA_BUNDLE_SETTING as ACME_CA_BUNDLE_SETTING
+from flotilla.daemon.acme import AcmeIssuer
 from flotilla.daemon.activator import Activator, gateway_access
 from flotilla.daemon.activator import socket_path as activator_socket
 from flotilla.daemon.api import LIMITS as API_LIMITS
@@ -31,6 +33,7 @@ from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.autoscaler import Autoscaler
 from flotilla.daemon.cache_states import CacheStates
 from flotilla.daemon.caches import CacheKeeper
+from flotilla.daemon.certificates import CertificateStore, default_bundle
 from flotilla.daemon.counts import ReplicaCounts
 from flotilla.daemon.deployments import Deployments
 from flotilla.daemon.events import EventLog
@@ -54,6 +57,8 @@ from flotilla.engines.docker import DockerEngine
 from flotilla.engines.docker.images import DockerImages
 from flotilla.errors import DaemonError, FlotillaError
 from flotilla.gateway.accesslog import AccessLog
+from flotilla.gateway.certificates import GatewayCertificates
+from flotilla.gateway.challenge_map import ChallengeMap
 from flotilla.gateway.manager import GatewayManager
 from flotilla.gateway.metrics import MetricsWindow
 from flotilla.gateway.process import GatewayFiles
@@ -100,14 +105,18 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
     vault, keys = open_vault(home=home.root, store=home.store, environ=environ, clock=time.time)
     injector = SecretInjector(vault=vault, runtime=SecretsRuntime(home=home.root), engine=engine, keys=keys)
     apps = AppRepository(store)
+    certificates = CertificateStore(vault, clock=time.time)
     events = EventLog(store, secret_values=vault.values)
     wakeups = Wakeups(clock=time.time)
     metrics = MetricsWindow()
     activator_path = activator_socket(home=home.root, identity=home.identity)
     gateway_files = GatewayFiles(home.root / "gateway")
+    tls_files = GatewayCertificates(directory=injector.runtime.gateway_dir,
+                                    default_bundle=lambda: default_bundle(now=time.time()))
     gateway = GatewayManager(files=gateway_files, worker_user=worker_user(environ),
-                             activator_socket=str(activator_path))
-    traffic = Traffic(gateway=gateway, metrics=metrics, clock=time.monotonic, scale_from_zero=True)
+                             activator_socket=str(activator_path), certificates=tls_files)
+    traffic = Traffic(gateway=gateway, metrics=metrics, clock=time.monotonic, scale_from_zero=True,
+                      certificates=certificates.bundles)
     prober = HealthProber(on_change=on_health_change(events=events, wakeups=wakeups), clock=time.time,
                           on_ready=traffic.serve_ready)
     snapshots = Snapshots(engine=engine, prober=prober)
@@ -128,15 +137,19 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
                             injector=injector, traffic=traffic, deployments=deployments)
     keeper = CacheKeeper(apps=apps, runtime=runtime, snapshots=snapshots, states=cache_states,
                          client=ClusterClient(), vault=vault, events=events, wakeups=wakeups, clock=time.monotonic)
+    issuer = AcmeIssuer(apps=apps, certificates=certificates, vault=vault, events=events, wakeups=wakeups,
+                        responder=ChallengeMap(gateway_files.challenge_map, gateway.runtime),
+                        ca_bundle=environ.get(ACME_CA_BUNDLE_SETTING) or None, clock=time.time,
+                        routed=lambda app, service: gateway.backend_of(app, service) is not None)
     status = StatusViews(apps=apps, runtime=runtime, snapshots=snapshots, reconciler=reconciler,
                          cache_states=cache_states, traffic=traffic, autoscaler=autoscaler,
-                         warnings=_host_warnings(engine))
+                         warnings=_host_warnings(engine), more_metrics=(issuer.prometheus,))
     image_source = DockerImages.of(engine)
     registries = Registries(vault=vault, checker=image_source)
     images = Images(source=image_source, store=store, registries=registries)
     operations = Operations(apps=apps, runtime=runtime, engine=engine, reconciler=reconciler, counts=counts,
                             events=events, wakeups=wakeups, injector=injector, images=images,
-                            deployments=deployments)
+                            deployments=deployments, certificates=certificates)
     loops = Loops([
         ("reconcile", reconciler.run),
         ("docker-events", EngineWatcher(engine=engine, wakeups=wakeups).run),
@@ -145,6 +158,7 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
         ("caches", keeper.run),
         ("autoscaler", autoscaler.run),
         ("gateway-log", access_log.run),
+        ("acme", issuer.run),
     ])
     parts = DaemonParts(apps=apps, status=status, history=store, metrics=metrics, operations=operations,
                         events=events, snapshots=snapshots, traffic=traffic, engine=engine, wakeups=wakeups,

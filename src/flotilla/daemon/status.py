@@ -9,6 +9,8 @@ Read-only: it takes the parts it reads, and changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flotilla.addons.redis_cluster import node_ready
 from flotilla.addons.redis_cluster.nodes import cache_of
 from flotilla.daemon.apps import AppRepository
@@ -42,6 +44,7 @@ class StatusViews:
         traffic: Traffic | None = None,
         autoscaler: Autoscaler | None = None,
         warnings: tuple[str, ...] = (),
+        more_metrics: tuple[Callable[[], str], ...] = (),
     ) -> None:
         self._apps = apps
         self._runtime = runtime
@@ -51,6 +54,7 @@ class StatusViews:
         self._traffic = traffic
         self._autoscaler = autoscaler
         self._warnings = warnings
+        self._more_metrics = more_metrics  # other parts' Prometheus text (the ACME loop's, daemon/acme.py)
 
     def runtime_spec(self, app: str) -> AppSpec:
         """The runtime spec of a stored app (NotFoundError, saying what to do, if none)."""
@@ -179,7 +183,10 @@ class StatusViews:
         return [m.to_dict() for m in found if m is not None]
 
     def prometheus(self) -> str:
-        """Every app's service metrics in Prometheus' text format."""
+        """Every app's service metrics in Prometheus' text format, then the other parts' metrics."""
+        return self._service_prometheus() + "".join(more() for more in self._more_metrics)
+
+    def _service_prometheus(self) -> str:
         if self._traffic is None:
             return ""
         ready: dict[tuple[str, str], int] = {}

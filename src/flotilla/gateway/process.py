@@ -62,6 +62,11 @@ class GatewayFiles:
         return self.root / "haproxy-master.sock"
 
     @property
+    def challenge_map(self) -> Path:
+        """ACME HTTP-01 answers (token -> key authorization), public by design (gateway/challenges.py)."""
+        return self.root / "acme-challenges.map"
+
+    @property
     def log_file(self) -> Path:
         """HAProxy's own messages (its standard error): alerts, warnings, reloads."""
         return self.root / "haproxy.log"

@@ -38,6 +38,8 @@ class GatewaySpec(_Frozen):
 
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
+    # The HTTPS listener on the same host (docs/https.md); None: the gateway speaks plain HTTP only.
+    https_port: int | None = None
 
     @property
     def listen(self) -> str:
@@ -82,12 +84,23 @@ class ResourcesSpec(_Frozen):
     memory: int | None = None
 
 
+class TlsSpec(_Frozen):
+    """How a route is served over HTTPS: exactly one certificate source, ``certificate`` (a vault
+    certificate of the app, ``flotilla certs set``) or ``acme`` (issued for the route's host)."""
+
+    certificate: str | None = None
+    acme: bool = False
+    redirect: bool = True  # plain HTTP gets a 308 to https (never /.well-known/acme-challenge/)
+    hsts: int = 0  # seconds of Strict-Transport-Security; 0: none (opt-in)
+
+
 class RouteSpec(_Frozen):
     """A public entry: requests for ``host`` under ``path`` go to the service."""
 
     host: str
     path: str = "/"
     strip_prefix: bool = False
+    tls: TlsSpec | None = None  # None: plain HTTP only
 
 
 class AutoscaleTarget(_Frozen):
@@ -197,6 +210,18 @@ class CacheSpec(_Frozen):
     image: str | None = None
 
 
+LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+class AcmeSpec(_Frozen):
+    """The app's ACME account, for routes with ``tls: {acme: true}`` (docs/https.md): where
+    certificates are ordered (any RFC 8555 directory; Let's Encrypt by default) and who the CA
+    may write to about them."""
+
+    email: str | None = None
+    directory: str = LETS_ENCRYPT_DIRECTORY
+
+
 class AppSpec(_Frozen):
     """A whole application: the one file ``flotilla up`` makes real."""
 
@@ -205,6 +230,7 @@ class AppSpec(_Frozen):
     services: dict[str, ServiceSpec]
     caches: dict[str, CacheSpec] = Field(default_factory=dict)
     pull: PullPolicy = "missing"  # the default of every service's pull
+    acme: AcmeSpec = Field(default_factory=AcmeSpec)
     # Set by the daemon at deploy (daemon/images.py), never by a spec file:
     # image reference -> what it resolved to; every replica of the deploy runs it.
     images: dict[str, ImagePin] = Field(default_factory=dict)
