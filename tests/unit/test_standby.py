@@ -75,7 +75,7 @@ class RecordingGateway:
     def __init__(self) -> None:
         self.desired: list[dict] = []
 
-    def apply(self, specs, desired, held=frozenset()):
+    def apply(self, specs, desired, held=frozenset(), certificates=None):
         self.desired.append({key: sorted(s.name for s in servers) for key, servers in desired.items()})
         return []
 
