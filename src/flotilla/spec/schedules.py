@@ -19,7 +19,7 @@ refuses it with its own message).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from croniter import CroniterError, croniter
 
@@ -69,4 +69,4 @@ def last_fire(schedule: str, *, at: float) -> float:
 
 
 def _utc(moment: float) -> datetime:
-    return datetime.fromtimestamp(moment, timezone.utc)
+    return datetime.fromtimestamp(moment, UTC)
