@@ -71,4 +71,4 @@ def test_a_volume_is_archived_stopped_and_restored_with_its_owners(flotilla, app
     assert restored["sha256"] == taken[0]["sha256"]
     third = wait_for(lambda: replica_id(flotilla, app_name), timeout=60, what="the service after the restore")
     listing = sh(docker_client, third, "cat /srv/uploads/a.txt; stat -c '%n %a %u:%g' /srv/uploads/d; ls /srv/uploads")
-    assert listing.splitlines() == ["hello", "/srv/uploads/d 701 1234:99", "a.txt", "d"]  # b.txt is gone: replaced whole
+    assert listing.splitlines() == ["hello", "/srv/uploads/d 701 1234:99", "a.txt", "d"]  # no b.txt: replaced whole
