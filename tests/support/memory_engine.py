@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
+from flotilla import labels
 from flotilla.engines.docker import EngineEvent
-from flotilla.engines.docker.containers import Overrides
+from flotilla.engines.docker.containers import Overrides, replica_container_config
 from flotilla.engines.docker.volumes import StreamResult, VolumeInfo
 from flotilla.naming import container_name
 from flotilla.plan import Observed, ObservedReplica
@@ -105,6 +106,11 @@ class MemoryEngine:
         )
         self.containers[replica.container_id] = (spec.app, replica)
         self.calls.append(("create", replica.replica, replica.container_id))
+        config = replica_container_config(spec=spec, service=service, index=index, config_hash=config_hash)
+        for volume in config.volumes:
+            self.volumes.setdefault(spec.app, set()).add(volume.name)
+            if volume.labels.get(labels.RETAIN) == "true":
+                self.retained.setdefault(spec.app, set()).add(volume.name)
         return replica
 
     def remove_replica(self, container_id: str, *, graceful: bool) -> None:
