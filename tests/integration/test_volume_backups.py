@@ -54,6 +54,7 @@ def test_a_volume_is_archived_stopped_and_restored_with_its_owners(flotilla, app
     taken = flotilla.json("backup", app_name, "files", "--output", str(out))["backups"]
     assert [(e["kind"], e["volume"], e["slot"], e["status"]) for e in taken] == [("volume", "uploads", 1, "ok")]
     assert 0 < taken[0]["stopped_for"] < 60
+    print(f"\nthe service was stopped {taken[0]['stopped_for']:.1f}s for its volume backup")
     with tarfile.open(fileobj=io.BytesIO((out / f"{taken[0]['id']}.tar").read_bytes())) as archive:
         members = {m.name: m for m in archive.getmembers()}
     assert members["./a.txt"].size == len("hello\n") and members["./d"].mode & 0o777 == 0o701
