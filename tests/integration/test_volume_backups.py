@@ -67,7 +67,8 @@ def test_a_volume_is_archived_stopped_and_restored_with_its_owners(flotilla, app
     refused = flotilla.run("restore", app_name, "files", taken[0]["id"], check=False)
     assert refused.returncode == CONFLICT and "--stop" in refused.stderr
     assert replica_id(flotilla, app_name) == second  # refused: nothing stopped
-    restored = json.loads(flotilla.run("restore", app_name, "files", "uploads", taken[0]["id"], "--stop",
+    copy = out / f"{taken[0]['id']}.tar"  # a file outside the home: the CLI copies it in for the daemon
+    restored = json.loads(flotilla.run("restore", app_name, "files", "uploads", str(copy), "--stop",
                                        "--json").stdout)
     assert restored["sha256"] == taken[0]["sha256"]
     third = wait_for(lambda: replica_id(flotilla, app_name), timeout=60, what="the service after the restore")

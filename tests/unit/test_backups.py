@@ -25,7 +25,7 @@ from flotilla.daemon.runtime import RuntimeSpecs
 from flotilla.daemon.snapshots import Snapshots
 from flotilla.daemon.store import Store
 from flotilla.daemon.wakeups import Wakeups
-from flotilla.errors import BackupError, ConflictError
+from flotilla.errors import BackupError, ConflictError, NotFoundError
 from flotilla.spec import AppSpec, parse_spec
 from tests.support.memory_engine import FixedHealth, MemoryEngine
 
@@ -147,8 +147,13 @@ def test_an_unreadable_archive_is_a_failed_backup(parts):
 
 def test_a_restore_into_a_running_service_is_refused_unless_stopped(parts, tmp_path):
     parts.up(db_spec(backup="{keep: 3}"))
-    archive = tmp_path / "data.tar"
-    archive.write_bytes(tar_of("PG_VERSION", b"15\n"))
+    outside = tmp_path / "data.tar"
+    outside.write_bytes(tar_of("PG_VERSION", b"15\n"))
+    with pytest.raises(NotFoundError, match="neither a backup"):  # only files in the backups directory
+        parts.backups.restore("shop", "db", source=str(outside), stop=True)
+    archive = parts.root / "shop" / "imported" / "data.tar"
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(outside.read_bytes())
     running = parts.engine.running("shop", "db")
     with pytest.raises(ConflictError, match="--stop"):
         parts.backups.restore("shop", "db", source=str(archive))

@@ -8,6 +8,7 @@ and failed, and reading one back (docs/volumes.md).
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -177,7 +178,7 @@ def restore(ctx: click.Context, app: str, service: str, args: tuple[str, ...], s
         raise click.UsageError("give at most VOLUME and BACKUP")
     volume, source = (None, args[0]) if len(args) == 1 else args
     if Path(source).is_file():
-        source = str(Path(source).resolve())
+        source = str(_imported(ctx.obj.backups / app, Path(source)))
     client = DaemonClient.connect(ctx.obj)
     client.timeout = BACKUP_TIMEOUT
     _say(f"{app}: restoring {Path(source).name} into {service}...")
@@ -187,6 +188,19 @@ def restore(ctx: click.Context, app: str, service: str, args: tuple[str, ...], s
         render.echo_json(result)
     else:
         click.echo(f"{app}: restored {result['restored']} into {service} (sha256 {result['sha256'][:16]})")
+
+
+def _imported(folder: Path, path: Path) -> Path:
+    """``path`` where the daemon restores files from (its backups directory), copied there unless it is in it."""
+    path = path.resolve()
+    if path.is_relative_to(folder.resolve()):
+        return path
+    target = folder / "imported" / path.name
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.copyfile(path, partial)
+    partial.replace(target)
+    return target
 
 
 def register(cli_group: click.Group) -> None:

@@ -229,13 +229,15 @@ class Backups:
         return {"app": app, "service": service, "restored": path.name, "sha256": file_sha256(path)}
 
     def _source(self, app: str, source: str) -> tuple[BackupEntry | None, Path]:
-        """A backup id of ``app`` (checked against its recorded sha256), or a path the daemon reads."""
+        """A backup id of ``app`` (checked against its recorded sha256), or a file under the backups directory
+        (where `flotilla restore FILE` copies a file first): never any path the daemon could read, which would
+        let an API client have a file of the daemon's user restored into a service it can read."""
         entry = next((e for e in self.list(app) if e.id == source), None)
         if entry is None:
-            path = Path(source)
-            if not path.is_absolute() or not path.is_file():
+            path = Path(source).resolve()
+            if not path.is_relative_to(self._root.resolve()) or not path.is_file():
                 raise NotFoundError(f"{source!r} is neither a backup of {app} (`flotilla backups ls {app}`) nor "
-                                    "an absolute path to a file the daemon can read")
+                                    f"a file in {self._root} (`flotilla restore APP SERVICE FILE` copies it there)")
             return None, path
         if entry.status != "ok" or not entry.file:
             raise ConflictError(f"backup {entry.id} failed ({entry.error}); restore a good one")
