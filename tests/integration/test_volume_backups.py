@@ -74,3 +74,43 @@ def test_a_volume_is_archived_stopped_and_restored_with_its_owners(flotilla, app
     third = wait_for(lambda: replica_id(flotilla, app_name), timeout=60, what="the service after the restore")
     listing = sh(docker_client, third, "cat /srv/uploads/a.txt; stat -c '%n %a %u:%g' /srv/uploads/d; ls /srv/uploads")
     assert listing.splitlines() == ["hello", "/srv/uploads/d 701 1234:99", "a.txt", "d"]  # no b.txt: replaced whole
+
+
+def test_a_scheduled_backup_runs_on_time_and_keeps_the_newest(flotilla, app_name, tmp_path, docker_client):
+    spec = files_spec(app_name) + '    backup: {schedule: "* * * * * */4", keep: 2}\n'  # every 4 s (seconds last)
+    flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, spec)), timeout=240)
+    first = wait_for(lambda: replica_id(flotilla, app_name), timeout=60, what="the files replica")
+    sh(docker_client, first, "echo nightly > /srv/uploads/n.txt")
+
+    def scheduled() -> list[dict]:
+        entries = json.loads(flotilla.run("backups", "ls", app_name, "--json", check=False).stdout)["backups"]
+        return [e for e in entries if e["trigger"] == "schedule"]
+
+    wait_for(lambda: "removed backup" in flotilla.run("events", app_name).stdout, timeout=90, interval=0.5,
+             what="a third scheduled backup, and the retention removing the first")
+    found = scheduled()
+    assert 1 <= len(found) <= 2 and all(e["status"] == "ok" for e in found)  # keep: 2
+    dues = sorted(e["due"] for e in found)
+    assert all(b - a >= 4 for a, b in zip(dues, dues[1:], strict=False))  # each due time once, never doubled
+    assert all(abs(e["started"] - e["due"]) < 3 for e in found)  # taken at its time (a 1 s look, a loaded host)
+    with tarfile.open(found[-1]["file"]) as archive:
+        assert archive.extractfile("./n.txt").read() == b"nightly\n"
+
+
+def test_a_host_path_is_mounted_only_with_the_opt_in(flotilla, app_name, tmp_path, docker_client):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "seed.txt").write_text("from the host\n")
+    shared.chmod(0o755)
+    body = files_spec(app_name).replace("      uploads: /srv/uploads\n",
+                                        f"      seed: {{path: /seed, bind: {shared}, read_only: true}}\n")
+    refused = flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, body)), check=False)
+    assert refused.returncode == 2 and "add allow_host_paths: true" in refused.stderr
+    assert not [c for c in docker_client.containers.list(all=True, filters={"label": f"io.flotilla.app={app_name}"})]
+    opted = body.replace("    volumes:\n", "    allow_host_paths: true\n    volumes:\n")
+    flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, opted)), timeout=240)
+    replica = wait_for(lambda: replica_id(flotilla, app_name), timeout=60, what="the files replica")
+    assert sh(docker_client, replica, "cat /seed/seed.txt") == "from the host\n"
+    write = docker_client.containers.get(replica).exec_run(["sh", "-c", "echo x > /seed/new"])
+    assert write.exit_code != 0 and not (shared / "new").exists()  # read_only
+    assert flotilla.json("volumes", "ls", app_name)["volumes"] == []  # not Flotilla's: nothing to list or delete

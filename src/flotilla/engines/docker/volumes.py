@@ -88,6 +88,7 @@ def recreate(api: docker.APIClient, name: str) -> None:
 
 def archive(api: docker.APIClient, *, volume: str, image: str, sink: BinaryIO, owner: dict) -> StreamResult:
     """Write the contents of ``volume`` to ``sink`` as a tar stream (its service must be stopped)."""
+    api.inspect_volume(volume)  # NotFound: a mount would create it, empty and unlabelled
     with _helper(api, volume=volume, image=image, command=ARCHIVE, caps=READ_CAPS, owner=owner) as helper:
         return _run_helper(api, helper, source=None, sink=sink)
 
