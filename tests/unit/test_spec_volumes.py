@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flotilla.daemon.operations import _check_counts
+from flotilla.daemon.reconciler import desired_state
 from flotilla.errors import ConflictError, SpecError
 from flotilla.spec import AppSpec, spec_from_dict, spec_to_dict
 from flotilla.spec.hashing import config_hash
@@ -82,6 +83,15 @@ def test_scale_refuses_more_than_one_writer_of_a_host_path():
 def test_each_refusal_names_its_path(keys, expected):
     found = problems(**keys)
     assert any(p.startswith(expected) for p in found), found
+
+
+def test_a_writable_volume_makes_rollouts_recreate_and_a_read_only_one_rolls():
+    def recreate(volumes: dict) -> bool:
+        (desired,) = desired_state(spec_from_dict(service(volumes=volumes))).services
+        return desired.recreate
+
+    assert recreate({"data": "/data"}) and recreate({"data": "/data", "seed": {"path": "/s", "read_only": True}})
+    assert not recreate({"seed": {"path": "/s", "read_only": True}})
 
 
 def test_a_cache_node_keeps_its_hash_and_options_change_it():

@@ -64,7 +64,8 @@ def desired_state(spec: AppSpec, *, hash_of: Callable[[AppSpec, str], str] = con
                 replicas=svc.replicas,
                 config_hash=hash_of(spec, name),
                 egress=svc.egress,
-                recreate=bool(svc.volumes),
+                # two containers of a slot must never write its volume at once; reading it is fine
+                recreate=any(not v.read_only for v in svc.volumes.values()),
                 restart_delay=svc.restart_delay,
                 group=svc.addon,
                 replace_after=svc.health.replace_after,
