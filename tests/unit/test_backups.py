@@ -195,3 +195,20 @@ def test_down_keeps_a_spec_volume_unless_asked(parts):
     parts.up(db_spec())
     assert parts.reconciler.remove_app("shop", volumes=True)["volumes"] == [VOLUME]
     assert parts.engine.volumes["shop"] == set()
+
+
+def test_a_backup_cut_short_by_a_killed_daemon_is_failed_at_the_next_start(parts):
+    def killed(sink) -> None:
+        sink.write(b"half")
+        raise SystemExit  # the daemon dies mid-write: no except clause of ours runs
+
+    parts.engine.commands[DUMP] = (0, b"PGDMP", "")
+    entry = parts.backups._new("shop", "db", kind="command", volume=None, slot=None, trigger="manual", due=None)
+    with pytest.raises(SystemExit):
+        parts.backups._write(entry, produce=killed, verify=lambda path: None, suffix=".dump")
+    assert [e.status for e in parts.backups.list("shop")] == ["running"]  # listed, and never as good
+    (recovered,) = parts.backups.recover()
+    assert recovered.status == "failed" and "interrupted" in recovered.error
+    assert parts.files() == [f"{entry.id}.json"]  # the partial dump is gone
+    assert 'flotilla_backups_failed_total{app="shop",service="db"} 1' in parts.backups.prometheus()
+    assert parts.backups.recover() == []

@@ -141,7 +141,7 @@ def backups_ls(ctx: click.Context, app: str | None, as_json: bool) -> None:
         rows = [{**e, "size": _size(e["size"]) if e["status"] == "ok" else "-",
                  "when": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["started"])),
                  "what": e["volume"] or "command", "sha": (e["sha256"] or "")[:12] or None,
-                 "status": e["status"] if e["status"] == "ok" else f"FAILED: {e['error']}"}
+                 "status": f"FAILED: {e['error']}" if e["status"] == "failed" else e["status"]}
                 for e in result["backups"]]
         click.echo(render.table(rows, [("ID", "id"), ("APP", "app"), ("SERVICE", "service"), ("WHAT", "what"),
                                        ("WHEN (UTC)", "when"), ("BY", "trigger"), ("SIZE", "size"),
@@ -149,7 +149,7 @@ def backups_ls(ctx: click.Context, app: str | None, as_json: bool) -> None:
     newest: dict[tuple, dict] = {}
     for entry in result["backups"]:
         newest[(entry["app"], entry["service"], entry["volume"], entry["slot"])] = entry
-    if any(e["status"] != "ok" for e in newest.values()):
+    if any(e["status"] == "failed" for e in newest.values()):
         sys.exit(11)
 
 

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT = 30.0  # seconds for a service's replicas to stop before a volume backup gives up
 SCHEDULE_TICK = 1.0  # seconds between looks at the schedules
 HASH_CHUNK = 1 << 20
-Status = Literal["ok", "failed"]
+Status = Literal["running", "ok", "failed"]
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,7 @@ class Backups:
         """Write under a hidden name, verify, rename: the entry is ``ok`` only for a proven archive."""
         folder = self._folder(entry.app)
         partial = folder / f".{entry.id}{suffix}.partial"
+        self._save(replace(entry, status="running"))  # a daemon killed from here on leaves it to recover()
         try:
             with open(partial, "wb") as sink:
                 produce(sink)
@@ -284,9 +285,24 @@ class Backups:
     # -- schedules ------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """The schedule loop: each service's backup at its cron time, then the retention."""
+        """The schedule loop: each service's backup at its cron time, then the retention; first, the
+        backups a killed daemon left running are failed."""
+        self.recover()
         while not stop.wait(SCHEDULE_TICK):
             self.run_due()
+
+    def recover(self) -> list[BackupEntry]:
+        """Backups still ``running`` when the daemon starts were cut short by its end: each becomes a
+        failed entry (with an event, and the metric) and its partial file is deleted."""
+        failed = []
+        for entry in self.list():
+            if entry.status == "running":
+                for partial in self._folder(entry.app).glob(f".{entry.id}.*.partial"):
+                    partial.unlink(missing_ok=True)
+                message = "interrupted: the daemon stopped while it was being written"
+                failed.append(self._save(replace(entry, status="failed", finished=self._clock(), error=message)))
+                self._events.record(entry.app, "backup-failed", entry.service, f"backup {entry.id} FAILED: {message}")
+        return failed
 
     def run_due(self) -> list[BackupEntry]:
         """Take every scheduled backup that is due. A time missed while the daemon was down is taken once at
