@@ -215,3 +215,22 @@ def restart_dockerd() -> None:
         pidfile.write(f"{started.pid}\n")
     wait_for(lambda: subprocess.run(["docker", "info"], capture_output=True).returncode == 0, timeout=60,
              interval=0.25, what="dockerd to answer")
+
+
+def test_a_backup_cut_short_by_kill_9_of_the_daemon_is_failed_when_it_is_back(flotilla, app_name, tmp_path,
+                                                                             docker_client, database):
+    up(flotilla, tmp_path, db_spec(app_name, backup='[sh, -c, "echo the first rows; sleep 60"]'))
+    cli = subprocess.Popen([*flotilla.command_prefix(), "backup", app_name, "db"], env=flotilla.env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: [e["status"] for e in _backups(flotilla, app_name)] == ["running"], timeout=60,
+                 interval=0.3, what="the backup to be running")
+        flotilla.kill_daemon()
+    finally:
+        cli.kill()
+        cli.wait(timeout=30)
+    entries = wait_for(lambda: [e for e in _backups(flotilla, app_name) if e["status"] == "failed"], timeout=60,
+                       interval=0.3, what="the restarted daemon to fail the interrupted backup")
+    assert "interrupted" in entries[0]["error"] and entries[0]["file"] is None
+    folder = flotilla.home / "backups" / app_name
+    assert [p.name for p in folder.iterdir() if not p.name.endswith(".json")] == []  # its partial file is gone
