@@ -9,7 +9,7 @@ for any valid volume (a property test).
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flotilla.daemon.operations import _check_counts
@@ -118,3 +118,20 @@ def test_any_valid_volumes_round_trip_through_the_dict_form(volumes):
     assert isinstance(spec, AppSpec) and spec_from_dict(spec_to_dict(spec)) == spec
     assert {n: (v.path, v.read_only) for n, v in spec.services["db"].volumes.items()} == {
         name: (path, ro) for path, (name, ro) in by_path.items()}
+
+
+values = st.recursive(st.none() | st.booleans() | st.integers(-3, 3) | st.text(max_size=12),
+                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                  max_size=3), max_leaves=8)
+keys = st.sampled_from(["volumes", "allow_host_paths", "backup", "replicas", "autoscale"])
+
+
+@settings(max_examples=400)
+@given(st.dictionaries(keys, values | st.dictionaries(st.sampled_from(["data", "path", "bind", "read_only",
+                                                                        "command", "schedule", "keep"]), values,
+                                                       max_size=3), max_size=4))
+def test_any_input_is_a_spec_or_a_spec_error(keys_and_values):
+    try:
+        spec_from_dict(service(**keys_and_values))
+    except SpecError as exc:
+        assert exc.problems and all(p.message for p in exc.problems)
