@@ -10,7 +10,9 @@
 # io.flotilla.source-hash still matches its sources, so a rerun is instant.
 #
 # The same recipe makes the Redis image of the redis-cluster cache
-# (redis-server and redis-tools from Debian, Redis 7.0).
+# (redis-server and redis-tools from Debian, Redis 7.0), and the PostgreSQL 15
+# image for stateful services (postgresql-15 from Debian, plus the entry script
+# in images/postgres: initdb on an empty volume, password from the vault).
 #
 # Settings (environment):
 #   FLOTILLA_PYTHON_IMAGE   base image for the demo app (default flotilla/python:bookworm).
@@ -18,6 +20,8 @@
 #                           is never built here: it must already exist (docker pull it).
 #   FLOTILLA_REDIS_IMAGE    the caches' Redis image (default flotilla/redis:bookworm); the
 #                           same rule: another tag (redis:7, say) must already exist.
+#   FLOTILLA_POSTGRES_IMAGE the PostgreSQL image (default flotilla/postgres:15); another tag
+#                           (postgres:15, say) must already exist, as above.
 #   FLOTILLA_CACHE          cache root (default /var/cache/flotilla); tarballs go to images/.
 #   FLOTILLA_DEBIAN_MIRROR  Debian mirror for debootstrap (default http://deb.debian.org/debian).
 set -euo pipefail
@@ -33,6 +37,11 @@ PYTHON_PACKAGES="python3,python3-redis,ca-certificates"
 LOCAL_REDIS_IMAGE="flotilla/redis:bookworm"
 REDIS_IMAGE="${FLOTILLA_REDIS_IMAGE:-$LOCAL_REDIS_IMAGE}"
 REDIS_PACKAGES="redis-server,redis-tools"
+LOCAL_POSTGRES_IMAGE="flotilla/postgres:15"
+POSTGRES_IMAGE="${FLOTILLA_POSTGRES_IMAGE:-$LOCAL_POSTGRES_IMAGE}"
+POSTGRES_BASE="flotilla/postgres-base:bookworm"
+POSTGRES_PACKAGES="postgresql-15"
+POSTGRES_DIR="$FLOTILLA_ROOT/images/postgres"
 # Bump when make_rootfs changes what goes into the tarball, to invalidate caches.
 ROOTFS_RECIPE=1
 
@@ -133,35 +142,36 @@ ensure_image() { # IMAGE LOCAL_TAG PACKAGES CMD_JSON SETTING
     fi
 }
 
-# --- the demo app's images ---------------------------------------------------
+# --- images built on a base image ---------------------------------------------
 
-# A service's image is a function of its folder, the shared code, the
-# .dockerignore and the exact base image, so the hash covers all of them.
-source_hash() { # SERVICE BASE_ID
+# An image is a function of its sources and the exact base image, so the hash
+# covers both; a rerun with both unchanged only says so.
+source_hash() { # BASE_ID DIR PATH... (paths relative to DIR)
+    local base=$1 dir=$2
+    shift 2
     {
-        printf 'base %s\n' "$2"
-        cd "$SHOP_DIR"
-        find "$1" common .dockerignore -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 \
+        printf 'base %s\n' "$base"
+        cd "$dir"
+        find "$@" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 \
             | LC_ALL=C sort -z | xargs -0 sha256sum
     } | sha256sum | cut -c1-64
 }
 
-build_shop_image() { # SERVICE BASE_ID
-    local svc=$1 base_id=$2 image="shop-$1:$SHOP_TAG" hash old_id logfile
-    hash=$(source_hash "$svc" "$base_id")
+build_on_base() { # IMAGE DOCKERFILE CONTEXT BASE_IMAGE HASH [LABEL=VALUE]
+    local image=$1 dockerfile=$2 context=$3 base=$4 hash=$5 label=${6:-} old_id logfile
     if [[ "$(image_label "$image" io.flotilla.source-hash)" == "$hash" ]]; then
         log "$image is up to date"
         return
     fi
-    log "building $image from examples/shop/$svc..."
+    log "building $image from ${dockerfile#"$FLOTILLA_ROOT"/}..."
     old_id=$(image_id "$image")
     logfile="$(mktemp)"
     # The classic builder uses a local FROM image without asking a registry;
     # BuildKit would try to resolve it remotely, which fails offline.
     if ! DOCKER_BUILDKIT=0 docker build \
-            --build-arg "BASE_IMAGE=$PYTHON_IMAGE" --build-arg "SOURCE_HASH=$hash" \
-            --label "io.flotilla.example=shop" \
-            -t "$image" -f "$SHOP_DIR/$svc/Dockerfile" "$SHOP_DIR" >"$logfile" 2>&1; then
+            --build-arg "BASE_IMAGE=$base" --build-arg "SOURCE_HASH=$hash" \
+            ${label:+--label "$label"} \
+            -t "$image" -f "$dockerfile" "$context" >"$logfile" 2>&1; then
         cat "$logfile" >&2
         rm -f "$logfile"
         die "docker build of $image failed (output above)"
@@ -173,17 +183,39 @@ build_shop_image() { # SERVICE BASE_ID
     fi
 }
 
+# The demo app's images: a service's folder, the shared code and the .dockerignore.
+build_shop_image() { # SERVICE BASE_ID
+    local svc=$1 base_id=$2
+    build_on_base "shop-$svc:$SHOP_TAG" "$SHOP_DIR/$svc/Dockerfile" "$SHOP_DIR" "$PYTHON_IMAGE" \
+        "$(source_hash "$base_id" "$SHOP_DIR" "$svc" common .dockerignore)" "io.flotilla.example=shop"
+}
+
+# PostgreSQL: Debian's packages as a base, then the entry script on top.
+ensure_postgres_image() {
+    local started
+    if [[ "$POSTGRES_IMAGE" != "$LOCAL_POSTGRES_IMAGE" ]]; then
+        ensure_image "$POSTGRES_IMAGE" "$LOCAL_POSTGRES_IMAGE" "" "" FLOTILLA_POSTGRES_IMAGE
+        return
+    fi
+    started=$(now)
+    build_base_image "$POSTGRES_BASE" "$POSTGRES_PACKAGES" '["/bin/sh"]'
+    build_on_base "$POSTGRES_IMAGE" "$POSTGRES_DIR/Dockerfile" "$POSTGRES_DIR" "$POSTGRES_BASE" \
+        "$(source_hash "$(image_id "$POSTGRES_BASE")" "$POSTGRES_DIR" .)"
+    log "PostgreSQL image $POSTGRES_IMAGE ready in $(elapsed_since "$started")"
+}
+
 main() {
     local started base_id svc
     started=$(now)
     docker_up || die "Docker Engine is not reachable (docker info fails); scripts/setup.sh installs and starts it"
     ensure_image "$PYTHON_IMAGE" "$LOCAL_PYTHON_IMAGE" "$PYTHON_PACKAGES" '["python3"]' FLOTILLA_PYTHON_IMAGE
     ensure_image "$REDIS_IMAGE" "$LOCAL_REDIS_IMAGE" "$REDIS_PACKAGES" '["redis-server"]' FLOTILLA_REDIS_IMAGE
+    ensure_postgres_image
     base_id=$(image_id "$PYTHON_IMAGE")
     for svc in "${SHOP_SERVICES[@]}"; do
         build_shop_image "$svc" "$base_id"
     done
-    log "images ready in $(elapsed_since "$started"): $PYTHON_IMAGE $REDIS_IMAGE ${SHOP_SERVICES[*]/#/shop-}"
+    log "images ready in $(elapsed_since "$started"): $PYTHON_IMAGE $REDIS_IMAGE $POSTGRES_IMAGE ${SHOP_SERVICES[*]/#/shop-}"
 }
 
 main "$@"

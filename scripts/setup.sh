@@ -9,7 +9,7 @@
 #
 # Settings (environment):
 #   FLOTILLA_SKIP_IMAGES=1  skip building images (scripts/build-images.sh)
-#   and those of scripts/build-images.sh (FLOTILLA_PYTHON_IMAGE, FLOTILLA_CACHE).
+#   and those of scripts/build-images.sh (FLOTILLA_PYTHON_IMAGE, FLOTILLA_POSTGRES_IMAGE, FLOTILLA_CACHE).
 #
 # If it starts dockerd, the pid goes to /run/flotilla-dockerd.pid, so that
 # whoever needs to (scripts/test.sh) can stop exactly that process.

@@ -28,7 +28,8 @@ API answers each class with the HTTP status on its right (500 for the rest).
     ├── SecretsError              exit 9  the vault or the master key cannot do what was asked
     │   ├── WrongKeyError                 the master key is not the one the vault was written with
     │   └── TamperedError                 a stored secret failed its integrity check
-    └── CacheError                exit 10 a cache node (Redis) refused a command or did not answer
+    ├── CacheError                exit 10 a cache node (Redis) refused a command or did not answer
+    └── BackupError               exit 11 a backup or restore failed (the backup is listed as failed)
 """
 
 from __future__ import annotations
@@ -216,6 +217,14 @@ class CacheError(FlotillaError):
     code = "cache_error"
 
 
+class BackupError(FlotillaError):
+    """A backup or restore failed: its command exited non-zero, wrote nothing, or its archive did not
+    verify. A failed backup is recorded (``flotilla backups ls``) and never listed as good."""
+
+    exit_code = 11
+    code = "backup_failed"
+
+
 _BY_CODE = {
     cls.code: cls
     for cls in (
@@ -241,6 +250,7 @@ _BY_CODE = {
         CacheError,
         WrongKeyError,
         TamperedError,
+        BackupError,
     )
 }
 

@@ -12,6 +12,10 @@ REPLICA = "io.flotilla.replica"
 CONFIG_HASH = "io.flotilla.config-hash"
 MANAGED_BY = "io.flotilla.managed-by"
 ROLE = "io.flotilla.role"  # "replica", "network", and later "gateway", "cache-node"
+VOLUME = "io.flotilla.volume"  # on a volume: its name in the spec (``data``)
+# On a volume of a service of the spec (not an add-on's): kept by `down` and by a service's
+# removal from the spec; only `down --volumes` (or a restore) deletes it.
+RETAIN = "io.flotilla.retain"
 HOME = "io.flotilla.home"  # the owning daemon's home id (daemon/paths.py Home.identity)
 HOME_PATH = "io.flotilla.home-path"  # that home's path, for messages only
 

@@ -16,9 +16,12 @@ import itertools
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import BinaryIO
 
+from flotilla import labels
 from flotilla.engines.docker import EngineEvent
-from flotilla.engines.docker.containers import Overrides
+from flotilla.engines.docker.containers import Overrides, replica_container_config
+from flotilla.engines.docker.volumes import StreamResult, VolumeInfo
 from flotilla.naming import container_name
 from flotilla.plan import Observed, ObservedReplica
 from flotilla.spec import AppSpec
@@ -35,6 +38,10 @@ class MemoryEngine:
     logs_of: dict[str, list[str]] = field(default_factory=dict)
     foreign: dict[str, str] = field(default_factory=dict)  # app -> the other home that has objects of it
     failing: dict[str, Exception] = field(default_factory=dict)  # app -> what observing it raises (a bug)
+    retained: dict[str, set[str]] = field(default_factory=dict)  # app -> volumes `down` keeps
+    contents: dict[str, bytes] = field(default_factory=dict)  # volume -> what an archive of it holds
+    commands: dict[tuple, tuple[int, bytes, str]] = field(default_factory=dict)  # exec command -> its result
+    stdin_of: dict[tuple, bytes] = field(default_factory=dict)  # exec command -> what it was fed
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     # -- what the world does to the host -----------------------------------------------
@@ -99,6 +106,11 @@ class MemoryEngine:
         )
         self.containers[replica.container_id] = (spec.app, replica)
         self.calls.append(("create", replica.replica, replica.container_id))
+        config = replica_container_config(spec=spec, service=service, index=index, config_hash=config_hash)
+        for volume in config.volumes:
+            self.volumes.setdefault(spec.app, set()).add(volume.name)
+            if volume.labels.get(labels.RETAIN) == "true":
+                self.retained.setdefault(spec.app, set()).add(volume.name)
         return replica
 
     def remove_replica(self, container_id: str, *, graceful: bool) -> None:
@@ -108,10 +120,38 @@ class MemoryEngine:
     def remove_networks(self, app: str) -> list[str]:
         return sorted(self.networks.pop(app, set()))
 
-    def remove_volumes(self, app: str, *, keep: set[str] = frozenset()) -> list[str]:
-        gone = sorted(self.volumes.get(app, set()) - set(keep))
-        self.volumes[app] = set(keep) & self.volumes.get(app, set())
+    def remove_volumes(self, app: str, *, keep: set[str] = frozenset(), retained: bool = False) -> list[str]:
+        spared = set(keep) | (set() if retained else self.retained.get(app, set()))
+        gone = sorted(self.volumes.get(app, set()) - spared)
+        self.volumes[app] = spared & self.volumes.get(app, set())
+        self.retained[app] = self.retained.get(app, set()) & self.volumes[app]
         return gone
+
+    def list_volumes(self, app: str | None = None, *, sizes: bool = True) -> list[VolumeInfo]:
+        return [VolumeInfo(name=name, app=a, service="", replica="", volume="", created="",
+                           retained=name in self.retained.get(a, ()), size=len(self.contents.get(name, b"")))
+                for a, names in sorted(self.volumes.items()) if app in (None, a) for name in sorted(names)]
+
+    def archive_volume(self, *, app: str, volume: str, image: str, sink: BinaryIO) -> StreamResult:
+        self.calls.append(("archive", volume, tuple(r.replica for r in self.replicas(app))))
+        sink.write(self.contents.get(volume, b""))
+        return StreamResult(exit_code=0, stderr="")
+
+    def restore_volume(self, *, app: str, volume: str, image: str, source: BinaryIO) -> StreamResult:
+        self.calls.append(("restore", volume, tuple(r.replica for r in self.replicas(app))))
+        self.contents[volume] = source.read()
+        return StreamResult(exit_code=0, stderr="")
+
+    def exec_stream(self, container_id: str, command: tuple[str, ...], *, source: BinaryIO | None = None,
+                    sink: BinaryIO | None = None) -> StreamResult:
+        """Runs ``command`` as a test scripted it in ``commands``: (exit code, stdout, stderr)."""
+        self.calls.append(("exec", container_id, command))
+        code, out, err = self.commands.get(command, (127, b"", f"{command[0]}: not found"))
+        if source is not None:
+            self.stdin_of[command] = source.read()
+        if sink is not None:
+            sink.write(out)
+        return StreamResult(exit_code=code, stderr=err)
 
     def events(self, stop: threading.Event) -> Iterator[EngineEvent]:
         stop.wait()

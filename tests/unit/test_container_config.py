@@ -10,6 +10,7 @@ from flotilla import labels
 from flotilla.addons.redis_cluster.nodes import with_cache_nodes
 from flotilla.engines.docker.containers import INTERNAL_DNS_OPTIONS, MountSpec, Overrides, replica_container_config
 from flotilla.spec import parse_spec
+from flotilla.spec.models import VolumeSpec
 
 SPEC = parse_spec("""\
 app: shop
@@ -29,7 +30,7 @@ services:
 
 
 # Volumes come from add-ons (a cache node's /data), not from the spec's own keys.
-DB = SPEC.services["db"].model_copy(update={"volumes": {"data": "/var/lib/db"}})
+DB = SPEC.services["db"].model_copy(update={"volumes": {"data": VolumeSpec(path="/var/lib/db")}})
 SPEC = SPEC.model_copy(update={"services": {**SPEC.services, "db": DB}})
 
 
@@ -88,7 +89,7 @@ def test_a_cache_node_lives_only_on_its_caches_network_and_only_its_consumers_jo
 
 def test_each_slot_gets_its_own_named_volumes():
     db = config("db")
-    assert db.volumes == ("flotilla-shop-db-2-data",)
+    assert [v.name for v in db.volumes] == ["flotilla-shop-db-2-data"]
     assert db.mounts == (MountSpec(kind="volume", source="flotilla-shop-db-2-data", target="/var/lib/db",
                                    read_only=False),)
 

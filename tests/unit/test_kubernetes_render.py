@@ -10,6 +10,7 @@ import pytest
 from flotilla.engines.kubernetes import GatewayRef, RenderOptions, render
 from flotilla.errors import ConflictError, NotFoundError
 from flotilla.spec import load_spec, parse_spec
+from flotilla.spec.models import VolumeSpec
 
 HERE = Path(__file__).resolve().parents[1] / "kubernetes"
 SHOP = Path(__file__).resolve().parents[2] / "examples/shop/flotilla.yaml"
@@ -164,6 +165,38 @@ def test_restrictive_security_context(objects):
         assert ctx["allowPrivilegeEscalation"] is False and ctx["readOnlyRootFilesystem"] is True
         assert ctx["capabilities"] == {"drop": ["ALL"]} and ctx["runAsUser"] >= 10000
         assert {"name": "tmp", "mountPath": "/tmp"} in pod["containers"][0]["volumeMounts"]
+
+
+def test_a_service_with_volumes_is_a_stateful_set_with_a_claim_per_volume(objects):
+    sts = find(objects, "StatefulSet", "db")
+    assert not [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "db"]
+    assert sts["spec"]["serviceName"] == "db" and sts["spec"]["replicas"] == 1
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    claims = {c["metadata"]["name"]: c["spec"] for c in sts["spec"]["volumeClaimTemplates"]}
+    assert claims == {name: {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+                      for name in ("vol-data", "vol-seed")}
+    pod = sts["spec"]["template"]["spec"]
+    mounts = pod["containers"][0]["volumeMounts"]
+    assert {"name": "vol-data", "mountPath": "/var/lib/postgresql/data"} in mounts
+    assert {"name": "vol-seed", "mountPath": "/seed", "readOnly": True} in mounts
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["fsGroup"] >= 10000
+    assert pod["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_storage_class_and_size_reach_the_claims(spec):
+    sts = find(render(spec, options=RenderOptions(storage_class="fast", volume_size="20Gi")), "StatefulSet", "db")
+    claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]
+    assert claim["storageClassName"] == "fast" and claim["resources"]["requests"]["storage"] == "20Gi"
+    with pytest.raises(ValueError, match="storage quantity"):
+        RenderOptions(volume_size="lots")
+
+
+def test_a_host_path_is_refused_on_kubernetes(spec):
+    db = spec.services["db"]
+    bound = db.model_copy(update={"volumes": {**db.volumes, "up": VolumeSpec(path="/up", bind="/srv/up")},
+                                  "allow_host_paths": True})
+    with pytest.raises(ConflictError, match=r"host path .* \(restricted\)"):
+        render(spec.model_copy(update={"services": {**spec.services, "db": bound}}), options=RenderOptions())
 
 
 def test_cpu_target_becomes_an_hpa(objects):

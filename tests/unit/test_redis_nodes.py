@@ -10,6 +10,7 @@ from flotilla.addons.redis_cluster.nodes import (
     with_cache_nodes,
 )
 from flotilla.spec import config_hash, parse_spec
+from flotilla.spec.models import VolumeSpec
 
 SPEC = """\
 app: shop
@@ -35,7 +36,7 @@ def test_every_node_of_the_shape_becomes_a_one_replica_service():
     assert nodes == ["sessions-0-0", "sessions-0-1", "sessions-1-0", "sessions-1-1", "sessions-2-0", "sessions-2-1"]
     node = expanded.services["sessions-1-0"]
     assert node.replicas == 1 and node.port == 6379 and node.image == DEFAULT_IMAGE
-    assert node.volumes == {"data": "/data"} and node.restart_delay == RESTART_DELAY
+    assert node.volumes == {"data": VolumeSpec(path="/data")} and node.restart_delay == RESTART_DELAY
     assert node.secrets == {"REDIS_PASSWORD": "sessions-redis-password"}
     assert node.resources.memory > 64 * 2**20  # room above maxmemory
     assert not node.routes

@@ -220,7 +220,7 @@ services:
             ("flotilla.yaml:3:8: services.web: expected a mapping, got a string ('shop-web:1'); "
              'give a mapping with the keys image, command, port, replicas, env, health, deploy, '
              'resources, egress, routes, max_body, secrets, autoscale, caches, user, read_only, cap_add, pids_limit, '
-             'concurrency, queue_timeout, pull, build, standby'),
+             'concurrency, queue_timeout, volumes, allow_host_paths, backup, pull, build, standby'),
         ],
         id='service_not_a_mapping',
     ),

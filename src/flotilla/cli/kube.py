@@ -52,7 +52,10 @@ def cluster_options(func):
                      show_default=True, help="IfNotPresent for images loaded into a local cluster (kind, minikube)."),
         click.option("--redis-image", default="redis:7", show_default=True,
                      help="Image of Redis Cluster nodes, for caches that name none."),
-        click.option("--storage-class", help="StorageClass of cache volumes [default: the cluster's default]."),
+        click.option("--storage-class", help="StorageClass of volumes, the caches' and the services' "
+                     "[default: the cluster's default]."),
+        click.option("--volume-size", metavar="QUANTITY",
+                     help="Storage each service volume claims, e.g. 10Gi [default: 1Gi]."),
         click.option("--cluster-issuer", default="letsencrypt", show_default=True,
                      help="cert-manager's ClusterIssuer for routes with tls: {acme: true}."),
     ]

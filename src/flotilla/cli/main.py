@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from flotilla import __version__
-from flotilla.cli import certs, dashboard, deploys, images, kube, render
+from flotilla.cli import certs, dashboard, data, deploys, images, kube, render
 from flotilla.cli.wait import last_event_id, wait_converged
 from flotilla.daemon.client import DaemonClient, app_path
 from flotilla.daemon.paths import Home, default_home
@@ -165,21 +165,33 @@ def _quiet_if(quiet: bool):
 
 @cli.command()
 @click.argument("app")
+@click.option("--volumes", "with_volumes", is_flag=True,
+              help="Also delete the app's volumes (its data), each named in the output.")
 @json_option
 @click.pass_context
-def down(ctx: click.Context, app: str, as_json: bool) -> None:
+def down(ctx: click.Context, app: str, with_volumes: bool, as_json: bool) -> None:
     """Remove every container and network labelled for APP, and nothing else.
+
+    The volumes of the spec's services (the app's data) are kept, for the next
+    `up`, unless --volumes; `flotilla volumes ls APP` lists them.
 
     \b
     Example:
       flotilla down shop
+      flotilla down shop --volumes     # and delete its data
     """
-    result = _client(ctx).request("DELETE", app_path(app))
+    result = _client(ctx).request("DELETE", app_path(app), query={"volumes": "1"} if with_volumes else None)
     if as_json:
         render.echo_json(result)
-    else:
-        click.echo(f"{app}: removed {len(result['containers'])} container(s), {len(result['networks'])} network(s), "
-                   f"{len(result.get('volumes', []))} volume(s)")
+        return
+    click.echo(f"{app}: removed {len(result['containers'])} container(s), {len(result['networks'])} network(s), "
+               f"{len(result.get('volumes', []))} volume(s)")
+    for name in result.get("volumes", []) if with_volumes else ():
+        click.echo(f"  deleted volume {name}")
+    kept = result.get("kept_volumes", [])
+    if kept:
+        click.echo(f"{app}: kept {len(kept)} volume(s) with its data: {', '.join(kept)} "
+                   f"(`flotilla down {app} --volumes` deletes them)")
 
 
 @cli.command()
@@ -522,6 +534,7 @@ dashboard.register(cli)
 images.register(cli)
 deploys.register(cli)
 certs.register(cli)
+data.register(cli)
 
 
 def main() -> None:

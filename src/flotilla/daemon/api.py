@@ -34,7 +34,7 @@ import queue
 import re
 import threading
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -43,6 +43,7 @@ from starlette.responses import Response, StreamingResponse
 
 from flotilla import __version__
 from flotilla.daemon.apps import AppRepository
+from flotilla.daemon.backups import Backups
 from flotilla.daemon.events import EventLog
 from flotilla.daemon.gateway_logs import entry_filter, stream_access_log
 from flotilla.daemon.images import Images
@@ -173,7 +174,9 @@ class Api:
         frontend: Frontend | None = None,
         registries: Registries | None = None,
         images: Images | None = None,
+        backups: Backups | None = None,
     ) -> None:
+        self._backups = backups
         self._apps = apps
         self._operations = operations
         self._status = status
@@ -219,6 +222,11 @@ class Api:
             ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/images"), self.app_images),
             ("DELETE", re.compile(r"/v1/registries/(?P<host>[^/]+)"), self.registry_logout),
             ("POST", re.compile(r"/v1/images/prune"), self.prune_images),
+            ("GET", re.compile(r"/v1/volumes"), self.list_volumes),
+            ("GET", re.compile(r"/v1/backups"), self.list_backups),
+            ("GET", re.compile(r"/v1/backups/(?P<id>[^/]+)/data"), self.backup_data),
+            ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/backups"), self.take_backup),
+            ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/restore"), self.restore),
             (
                 "GET",
                 re.compile(r"/v1/apps/(?P<app>[^/]+)/services/(?P<service>[^/]+)/endpoints"),
@@ -347,7 +355,37 @@ class Api:
         return 200, self._status.app_status(req.params["app"])
 
     def remove(self, req: Request):
-        return 200, self._operations.remove(req.params["app"])
+        return 200, self._operations.remove(req.params["app"], volumes=req.flag("volumes"))
+
+    # -- volumes and backups (daemon/backups.py) ----------------------------------------
+
+    def list_volumes(self, req: Request):
+        found = self._engine.list_volumes(req.query.get("app") or None)
+        return 200, {"volumes": [asdict(v) for v in found]}
+
+    def list_backups(self, req: Request):
+        return 200, {"backups": [e.to_dict() for e in self._backups_part().list(req.query.get("app") or None)]}
+
+    def backup_data(self, req: Request):
+        path = self._backups_part().open(req.params["id"])
+        return StreamingResponse(_file_chunks(path), media_type="application/octet-stream")
+
+    def take_backup(self, req: Request):
+        body = req.json()
+        entries = self._backups_part().take(req.params["app"], str(body.get("service", "")),
+                                            volume=body.get("volume") or None)
+        return 200, {"backups": [e.to_dict() for e in entries]}
+
+    def restore(self, req: Request):
+        body = req.json()
+        return 200, self._backups_part().restore(req.params["app"], str(body.get("service", "")),
+                                                 source=str(body.get("source", "")), volume=body.get("volume") or None,
+                                                 stop=bool(body.get("stop")), live=bool(body.get("live")))
+
+    def _backups_part(self) -> Backups:
+        if self._backups is None:
+            raise NotFoundError("this daemon keeps no backups")
+        return self._backups
 
     def scale(self, req: Request):
         counts = req.json().get("replicas") or {}
@@ -388,7 +426,8 @@ class Api:
         return 200, {"services": self._status.metrics(req.params["app"])}
 
     def prometheus(self, req: Request):
-        return Response(self._status.prometheus(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        backups = self._backups.prometheus() if self._backups else ""
+        return Response(self._status.prometheus() + backups, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     def list_secrets(self, req: Request):
         infos = self._operations.vault.list(req.params["app"])
@@ -494,6 +533,12 @@ class BearerToken:
 
 def _progress_response(work) -> StreamingResponse:
     return StreamingResponse(run_with_progress(work, name="progress"), media_type="application/x-ndjson")
+
+
+async def _file_chunks(path) -> AsyncIterator[bytes]:
+    with open(path, "rb") as source:
+        while chunk := await anyio.to_thread.run_sync(source.read, 1 << 16):
+            yield chunk
 
 
 def json_response(status: int, body: dict, *, close: bool = False) -> Response:

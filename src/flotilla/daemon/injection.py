@@ -215,7 +215,7 @@ def _volume_clashes(service: str, svc: ServiceSpec) -> list[Problem]:
     return [
         Problem.at_path(f"services.{service}.secrets.{target}", f"{target} is also the path of volume {volume}",
                         hint="mount the secret at another path")
-        for volume, path in svc.volumes.items() for target in mine if target == path
+        for volume, v in svc.volumes.items() for target in mine if target == v.path
     ]
 
 

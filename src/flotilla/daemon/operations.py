@@ -168,8 +168,8 @@ class Operations:
         summary = ", ".join(f"{s} {spec.services[s].replicas} -> {n}" for s, n in counts.items())
         return self._counts.store(app, counts, kind="scale", summary=summary)
 
-    def remove(self, app: str) -> dict:
-        return self._reconciler.remove_app(app)
+    def remove(self, app: str, *, volumes: bool = False) -> dict:
+        return self._reconciler.remove_app(app, volumes=volumes)
 
     def _check_secrets_fit(self, spec: AppSpec, counts: dict[str, int]) -> None:
         """More replicas need more of the shared secrets tmpfs: refuse what cannot fit."""
@@ -289,6 +289,7 @@ def _check_counts(spec: AppSpec, counts: dict[str, int]) -> None:
             )
         if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_REPLICAS:
             raise BadRequestError(f"{service}={count!r}: replicas must be a whole number from 0 to {MAX_REPLICAS}")
+        _check_one_writer(spec, service, count)
         bounds = spec.services[service].autoscale
         if bounds and not bounds.min <= count <= bounds.max:
             raise ConflictError(
@@ -386,3 +387,14 @@ def _images_summary(changes: list) -> str:
 
 def _ignore(_progress: Progress) -> None:
     return None
+
+
+def _check_one_writer(spec: AppSpec, service: str, count: int) -> None:
+    """A writable host path is shared by every replica: more than one would write it at once."""
+    shared = [name for name, v in spec.services[service].volumes.items() if v.bind and not v.read_only]
+    if shared and count > 1:
+        raise ConflictError(
+            f"{service} mounts host path {spec.services[service].volumes[shared[0]].bind} writable (volume "
+            f"{shared[0]}), which {count} replicas would all write; keep 1 replica, or make the volume "
+            f"read_only or a named volume (one per replica) in the spec and run `flotilla up`"
+        )

@@ -40,6 +40,11 @@ class Home:
         return self.root / "daemon.log"
 
     @property
+    def backups(self) -> Path:
+        """Where backups are written, each archive with its entry (daemon/backups.py)."""
+        return self.root / "backups"
+
+    @property
     def identity(self) -> str:
         """This home's id on a shared Docker host: the owner label of everything its daemon makes.
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from flotilla.daemon.health import ProbeTarget
 from flotilla.engines.docker import EngineEvent
 from flotilla.engines.docker.containers import Overrides
+from flotilla.engines.docker.volumes import StreamResult, VolumeInfo
 from flotilla.plan import Observed, ObservedReplica
 from flotilla.spec import AppSpec
 
@@ -52,7 +53,16 @@ class ReplicaEngine(Protocol):
 
     def remove_networks(self, app: str) -> list[str]: ...
 
-    def remove_volumes(self, app: str, *, keep: set[str] = ...) -> list[str]: ...
+    def remove_volumes(self, app: str, *, keep: set[str] = ..., retained: bool = ...) -> list[str]: ...
+
+    def list_volumes(self, app: str | None = ..., *, sizes: bool = ...) -> list[VolumeInfo]: ...
+
+    def archive_volume(self, *, app: str, volume: str, image: str, sink: BinaryIO) -> StreamResult: ...
+
+    def restore_volume(self, *, app: str, volume: str, image: str, source: BinaryIO) -> StreamResult: ...
+
+    def exec_stream(self, container_id: str, command: tuple[str, ...], *, source: BinaryIO | None = ...,
+                    sink: BinaryIO | None = ...) -> StreamResult: ...
 
     def events(self, stop: threading.Event) -> Iterator[EngineEvent]: ...
 

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -31,7 +32,7 @@ from flotilla.daemon.snapshots import Snapshots
 from flotilla.daemon.store import Store
 from flotilla.daemon.wakeups import Wakeups
 from flotilla.engines.docker.containers import Overrides
-from flotilla.errors import FlotillaError, NotFoundError
+from flotilla.errors import ConflictError, FlotillaError, NotFoundError
 from flotilla.naming import volume_name
 from flotilla.plan import (
     CrashRecord,
@@ -64,7 +65,8 @@ def desired_state(spec: AppSpec, *, hash_of: Callable[[AppSpec, str], str] = con
                 standby=svc.standby,
                 config_hash=hash_of(spec, name),
                 egress=svc.egress,
-                recreate=bool(svc.volumes),
+                # two containers of a slot must never write its volume at once; reading it is fine
+                recreate=any(not v.read_only for v in svc.volumes.values()),
                 restart_delay=svc.restart_delay,
                 group=svc.addon,
                 replace_after=svc.health.replace_after,
@@ -111,6 +113,7 @@ class Reconciler:
         self._lock = threading.RLock()
         self._previous: dict[str, tuple] = {}  # app -> its replicas at the last pass
         self._removing: set[str] = set()  # containers Flotilla itself is removing
+        self._held: dict[str, set[str]] = {}  # app -> services held at 0 replicas (a backup or restore)
 
     # -- the loop ------------------------------------------------------------------
 
@@ -196,10 +199,41 @@ class Reconciler:
         restarts = self._deployments.restarts(spec.app) if self._deployments else {}
         injector = self._injector
         if injector is None:
-            return desired_state(spec, hash_of=lambda s, name: restarted(config_hash(s, name), restarts.get(name, 0)))
+            return self._with_held(desired_state(
+                spec, hash_of=lambda s, name: restarted(config_hash(s, name), restarts.get(name, 0))))
         versions = injector.vault.versions(spec.app)
-        return desired_state(spec, hash_of=lambda s, name: restarted(injector.config_hash(s, name, versions),
-                                                                     restarts.get(name, 0)))
+        return self._with_held(desired_state(
+            spec, hash_of=lambda s, name: restarted(injector.config_hash(s, name, versions), restarts.get(name, 0))))
+
+    def _with_held(self, desired: Desired) -> Desired:
+        held = self._held.get(desired.app)
+        if not held:
+            return desired
+        return replace(desired, services=tuple(replace(s, replicas=0) if s.name in held else s
+                                               for s in desired.services))
+
+    @contextlib.contextmanager
+    def stopped(self, app: str, service: str, *, timeout: float) -> Iterator[None]:
+        """Inside, ``service`` has no replica (held at 0, its replicas stopped as a scale-down
+        stops them); after, it is started again. For a backup or restore of its volumes."""
+        with self._lock:
+            self._held.setdefault(app, set()).add(service)
+        try:
+            self.reconcile(app)
+            self._wait_gone(app, service, timeout=timeout)
+            yield
+        finally:
+            with self._lock:
+                self._held.get(app, set()).discard(service)
+            self.reconcile_safely(app)
+
+    def _wait_gone(self, app: str, service: str, *, timeout: float) -> None:
+        deadline = self._clock() + timeout
+        while any(r.service == service for r in self._engine.observe(app).replicas):
+            if self._clock() > deadline:
+                raise ConflictError(f"the replicas of {service} did not stop within {timeout:.0f}s; "
+                                    "`flotilla ps` shows them, try again")
+            time.sleep(0.2)
 
     def crash_loops(self, app: str) -> dict[str, CrashRecord]:
         """Replicas that failed repeatedly and are being restarted with back-off."""
@@ -255,7 +289,8 @@ class Reconciler:
         self._events.record(app, "remove", action.replica, f"removed {action.name} ({action.reason})")
 
     def _remove_unused_volumes(self, spec: AppSpec) -> None:
-        """Volumes of slots that are gone (a cache node outside the shape now)."""
+        """Volumes of slots that are gone (a cache node outside the shape now); a spec's own
+        volumes are retained (labels.RETAIN) even when their service left the spec."""
         keep = {
             volume_name(app=spec.app, service=name, index=index, volume=volume)
             for name, svc in spec.services.items()
@@ -349,27 +384,31 @@ class Reconciler:
 
     # -- removal -------------------------------------------------------------------
 
-    def remove_app(self, app: str) -> dict:
-        """``flotilla down``: everything labelled for ``app`` goes, nothing else."""
+    def remove_app(self, app: str, *, volumes: bool = False) -> dict:
+        """``flotilla down``: everything labelled for ``app`` goes, nothing else; the spec's volumes
+        (its data) only with ``volumes`` (``down --volumes``)."""
         with self._lock:
             known = self._apps.is_known(app)
             if not known and app not in self._engine.apps():
                 raise NotFoundError(f"no app named {app!r} on this host; `flotilla ps` lists the apps")
             if known:
                 self._apps.mark_deleting(app)
-            return self._remove_now(app)
+            return self._remove_now(app, volumes=volumes)
 
-    def _remove_now(self, app: str) -> dict:
+    def _remove_now(self, app: str, *, volumes: bool = False) -> dict:
         observed = self._engine.observe(app)
         self._run_all([(self._remove, app, a) for a in plan_removal(observed).of_kind(RemoveReplica)])
         networks = self._engine.remove_networks(app)
-        volumes = self._engine.remove_volumes(app)
+        removed = self._engine.remove_volumes(app, retained=volumes)
+        kept = [v.name for v in self._engine.list_volumes(app, sizes=False) if v.retained]
         self._forget(app)
         self._events.record(
             app, "down", app,
-            f"removed {len(observed.replicas)} container(s), {len(networks)} network(s), {len(volumes)} volume(s)",
+            f"removed {len(observed.replicas)} container(s), {len(networks)} network(s), {len(removed)} volume(s)"
+            + (f"; kept {len(kept)} volume(s) with the app's data (`down --volumes` deletes them)" if kept else ""),
         )
-        return {"containers": [r.name for r in observed.replicas], "networks": networks, "volumes": volumes}
+        return {"containers": [r.name for r in observed.replicas], "networks": networks, "volumes": removed,
+                "kept_volumes": kept}
 
     def _forget(self, app: str) -> None:
         """Drop everything kept about ``app`` once its objects are gone."""

@@ -31,6 +31,7 @@ from flotilla.daemon.api import LIMITS as API_LIMITS
 from flotilla.daemon.api import Api, BearerToken, DaemonParts, Frontend, FrontendFactory
 from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.autoscaler import Autoscaler
+from flotilla.daemon.backups import Backups
 from flotilla.daemon.cache_states import CacheStates
 from flotilla.daemon.caches import CacheKeeper
 from flotilla.daemon.certificates import CertificateStore, default_bundle
@@ -150,6 +151,7 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
     operations = Operations(apps=apps, runtime=runtime, engine=engine, reconciler=reconciler, counts=counts,
                             events=events, wakeups=wakeups, injector=injector, images=images,
                             deployments=deployments, certificates=certificates)
+    backups = Backups(root=home.backups, engine=engine, apps=apps, reconciler=reconciler, events=events)
     loops = Loops([
         ("reconcile", reconciler.run),
         ("docker-events", EngineWatcher(engine=engine, wakeups=wakeups).run),
@@ -159,13 +161,14 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
         ("autoscaler", autoscaler.run),
         ("gateway-log", access_log.run),
         ("acme", issuer.run),
+        ("backups", backups.run),
     ])
     parts = DaemonParts(apps=apps, status=status, history=store, metrics=metrics, operations=operations,
                         events=events, snapshots=snapshots, traffic=traffic, engine=engine, wakeups=wakeups,
                         access_log=access_log)
     front = frontend(parts, frontend_url) if frontend else None
     api = Api(apps=apps, operations=operations, status=status, history=store, engine=engine, access_log=access_log,
-              frontend=front, registries=registries, images=images)
+              frontend=front, registries=registries, images=images, backups=backups)
     return Daemon(store=store, api=api, loops=loops, wakeups=wakeups, activator=activator, engine=engine,
                   frontend=front)
 

@@ -31,13 +31,20 @@ class EngineWatcher:
         self._wakeups = wakeups
 
     def run(self, stop: threading.Event) -> None:
+        """Follow the events; after the stream broke (dockerd restarted), look at every app once, since the
+        containers that stopped meanwhile sent their events to no one."""
+        broke = False
         while not stop.is_set():
             try:
+                if broke:
+                    self._wakeups.trigger_all(self._engine.apps())
+                    broke = False
                 for event in self._engine.events(stop):
                     if event.app and event.action in WATCHED_EVENTS:
                         self._wakeups.trigger_soon(event.app)
             except FlotillaError as exc:
                 log.warning("docker events: %s", exc.message)
+            broke = True
             stop.wait(RETRY_AFTER)
 
 

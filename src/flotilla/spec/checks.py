@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 
 from flotilla.spec import units
@@ -237,3 +238,30 @@ def _memory_hint(value: object, hint: str) -> str:
     if isinstance(value, int) and 0 < value <= 65536:
         return f"a bare number is bytes: did you mean {value}M?"
     return hint
+
+
+def command(rep: Reporter, path: Path, value: object, *, empty_hint: str) -> tuple[str, ...] | None:
+    """A command as words: a list of strings, or one string split as a shell would (no shell runs it)."""
+    words = _split_command(rep, path, value) if isinstance(value, str) else _command_list(rep, path, value)
+    if words is not None and not words:
+        rep.add(path, "must not be empty", empty_hint)
+        return None
+    return words
+
+
+def _split_command(rep: Reporter, path: Path, value: str) -> tuple[str, ...] | None:
+    try:
+        return tuple(shlex.split(value))
+    except ValueError as exc:
+        rep.add(path, f"cannot split the command into words: {exc}",
+                "balance the quotes, or give the command as a list of strings")
+        return None
+
+
+def _command_list(rep: Reporter, path: Path, value: object) -> tuple[str, ...] | None:
+    items = sequence(rep, path, value, of="strings, or one string")
+    if items is None:
+        return None
+    words = [text(rep, path + (i,), item, hint='quote it: every argument is a string, e.g. "10"')
+             for i, item in enumerate(items)]
+    return None if None in words else tuple(words)

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 from flotilla.errors import NotFoundError
 from flotilla.spec.images import image_identity
-from flotilla.spec.models import AppSpec
+from flotilla.spec.models import AppSpec, ServiceSpec, VolumeSpec
 
 HASH_LENGTH = 12
 
@@ -41,8 +41,14 @@ def config_hash(spec: AppSpec, service: str, *, extra: Mapping[str, str] | None 
         "caches": list(svc.caches),
         "security": {"user": svc.user, "read_only": svc.read_only, "cap_add": list(svc.cap_add),
                      "pids_limit": svc.pids_limit},
-        **({"volumes": dict(svc.volumes)} if svc.volumes else {}),
+        **({"volumes": _volumes(svc)} if svc.volumes else {}),
         "extra": dict(extra or {}),
     }
     canonical = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:HASH_LENGTH]
+
+
+def _volumes(svc: ServiceSpec) -> dict:
+    """Each volume's mount as it is baked into the container; a plain named volume as its path
+    alone, as before volumes had options, so a cache node keeps its hash."""
+    return {name: v.path if v == VolumeSpec(path=v.path) else v.model_dump() for name, v in svc.volumes.items()}

@@ -139,6 +139,31 @@ class ImagePin(_Frozen):
     digest: str | None = None
 
 
+class VolumeSpec(_Frozen):
+    """A volume of a service (docs/volumes.md): a named volume of each replica slot, owned by the
+    app and kept until ``down --volumes``; or, with ``bind``, a host directory, which Flotilla does
+    not own and which the spec must opt in to (``allow_host_paths``)."""
+
+    path: str  # the mount point inside the container
+    read_only: bool = False
+    bind: str | None = None  # an absolute host path; None: a named volume
+
+
+class BackupSpec(_Frozen):
+    """How ``flotilla backup`` takes the service's data (docs/volumes.md, "Backups").
+
+    With ``command`` it runs inside a running replica and its standard output is the
+    backup (``pg_dump``: consistent while the service serves); ``restore_command`` reads
+    a backup on its standard input. Without it, the volume is archived with the service
+    stopped. ``schedule`` (cron, UTC) takes one regularly, keeping the last ``keep``.
+    """
+
+    command: tuple[str, ...] | None = None
+    restore_command: tuple[str, ...] | None = None
+    schedule: str | None = None
+    keep: int = 7
+
+
 class ServiceSpec(_Frozen):
     """One service: the container to run, how many, and how it is reached."""
 
@@ -168,9 +193,12 @@ class ServiceSpec(_Frozen):
     read_only: bool = False  # a read-only root filesystem, with a tmpfs at /tmp
     cap_add: tuple[str, ...] = ()  # capabilities given back, without CAP_
     pids_limit: int = DEFAULT_PIDS_LIMIT
+    # Each replica slot's own volumes (docs/volumes.md): a service with any is recreated on change.
+    volumes: dict[str, VolumeSpec] = Field(default_factory=dict)
+    allow_host_paths: bool = False  # the opt-in a volume with bind: needs
+    backup: BackupSpec | None = None
     # Set only by add-ons for the services they make (a cache's nodes), never
     # by a spec file: the validator knows no such keys.
-    volumes: dict[str, str] = Field(default_factory=dict)  # volume name -> mount path, one per slot
     restart_delay: float = 0.0  # a dead replica is replaced no sooner than this
     addon: str | None = None  # what made the service, e.g. "cache:sessions"
     # Where the image comes from (docs/spec.md, "Images"): None follows the app's pull.
@@ -187,6 +215,11 @@ class ServiceSpec(_Frozen):
         if self.health.path and self.port is not None:
             return "http"
         return "tcp" if self.port is not None else "none"
+
+    @property
+    def named_volumes(self) -> dict[str, VolumeSpec]:
+        """The volumes Flotilla creates and owns (not host paths): volume name -> its spec."""
+        return {name: v for name, v in self.volumes.items() if v.bind is None}
 
     @property
     def secret_env(self) -> dict[str, str]:

@@ -60,6 +60,21 @@ def _service(service: ServiceSpec) -> dict:
     data.update(_hardening(service))
     data.update(_image_source(service))
     data.update(_concurrency(service))
+    data.update(_data(service))
+    return data
+
+
+def _data(service: ServiceSpec) -> dict:
+    """Volumes, the host-path opt-in and backups (spec/volumes.py), only when set."""
+    data: dict = {}
+    if service.volumes and not service.addon:  # a cache node's volume is the add-on's, not a spec key
+        data["volumes"] = {name: v.model_dump(exclude_none=True, exclude_defaults=True) | {"path": v.path}
+                           for name, v in service.volumes.items()}
+    if service.allow_host_paths:
+        data["allow_host_paths"] = True
+    if service.backup is not None:
+        data["backup"] = {key: list(value) if isinstance(value, tuple) else value
+                          for key, value in service.backup.model_dump(exclude_none=True).items()}
     return data
 
 

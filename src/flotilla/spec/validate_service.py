@@ -9,10 +9,8 @@ problems; a ServiceSpec is built only when the whole spec is clean.
 
 from __future__ import annotations
 
-import shlex
-
 from flotilla.spec import checks as c
-from flotilla.spec import concurrency, hardening, units
+from flotilla.spec import concurrency, hardening, units, volumes
 from flotilla.spec import service_parts as parts
 from flotilla.spec import validate_images as images
 from flotilla.spec.locate import Path, Reporter
@@ -22,6 +20,7 @@ from flotilla.spec.service_parts import MAX_REPLICAS, ServiceContext, env_name
 SERVICE_KEYS = ("image", "command", "port", "replicas", "env", "health", "deploy", "resources", "egress",
                 "routes", "max_body", "secrets", "autoscale", "caches",
                 "user", "read_only", "cap_add", "pids_limit", "concurrency", "queue_timeout")
+SERVICE_KEYS += volumes.SERVICE_KEYS  # volumes, host paths and backups: volumes.py
 SERVICE_KEYS += images.SERVICE_KEYS  # where the image comes from: validate_images.py
 SERVICE_KEYS += ("standby",)
 # Warm standby replicas each cost a running replica's memory; more than this is a spec mistake.
@@ -42,6 +41,7 @@ def check_service(rep: Reporter, path: Path, body: object, *, ctx: ServiceContex
     _check_autoscale_fits(rep, path, known=known, clean=clean)
     concurrency.check_fits(rep, path, known=known, routed=_has_routes(known))
     _check_standby_routed(rep, path, known)
+    volumes.check_fits(rep, path, known=known, clean=clean)
     if rep.count() or None in clean.values():
         return None
     if "autoscale" in clean and "replicas" not in clean:
@@ -57,30 +57,7 @@ def _image(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> str
 
 def _command(rep: Reporter, path: Path, value: object, ctx: ServiceContext
              ) -> tuple[str, ...] | None:
-    words = _split_command(rep, path, value) if isinstance(value, str) else _command_list(
-        rep, path, value)
-    if words is not None and not words:
-        rep.add(path, "must not be empty", "remove command to run the image's default command")
-        return None
-    return words
-
-
-def _split_command(rep: Reporter, path: Path, value: str) -> tuple[str, ...] | None:
-    try:
-        return tuple(shlex.split(value))
-    except ValueError as exc:
-        rep.add(path, f"cannot split the command into words: {exc}",
-                "balance the quotes, or give the command as a list of strings")
-        return None
-
-
-def _command_list(rep: Reporter, path: Path, value: object) -> tuple[str, ...] | None:
-    items = c.sequence(rep, path, value, of="strings, or one string")
-    if items is None:
-        return None
-    words = [c.text(rep, path + (i,), item, hint='quote it: every argument is a string, e.g. "10"')
-             for i, item in enumerate(items)]
-    return None if None in words else tuple(words)
+    return c.command(rep, path, value, empty_hint="remove command to run the image's default command")
 
 
 def _port(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> int | None:
@@ -168,6 +145,7 @@ _CHECKS.update({"pull": images.pull, "build": images.build})
 _CHECKS["standby"] = lambda rep, path, value, ctx: c.integer(
     rep, path, value, low=0, high=MAX_STANDBY,
     hint=f"use 0 to {MAX_STANDBY}: each standby replica costs a running replica's memory")
+_CHECKS.update({"volumes": volumes.volumes, "allow_host_paths": volumes.allow_host_paths, "backup": volumes.backup})
 
 
 # -- rules across a service's keys ----------------------------------------------------------

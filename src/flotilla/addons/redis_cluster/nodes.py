@@ -29,7 +29,7 @@ from flotilla.naming import (
     is_cache_node,
 )
 from flotilla.spec import AppSpec, CacheSpec, ServiceSpec
-from flotilla.spec.models import HealthSpec, ResourcesSpec
+from flotilla.spec.models import HealthSpec, ResourcesSpec, VolumeSpec
 from flotilla.spec.units import MIB
 
 REDIS_PORT = 6379
@@ -93,7 +93,7 @@ def node_service(cache: str, spec: CacheSpec, *, node: str, image: str) -> Servi
         health=HealthSpec(interval=1.0, timeout=1.0),
         resources=ResourcesSpec(memory=spec.memory + MEMORY_HEADROOM),
         secrets={PASSWORD_VARIABLE: cache_password_secret(cache)},
-        volumes={"data": DATA_DIR},
+        volumes={"data": VolumeSpec(path=DATA_DIR)},
         restart_delay=RESTART_DELAY if spec.replicas else 0.0,
         addon=ADDON_PREFIX + cache,
         # Hardened like any replica (no capability, no-new-privileges, pids limit, no

@@ -24,6 +24,7 @@ from flotilla.naming import (
 )
 from flotilla.spec import AppSpec, ServiceSpec
 from flotilla.spec.images import image_to_run
+from flotilla.spec.models import VolumeSpec
 
 LOG_MAX_SIZE = "10m"
 LOG_MAX_FILES = "3"
@@ -56,12 +57,27 @@ class MountSpec:
         return cls(kind="bind", source=source, target=target, read_only=True)
 
     @classmethod
-    def volume(cls, name: str, target: str) -> MountSpec:
-        return cls(kind="volume", source=name, target=target, read_only=False)
+    def volume(cls, name: str, target: str, *, read_only: bool = False) -> MountSpec:
+        return cls(kind="volume", source=name, target=target, read_only=read_only)
+
+    @classmethod
+    def of(cls, name: str, spec: VolumeSpec) -> MountSpec:
+        """A spec volume's mount: the slot's named volume ``name``, or the host path it binds."""
+        if spec.bind:
+            return cls(kind="bind", source=spec.bind, target=spec.path, read_only=spec.read_only)
+        return cls.volume(name, spec.path, read_only=spec.read_only)
 
     def to_docker(self) -> dict:
         """Docker API's ``Mount`` (what ``docker.types.Mount`` builds): fields, not a string to parse."""
         return {"Type": self.kind, "Source": self.source, "Target": self.target, "ReadOnly": self.read_only}
+
+
+@dataclass(frozen=True)
+class SlotVolume:
+    """A named volume of one replica slot, created (with these labels) before its container."""
+
+    name: str
+    labels: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -111,7 +127,7 @@ class ReplicaContainerConfig:
     extra_networks: tuple[str, ...]
     mounts: tuple[MountSpec, ...] = ()
     entrypoint: tuple[str, ...] | None = None
-    volumes: tuple[str, ...] = ()  # the slot's own named volumes, created before the container
+    volumes: tuple[SlotVolume, ...] = ()  # the slot's own named volumes, created before the container
     dns_options: tuple[str, ...] = ()
     hardening: Hardening = Hardening()
 
@@ -172,21 +188,21 @@ def replica_container_config(
         "FLOTILLA_SERVICE": service,
         "FLOTILLA_REPLICA": replica,
     }
-    volumes = {
-        volume_name(app=spec.app, service=service, index=index, volume=volume): path
-        for volume, path in svc.volumes.items()
-    }
+    owner = owner or labels.owned(spec.app, role="replica")
+    names = {volume: volume_name(app=spec.app, service=service, index=index, volume=volume) for volume in svc.volumes}
     return ReplicaContainerConfig(
         name=container_name(app=spec.app, service=service, index=index, config_hash=config_hash),
         hostname=replica,
         image=image_to_run(spec, svc),  # the id the deploy pinned: every replica runs the same bytes
         command=overrides.command or svc.command,
         entrypoint=overrides.entrypoint,
-        mounts=(*overrides.mounts, *(MountSpec.volume(name, path) for name, path in volumes.items())),
-        volumes=tuple(volumes),
+        mounts=(*overrides.mounts, *(MountSpec.of(names[volume], v) for volume, v in svc.volumes.items())),
+        volumes=tuple(SlotVolume(names[volume], volume_labels(owner, service=service, index=index, volume=volume,
+                                                              retain=svc.addon is None))
+                      for volume in svc.named_volumes),
         environment=environment,
         labels={
-            **(owner or labels.owned(spec.app, role="replica")),
+            **owner,
             labels.SERVICE: service,
             labels.REPLICA: str(index),
             labels.CONFIG_HASH: config_hash,
@@ -199,6 +215,13 @@ def replica_container_config(
         dns_options=() if svc.egress else INTERNAL_DNS_OPTIONS,
         hardening=Hardening.of(svc),
     )
+
+
+def volume_labels(owner: Mapping[str, str], *, service: str, index: int, volume: str, retain: bool
+                  ) -> dict[str, str]:
+    """A slot volume's labels: the owner's (as a volume), its service, slot and name; ``retain`` for a spec's."""
+    return {**owner, labels.ROLE: "volume", labels.SERVICE: service, labels.REPLICA: str(index),
+            labels.VOLUME: volume, **({labels.RETAIN: "true"} if retain else {})}
 
 
 def home_network(app: str, svc: ServiceSpec) -> str:

@@ -16,12 +16,14 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import docker
 import docker.errors
 import requests.exceptions
 
 from flotilla import labels
+from flotilla.engines.docker import volumes
 from flotilla.engines.docker.containers import Overrides, replica_container_config
 from flotilla.engines.docker.firewall import BRIDGE_OPTION, HostFirewall, bridge_name
 from flotilla.errors import EngineError, EngineUnavailableError, NotFoundError
@@ -261,7 +263,7 @@ class DockerEngine:
         api = self._api
         with translated(f"creating replica {service}-{index} of {spec.app}"):
             for volume in config.volumes:
-                api.create_volume(volume, labels={**self._owned(spec.app, role="volume"), labels.SERVICE: service})
+                api.create_volume(volume.name, labels=volume.labels)
             try:
                 created = api.create_container(
                     **config.create_kwargs(api), networking_config=config.networking(api)
@@ -312,18 +314,21 @@ class DockerEngine:
                     self._api.remove_network(net["Id"])
         return [n["Name"] for n in networks]
 
-    def remove_volumes(self, app: str, *, keep: set[str] = frozenset(), in_use_wait: float = 5.0) -> list[str]:
-        """Remove the app's volumes but ``keep``; one a container still uses stays.
+    def remove_volumes(self, app: str, *, keep: set[str] = frozenset(), retained: bool = False,
+                       in_use_wait: float = 5.0) -> list[str]:
+        """Remove the app's volumes but ``keep``, and but the retained ones (a spec's data) unless
+        ``retained``; one a container still uses stays.
 
         Docker can report a volume in use for a moment after the container
         that used it was removed, so "in use" is retried for ``in_use_wait`` s.
         """
         removed = []
         with translated(f"removing the volumes of {app}"):
-            found = self._api.volumes(filters={"label": self._mine(app)}).get("Volumes") or []
-            for volume in found:
-                if volume["Name"] not in keep and self._remove_volume(volume["Name"], in_use_wait):
-                    removed.append(volume["Name"])
+            for volume in volumes.listed(self._api, self._mine(app), sizes=False):
+                if volume.name in keep or (volume.retained and not retained):
+                    continue
+                if self._remove_volume(volume.name, in_use_wait):
+                    removed.append(volume.name)
         return removed
 
     def _remove_volume(self, name: str, in_use_wait: float) -> bool:
@@ -339,6 +344,32 @@ class DockerEngine:
                     log.warning("volume %s not removed: %s", name, exc.explanation or exc)
                     return False
             time.sleep(0.1)
+
+    # -- data (engines/docker/volumes.py) ------------------------------------
+
+    def list_volumes(self, app: str | None = None, *, sizes: bool = True) -> list[volumes.VolumeInfo]:
+        """This home's volumes (of ``app``, or of every app), with Docker's size of each."""
+        with translated("listing volumes"):
+            return volumes.listed(self._api, self._mine(app), sizes=sizes)
+
+    def archive_volume(self, *, app: str, volume: str, image: str, sink: BinaryIO) -> volumes.StreamResult:
+        """The contents of ``volume`` as a tar stream into ``sink``, by a helper container of ``image``."""
+        with translated(f"archiving volume {volume}"):
+            return volumes.archive(self._api, volume=volume, image=image, sink=sink,
+                                   owner=self._owned(app, role="helper"))
+
+    def restore_volume(self, *, app: str, volume: str, image: str, source: BinaryIO) -> volumes.StreamResult:
+        """Replace the contents of ``volume`` by the tar stream ``source`` (emptied first)."""
+        with translated(f"restoring volume {volume}"):
+            volumes.recreate(self._api, volume)
+            return volumes.unarchive(self._api, volume=volume, image=image, source=source,
+                                     owner=self._owned(app, role="helper"))
+
+    def exec_stream(self, container_id: str, command: tuple[str, ...], *, source: BinaryIO | None = None,
+                    sink: BinaryIO | None = None) -> volumes.StreamResult:
+        """Run ``command`` in a running replica, streaming ``source`` in and its standard output to ``sink``."""
+        with translated(f"running {command[0]} in container {container_id[:12]}"):
+            return volumes.exec_stream(self._api, container_id, command, source=source, sink=sink)
 
     # -- streams -----------------------------------------------------------
 

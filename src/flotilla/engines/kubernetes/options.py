@@ -10,6 +10,7 @@ function of ``(spec, options)``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -91,6 +92,7 @@ class RenderOptions:
     run_as_user: int = 10001
     cluster_domain: str = "cluster.local"
     storage_class: str | None = None
+    volume_size: str = "1Gi"  # what each service volume's claim requests (the spec says no size)
     # Registries with a login in the vault (engines/kubernetes/registries.py): pods
     # pulling from them reference their image pull Secret; the values only with include_secrets.
     registry_logins: tuple[str, ...] = ()
@@ -106,6 +108,8 @@ class RenderOptions:
         _check_choice("image_pull_policy", self.image_pull_policy, choices=PULL_POLICIES)
         if self.ingress_mode == "gateway-api" and self.gateway_ref is None:
             raise ValueError("gateway-api mode needs the Gateway to attach routes to (gateway_ref, --gateway NS/NAME)")
+        if not re.fullmatch(r"[1-9][0-9]*(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?", self.volume_size):
+            raise ValueError(f"volume_size must be a storage quantity such as 10Gi, not {self.volume_size!r}")
         if self.run_as_user < 1:
             raise ValueError("run_as_user must be a non-root UID (1 or more; 10000 or more avoids host UIDs)")
 

@@ -35,9 +35,9 @@ RESTRICTED_CAPABILITIES = ("NET_BIND_SERVICE",)
 
 
 def service_objects(spec: AppSpec, name: str, *, options: RenderOptions) -> list[dict]:
-    """The Deployment of a service, and its ClusterIP Service when it has a port."""
+    """The Deployment (a StatefulSet, with volumes) of a service, and its ClusterIP Service when it has a port."""
     svc = spec.services[name]
-    objects = [deployment(spec, name, options=options)]
+    objects = [stateful_set(spec, name, options=options) if svc.volumes else deployment(spec, name, options=options)]
     if svc.port is not None:
         objects.append(cluster_service(spec.app, name, svc))
     return objects
@@ -57,6 +57,52 @@ def deployment(spec: AppSpec, name: str, *, options: RenderOptions) -> dict:
     if svc.autoscale is None:  # an autoscaler owns the count otherwise; re-applying would fight it
         obj["spec"] = {"replicas": svc.replicas, **obj["spec"]}
     return obj
+
+
+def stateful_set(spec: AppSpec, name: str, *, options: RenderOptions) -> dict:
+    """A service with volumes: each pod its own PersistentVolumeClaim per volume (as each slot has its own
+    volume on one host), replaced one at a time, the old pod gone before the new one starts; the claims
+    are kept when the StatefulSet is deleted or scaled down, as `down` keeps a volume."""
+    svc = spec.services[name]
+    _refuse_host_paths(svc, name)
+    obj = meta.header("apps/v1", "StatefulSet", name=name, namespace=meta.namespace_of(spec.app),
+                      labels=meta.service_labels(spec.app, name))
+    obj["spec"] = {
+        "serviceName": name,
+        "replicas": svc.replicas,
+        "podManagementPolicy": "OrderedReady",
+        "updateStrategy": {"type": "RollingUpdate"},
+        "selector": {"matchLabels": meta.service_selector(spec.app, name)},
+        "template": pod_template(spec, name, options=options),
+        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+        "volumeClaimTemplates": [claim_template(volume, options=options) for volume in svc.named_volumes],
+    }
+    return obj
+
+
+def claim_template(volume: str, *, options: RenderOptions) -> dict:
+    claim: dict = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": options.volume_size}}}
+    if options.storage_class:
+        claim["storageClassName"] = options.storage_class
+    return {"metadata": {"name": claim_name(volume)}, "spec": claim}
+
+
+def claim_name(volume: str) -> str:
+    """A spec volume's name in the pod (``vol-data``): never ``tmp`` or the secrets' volume."""
+    return f"vol-{volume}"
+
+
+def volume_mounts(svc: ServiceSpec) -> list[dict]:
+    return [{"name": claim_name(volume), "mountPath": v.path, **({"readOnly": True} if v.read_only else {})}
+            for volume, v in svc.named_volumes.items()]
+
+
+def _refuse_host_paths(svc: ServiceSpec, name: str) -> None:
+    binds = [volume for volume, v in svc.volumes.items() if v.bind]
+    if binds:
+        raise ConflictError(f"service {name!r} binds a host path (volume {binds[0]}), which the namespace's Pod "
+                            "Security profile (restricted) refuses and a cluster cannot promise on every node; "
+                            "make it a named volume (a PersistentVolumeClaim) to deploy on Kubernetes")
 
 
 def pod_template(spec: AppSpec, name: str, *, options: RenderOptions) -> dict:
@@ -156,10 +202,11 @@ def container(spec: AppSpec, name: str, *, options: RenderOptions) -> dict:
     if svc.port is not None:
         body["ports"] = [{"containerPort": svc.port, "protocol": "TCP"}]
     body["env"] = container_env(spec, name, options=options)
-    body["resources"] = resources(svc)
+    if svc.resources.cpus is not None or svc.resources.memory is not None:  # {} would be dropped by the server
+        body["resources"] = resources(svc)
     body.update(probes(svc))
     body["securityContext"] = container_security(options, svc, name=name)
-    body["volumeMounts"] = [tmp_mount(), *secrets.file_mounts(svc)]
+    body["volumeMounts"] = [tmp_mount(), *secrets.file_mounts(svc), *volume_mounts(svc)]
     return body
 
 
