@@ -18,12 +18,14 @@ import shutil
 import signal
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,14 +44,21 @@ class WrkResult:
     p99_ms: float
     requests: int
     errors: str  # "" when wrk saw no socket error and no non-2xx/3xx answer
+    cpu_s: float | None = None  # CPU seconds the measured processes used in the run (see measure)
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        return self.cpu_s / self.requests * 1e6 if self.cpu_s is not None and self.requests else None
 
     @property
     def note(self) -> str:
         return f"INVALID: {self.errors}" if self.errors else ""
 
     def as_json(self) -> dict:
+        cpu = self.cpu_us_per_request
         return {"requests_per_s": round(self.requests_per_s, 1), "p50_ms": self.p50_ms, "p99_ms": self.p99_ms,
-                "requests": self.requests, "errors": self.errors}
+                "requests": self.requests, "errors": self.errors,
+                "cpu_us_per_request": None if cpu is None else round(cpu, 1)}
 
 
 @dataclass(frozen=True)
@@ -132,18 +141,42 @@ def combine(results: list[WrkResult]) -> WrkResult:
     )
 
 
-def measure(name: str, urls: list[str], *, load: Load) -> WrkResult:
-    """One leg: warm-up, then the measured run; with several urls, each part is printed too."""
+def median_result(results: list[WrkResult]) -> WrkResult:
+    """The median round of a leg run several times: each figure's median (CPU: of its per-request cost)."""
+    cpus = [r.cpu_us_per_request for r in results]
+    requests = sum(r.requests for r in results)
+    cpu_s = None if None in cpus else statistics.median(cpus) * requests / 1e6
+    return WrkResult(
+        requests_per_s=statistics.median(r.requests_per_s for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p99_ms=statistics.median(r.p99_ms for r in results),
+        requests=requests,
+        errors="; ".join(r.errors for r in results if r.errors),
+        cpu_s=cpu_s,
+    )
+
+
+def measure(name: str, urls: list[str], *, load: Load, cpu_pids: Callable[[], list[int]] | None = None) -> WrkResult:
+    """One leg: warm-up, then the measured run; with several urls, each part is printed too.
+
+    ``cpu_pids`` names the processes serving the leg (a proxy): the CPU time
+    they and their descendants use during the measured run is recorded. On a
+    machine shared with other work, requests/s swings with what else runs;
+    CPU per request is what the proxy itself costs, and holds still.
+    """
     extra = "".join(f" -H '{h}'" for h in load.headers)
     print(f"{name}: wrk -t {load.threads} -c {load.connections} -d {load.seconds:g}s{extra} on {', '.join(urls)}",
           flush=True)
     if load.warmup > 0:
         run_wrk_many(urls, load=load, seconds=load.warmup)
+    pids = cpu_pids() if cpu_pids else []
+    before = cpu_seconds(pids)
     parts = run_wrk_many(urls, load=load, seconds=load.seconds)
     if len(parts) > 1:
         for url, part in zip(urls, parts, strict=True):
             print(f"  {url}: {fmt_row(part)}", flush=True)
-    return combine(parts)
+    combined = combine(parts)
+    return replace(combined, cpu_s=cpu_seconds(pids) - before) if pids else combined
 
 
 def fmt_row(result: WrkResult) -> str:
@@ -164,6 +197,43 @@ def verdict(met: bool, *legs: WrkResult) -> str:
 def require_wrk() -> None:
     if shutil.which("wrk") is None:
         raise BenchError("wrk is not installed (scripts/setup.sh installs the Debian package)")
+
+
+# -- CPU time of processes ---------------------------------------------------
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name (which may hold spaces), or None once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and every live process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))):
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes (all their threads) so far."""
+    total = 0
+    for pid in pids:
+        if fields := _stat_fields(pid):
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / _CLOCK_TICKS
 
 
 # -- processes and ports ------------------------------------------------------

@@ -56,11 +56,12 @@ import hashlib
 import json
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography import x509
@@ -78,8 +79,10 @@ from benchmarks.proxy_harness import (  # noqa: E402
     Load,
     WrkResult,
     binary,
+    descendants,
     free_port,
     measure,
+    median_result,
     require_wrk,
     start_nginx,
     start_server,
@@ -197,6 +200,10 @@ class Side:
     name: str
     http_urls: tuple[str, ...]
     https_url: str | None = None
+    cpu_roots: tuple[int, ...] = ()  # the processes whose CPU (with their descendants') the side costs
+
+    def cpu_pids(self) -> list[int]:
+        return [pid for root in self.cpu_roots for pid in descendants(root)]
 
 
 # -- the certificate ----------------------------------------------------------
@@ -262,13 +269,17 @@ def _peer(name: str, *, http_port: int, https_port: int) -> Side:
     return Side(name, (f"http://{HOST}:{http_port}/",), f"https://{HOST}:{https_port}/")
 
 
+def _with_cpu(side: Side, proc: subprocess.Popen) -> tuple[Side, subprocess.Popen]:
+    return replace(side, cpu_roots=(proc.pid,)), proc
+
+
 def run_nginx(tmp: Path, *, ips: list[str], cert: Certificate) -> tuple[Side, subprocess.Popen]:
     ports = {"http_port": free_port(), "https_port": free_port()}
     side = _peer("nginx", **ports)
     http = NGINX_SERVER.format(cert=cert.chain, key=cert.key, host=HOST, location=NGINX_PROXY, **ports)
     proc = start_nginx(tmp, upstreams=[f"{ip}:{REPLICA_PORT}" for ip in ips], http=http, url=side.https_url,
                        host=HOST, context=cert.context())
-    return side, proc
+    return _with_cpu(side, proc)
 
 
 def run_caddy(tmp: Path, *, ips: list[str], cert: Certificate) -> tuple[Side, subprocess.Popen]:
@@ -282,7 +293,7 @@ def run_caddy(tmp: Path, *, ips: list[str], cert: Certificate) -> tuple[Side, su
            "XDG_DATA_HOME": str(tmp / "caddy-data")}
     proc = start_server([binary("caddy"), "run", "--config", str(conf), "--adapter", "caddyfile"], name="caddy",
                         log=tmp / "caddy.log", url=side.https_url, host=HOST, env=env, context=cert.context())
-    return side, proc
+    return _with_cpu(side, proc)
 
 
 # -- Flotilla -----------------------------------------------------------------
@@ -314,7 +325,9 @@ def start_flotilla(tmp: Path, app: FlotillaApp, *, cert: Certificate) -> tuple[S
     spec.write_text(flotilla_spec(port=port, https_port=https_port))
     print(f"flotilla up -f {spec} (FLOTILLA_HOME={app.home})", flush=True)
     app.up(spec)
-    side = Side("flotilla", (f"http://{HOST}:{port}/",), https_port and f"https://{HOST}:{https_port}/")
+    # Flotilla's cost is its daemon (which drains the access log) and the HAProxy below it.
+    side = Side("flotilla", (f"http://{HOST}:{port}/",), https_port and f"https://{HOST}:{https_port}/",
+                cpu_roots=(int((app.home / "daemon.pid").read_text()),))
     problem = wait_answering(side.http_urls[0], host=HOST, seconds=READY_WAIT_SECONDS)
     if problem:
         raise BenchError(f"the gateway does not answer on {side.http_urls[0]}: {problem}")
@@ -353,19 +366,41 @@ def case_load(case: str, args: argparse.Namespace) -> Load:
                 warmup=args.warmup, headers=headers)
 
 
-def run_cases(sides: list[Side], args: argparse.Namespace) -> dict[str, dict[str, Outcome]]:
-    """Every case for every side, case by case (see the module doc)."""
-    results: dict[str, dict[str, Outcome]] = {side.name: {} for side in sides}
-    for case in CASES:
-        for side in sides:
-            urls = case_urls(side, case)
-            if not urls:
-                continue
-            try:
-                results[side.name][case] = measure(f"{side.name} {case}", list(urls), load=case_load(case, args))
-            except BenchError as exc:
-                results[side.name][case] = exc
-    return results
+Results = dict[str, dict[str, Outcome]]  # side -> case -> outcome
+
+
+def run_cases(sides: list[Side], args: argparse.Namespace) -> list[Results]:
+    """Every case for every side, case by case, `--rounds` times over (see the module doc)."""
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        print(f"round {number} of {args.rounds}", flush=True)
+        results: Results = {side.name: {} for side in sides}
+        for case in CASES:
+            for side in sides:
+                if urls := case_urls(side, case):
+                    results[side.name][case] = measure_case(side, case, urls, args)
+        rounds.append(results)
+    return rounds
+
+
+def measure_case(side: Side, case: str, urls: tuple[str, ...], args: argparse.Namespace) -> Outcome:
+    try:
+        return measure(f"{side.name} {case}", list(urls), load=case_load(case, args),
+                       cpu_pids=side.cpu_pids if side.cpu_roots else None)
+    except BenchError as exc:
+        return exc
+
+
+def merge_rounds(rounds: list[Results]) -> Results:
+    """Each side's and case's median over the rounds; a case that failed in any round failed."""
+    merged: Results = {}
+    for side, row in rounds[0].items():
+        merged[side] = {}
+        for case in row:
+            outcomes = [results[side][case] for results in rounds]
+            failed = [o for o in outcomes if isinstance(o, BenchError)]
+            merged[side][case] = failed[0] if failed else median_result(outcomes)
+    return merged
 
 
 def start_peers(tmp: Path, stack: contextlib.ExitStack, *, ips: list[str],
@@ -394,23 +429,35 @@ def run(tmp: Path, app: FlotillaApp, stack: contextlib.ExitStack, args: argparse
     peers, unavailable = start_peers(tmp, stack, ips=ips, cert=cert)
     if missing:
         unavailable["flotilla HTTPS"] = missing
-    results = run_cases([direct, flotilla, *peers], args)
-    return {"certificate": cert.kind, "results": results, "unavailable": unavailable}
+    rounds = run_cases([direct, flotilla, *peers], args)
+    return {"certificate": cert.kind, "rounds": rounds, "results": merge_rounds(rounds), "unavailable": unavailable}
 
 
-def best_peer(results: dict[str, dict[str, Outcome]], case: str) -> tuple[str, WrkResult] | None:
-    clean = [(name, results[name][case]) for name in PEERS
-             if isinstance(results.get(name, {}).get(case), WrkResult) and not results[name][case].errors]
+def clean_result(results: Results, side: str, case: str) -> WrkResult | None:
+    result = results.get(side, {}).get(case)
+    return result if isinstance(result, WrkResult) and not result.errors else None
+
+
+def best_peer(results: Results, case: str) -> tuple[str, WrkResult] | None:
+    clean = [(name, r) for name in PEERS if (r := clean_result(results, name, case))]
     return max(clean, key=lambda item: item[1].requests_per_s) if clean else None
 
 
-def ratio(results: dict[str, dict[str, Outcome]], case: str) -> dict | None:
-    """Flotilla's requests/s over the best peer's in `case`, or None when either is missing or INVALID."""
-    ours, best = results.get("flotilla", {}).get(case), best_peer(results, case)
-    if not isinstance(ours, WrkResult) or ours.errors or best is None:
+def round_ratio(results: Results, case: str) -> float | None:
+    ours, best = clean_result(results, "flotilla", case), best_peer(results, case)
+    return ours.requests_per_s / best[1].requests_per_s if ours and best else None
+
+
+def ratio(outcome: dict, case: str) -> dict | None:
+    """Flotilla's requests/s over the best peer's in `case`: each round's (both measured side by side), their
+    median and range; None when a side is missing, failed or INVALID in a round."""
+    values = [round_ratio(results, case) for results in outcome["rounds"]]
+    best = best_peer(outcome["results"], case)
+    if None in values or best is None:
         return None
-    value = ours.requests_per_s / best[1].requests_per_s
-    return {"value": round(value, 3), "best_peer": best[0], "met": value >= AIM_RATIO}
+    value = statistics.median(values)
+    return {"value": round(value, 3), "rounds": [round(v, 3) for v in values], "best_peer": best[0],
+            "met": value >= AIM_RATIO}
 
 
 def added_p50(row: dict[str, Outcome]) -> float | None:
@@ -427,12 +474,13 @@ def summary(outcome: dict, args: argparse.Namespace) -> dict:
         if (added := added_p50(row)) is not None:
             sides[name]["added_p50_ms"] = round(added, 3)
     return {
-        "settings": {"seconds": args.seconds, "warmup": args.warmup, "connections": args.connections,
-                     "threads": args.threads, "replicas": 2, "image": IMAGE, "certificate": outcome["certificate"]},
+        "settings": {"seconds": args.seconds, "rounds": args.rounds, "warmup": args.warmup,
+                     "connections": args.connections, "threads": args.threads, "replicas": 2, "image": IMAGE,
+                     "certificate": outcome["certificate"]},
         "sides": sides,
         "unavailable": outcome["unavailable"],
-        "ratios": {"https_keepalive": ratio(results, "https"), "new_tls_connections": ratio(results, "handshake"),
-                   "plain_http": ratio(results, "http")},
+        "ratios": {"https_keepalive": ratio(outcome, "https"), "new_tls_connections": ratio(outcome, "handshake"),
+                   "plain_http": ratio(outcome, "http")},
     }
 
 
@@ -445,11 +493,17 @@ def cell(result: Outcome | None, width: int) -> str:
     return f"{result.requests_per_s:>{width}.0f}{mark}{result.p50_ms:>7.3f}ms"
 
 
+def cpu_cell(result: Outcome | None) -> str:
+    cpu = result.cpu_us_per_request if isinstance(result, WrkResult) else None
+    return f"{cpu:8.1f}" if cpu is not None else f"{'-':>8}"
+
+
 def print_report(outcome: dict, data: dict, args: argparse.Namespace) -> None:
     results = outcome["results"]
     print(f"\nGET / (Host and SNI: {HOST}), 2 replicas of {IMAGE} (nginx-light, a 12-byte `return 200`); "
           f"{outcome['certificate']} certificate, the same for every side; "
-          f"wrk -t {args.threads} -c {args.connections} -d {args.seconds:g}s per case")
+          f"wrk -t {args.threads} -c {args.connections} -d {args.seconds:g}s per case, "
+          f"median of {args.rounds} rounds")
     print(f"  {'side':9} {'HTTP req/s':>11} {'p50':>8}  {'HTTPS req/s':>11} {'p50':>8}  "
           f"{'new TLS conn/s':>14} {'p50':>8}  {'TLS adds at p50':>15}")
     for name in SIDES:
@@ -460,6 +514,11 @@ def print_report(outcome: dict, data: dict, args: argparse.Namespace) -> None:
         shown = f"{added:12.3f} ms" if added is not None else f"{'-':>15}"
         print(f"  {name:9} {cell(row.get('http'), 11)}  {cell(row.get('https'), 11)}  "
               f"{cell(row.get('handshake'), 14)}  {shown}")
+    print(f"  {'CPU per request (us)':21} {'HTTP':>8} {'HTTPS':>8} {'new TLS':>8}   (the side's own processes)")
+    for name in SIDES:
+        row = results.get(name, {})
+        if any(isinstance(r, WrkResult) and r.cpu_s is not None for r in row.values()):
+            print(f"  {name:21} " + " ".join(cpu_cell(row.get(case)) for case in CASES))
     for name, why in outcome["unavailable"].items():
         print(f"  {name}: UNAVAILABLE: {why}")
     for name, row in results.items():
@@ -476,7 +535,8 @@ def print_report(outcome: dict, data: dict, args: argparse.Namespace) -> None:
             print(f"  Flotilla/best peer, {label}: not judged (a side is missing, failed or INVALID)")
             continue
         aim = "" if key == "plain_http" else f"; aim >= {AIM_RATIO:.1f}: {'met' if value['met'] else 'NOT met'}"
-        print(f"  Flotilla/best peer, {label}: {value['value']:.2f} (best peer: {value['best_peer']}{aim})")
+        spread = f"rounds {min(value['rounds']):.2f}..{max(value['rounds']):.2f}"
+        print(f"  Flotilla/best peer, {label}: {value['value']:.2f} ({spread}; best peer: {value['best_peer']}{aim})")
 
 
 def clean(outcome: dict) -> bool:
@@ -487,7 +547,8 @@ def clean(outcome: dict) -> bool:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10, help="measured seconds of wrk per case (default 10)")
+    parser.add_argument("--seconds", type=int, default=4, help="measured seconds of wrk per case (default 4)")
+    parser.add_argument("--rounds", type=int, default=3, help="times every case runs for every side (default 3)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured wrk seconds before each case (default 1)")
