@@ -9,6 +9,7 @@ API answers each class with the HTTP status on its right (500 for the rest).
     FlotillaError                 exit 1
     ├── SpecError                 exit 2  the spec has problems (all of them, at once)      HTTP 400
     ├── BadRequestError           exit 2  a malformed request: not JSON, a bad count...    HTTP 400
+    │   └── CertificateError              a certificate/key pair that cannot serve (mismatch, expired...)
     ├── NotFoundError             exit 3  no such app, service or replica                  HTTP 404
     │   └── SecretNotFoundError           no such secret (or version of it) for the app
     ├── ConflictError             exit 4  the request clashes with the current state       HTTP 409
@@ -100,6 +101,12 @@ class BadRequestError(FlotillaError):
 
     exit_code = 2
     code = "bad_request"
+
+
+class CertificateError(BadRequestError):
+    """A certificate and key that cannot serve: unreadable, not a pair, expired; never quotes the key."""
+
+    code = "bad_certificate"
 
 
 class NotFoundError(FlotillaError):
@@ -207,6 +214,7 @@ _BY_CODE = {
     for cls in (
         FlotillaError,
         BadRequestError,
+        CertificateError,
         NotFoundError,
         SecretNotFoundError,
         ConflictError,

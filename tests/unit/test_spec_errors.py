@@ -534,7 +534,7 @@ services:
             ("flotilla.yaml:13:32: services.web.routes.6.prefix: unknown key 'prefix'; did you "
              "mean 'strip_prefix'?"),
             ('flotilla.yaml:14:9: services.web.routes.7: expected a mapping, got a string '
-             "('shop.localhost'); give a mapping with the keys host, path, strip_prefix"),
+             "('shop.localhost'); give a mapping with the keys host, path, strip_prefix, tls"),
             ('flotilla.yaml:18:13: services.api.routes: expected a list, got a mapping; give a '
              'list of routes such as {host: shop.localhost, path: /}'),
         ],
@@ -877,7 +877,7 @@ services:
         [
             ('flotilla.yaml:2:19: gateway.listen: expected a string, got an integer (8080); '
              'write "host:port" with an IPv4 address, localhost or [IPv6], e.g. "127.0.0.1:8080"'),
-            "flotilla.yaml:2:25: gateway.port: unknown key 'port'; allowed keys: listen",
+            "flotilla.yaml:2:25: gateway.port: unknown key 'port'; allowed keys: listen, https_port",
         ],
         id='gateway_problems',
     ),

@@ -19,7 +19,7 @@ class RefusingGateway:
         self.refused, self.error = refused, error
         self.applied: list[set[str]] = []
 
-    def apply(self, specs, desired, held=frozenset()):
+    def apply(self, specs, desired, held=frozenset(), certificates=None):
         if self.refused in specs:
             raise self.error
         self.applied.append(set(specs))
@@ -86,7 +86,7 @@ class HoldingGateway(RefusingGateway):
         super().__init__("none", ValueError())
         self.held: list[frozenset] = []
 
-    def apply(self, specs, desired, held=frozenset()):
+    def apply(self, specs, desired, held=frozenset(), certificates=None):
         self.held.append(frozenset(held))
         return super().apply(specs, desired, held)
 
@@ -128,7 +128,7 @@ class RecordingGateway(HoldingGateway):
         super().__init__()
         self.servers: list[dict] = []
 
-    def apply(self, specs, desired, held=frozenset()):
+    def apply(self, specs, desired, held=frozenset(), certificates=None):
         self.servers.append({key: list(found) for key, found in desired.items()})
         return super().apply(specs, desired, held)
 

@@ -53,6 +53,8 @@ def cluster_options(func):
         click.option("--redis-image", default="redis:7", show_default=True,
                      help="Image of Redis Cluster nodes, for caches that name none."),
         click.option("--storage-class", help="StorageClass of cache volumes [default: the cluster's default]."),
+        click.option("--cluster-issuer", default="letsencrypt", show_default=True,
+                     help="cert-manager's ClusterIssuer for routes with tls: {acme: true}."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -118,17 +120,20 @@ def render_command(ctx: click.Context, target: str, spec_file: str, out_dir: str
 def _with_secret_values(ctx: click.Context, spec: AppSpec, options):
     from dataclasses import replace
 
-    from flotilla.engines.kubernetes.secrets import used_secret_names
+    from flotilla.engines.kubernetes.secrets import used_certificates, used_secret_names
 
     click.echo("warning: --include-secrets writes secret values into the manifests, in base64 (not encrypted); "
                "keep them out of version control and delete them after use", err=True)
     reveal = _lazy_vault(ctx, spec.app)
     values = {name: reveal(name) for name in used_secret_names(spec)}
+    certificate = _lazy_certificates(ctx, spec.app)
+    tls_values = {name: certificate(name) for name in used_certificates(spec)}
     passwords = {cache: random_tokens.token_urlsafe(32).encode() for cache in spec.caches}
     if passwords:
         click.echo("warning: cache passwords are new random values; applying them replaces the running "
                    "cluster's password", err=True)
-    return replace(options, include_secrets=True, secret_values=values, cache_passwords=passwords)
+    return replace(options, include_secrets=True, secret_values=values, cache_passwords=passwords,
+                   tls_values=tls_values)
 
 
 def dump_all(objects: list[dict]) -> str:
@@ -206,7 +211,7 @@ def apply_spec(ctx: click.Context, spec: AppSpec, *, context: str | None, kubeco
     options = replace(options, secret_versions=versions)
     client = kube.connect(context=context, kubeconfig=kubeconfig)
     result = kube.apply(spec, options=options, secret_value=reveal, api_client=client, dry_run=dry_run,
-                        registry_login=_registry_login(ctx))
+                        registry_login=_registry_login(ctx), certificate_value=_lazy_certificates(ctx, spec.app))
     if not as_json:
         _report(spec.app, result)
     rollout = None
@@ -269,6 +274,17 @@ def _lazy_vault(ctx: click.Context, app: str):
     def read(name: str) -> bytes:
         found = DaemonClient.connect(ctx.obj).request("GET", app_path(app, "secrets", name), query={"reveal": 1})
         return base64.b64decode(found["value_b64"])
+
+    return read
+
+
+def _lazy_certificates(ctx: click.Context, app: str):
+    """Reads a vault certificate's chain and key from the daemon, only if a route uses one."""
+    from flotilla.daemon.client import DaemonClient, app_path
+
+    def read(name: str) -> tuple[bytes, bytes]:
+        found = DaemonClient.connect(ctx.obj).request("GET", app_path(app, "certs", name), query={"reveal": 1})
+        return found["cert"].encode(), found["key"].encode()
 
     return read
 

@@ -207,6 +207,10 @@ class Api:
             ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/secrets/(?P<name>[^/]+)"), self.reveal_secret),
             ("DELETE", re.compile(r"/v1/apps/(?P<app>[^/]+)/secrets/(?P<name>[^/]+)"), self.remove_secret),
             ("POST", re.compile(r"/v1/secrets/rekey"), self.rekey),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/certs"), self.list_certificates),
+            ("PUT", re.compile(r"/v1/apps/(?P<app>[^/]+)/certs/(?P<name>[^/]+)"), self.set_certificate),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/certs/(?P<name>[^/]+)"), self.reveal_certificate),
+            ("DELETE", re.compile(r"/v1/apps/(?P<app>[^/]+)/certs/(?P<name>[^/]+)"), self.remove_certificate),
             ("POST", re.compile(r"/v1/dashboard/login"), self.dashboard_login),
             ("POST", re.compile(r"/v1/build"), self.build),
             ("GET", re.compile(r"/v1/registries"), self.list_registries),
@@ -402,6 +406,29 @@ class Api:
 
     def remove_secret(self, req: Request):
         return 200, self._operations.remove_secret(req.params["app"], req.params["name"])
+
+    def list_certificates(self, req: Request):
+        """Hosts, issuer, expiry, source and last error of each certificate: never a key."""
+        found = self._operations.certificates.list(req.params["app"])
+        return 200, {"certificates": [c.to_dict() for c in found]}
+
+    def set_certificate(self, req: Request):
+        body = req.json()
+        cert, key = body.get("cert"), body.get("key")
+        if not isinstance(cert, str) or not isinstance(key, str):
+            raise BadRequestError("give the certificate chain and its key as PEM text: {\"cert\": ..., \"key\": ...}")
+        return 200, self._operations.set_certificate(req.params["app"], req.params["name"],
+                                                     cert_pem=cert.encode(), key_pem=key.encode())
+
+    def reveal_certificate(self, req: Request):
+        """The chain and key, for `flotilla apply`'s kubernetes.io/tls Secrets (sent to the API server, not shown)."""
+        if not req.flag("reveal"):
+            raise BadRequestError("a certificate's key is only sent with ?reveal=1 (`flotilla apply` asks for it)")
+        found = self._operations.certificates.require(req.params["app"], req.params["name"])
+        return 200, {"name": found.name, "cert": found.cert_pem.decode(), "key": found.key_pem.decode()}
+
+    def remove_certificate(self, req: Request):
+        return 200, self._operations.remove_certificate(req.params["app"], req.params["name"])
 
     def rekey(self, req: Request):
         return 200, self._operations.rekey()

@@ -7,12 +7,16 @@ reconciler: a bad request changes nothing that is running.
 
 from __future__ import annotations
 
+import re
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import NamedTuple
 
 from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.caches import generate_passwords
+from flotilla.daemon.certificates import CertificateStore, certificate_names
 from flotilla.daemon.counts import ReplicaCounts
 from flotilla.daemon.deployments import Deployments
 from flotilla.daemon.events import EventLog
@@ -23,15 +27,18 @@ from flotilla.daemon.reconciler import Reconciler
 from flotilla.daemon.runtime import RuntimeSpecs
 from flotilla.daemon.wakeups import Wakeups
 from flotilla.engines.docker.images import Progress, ProgressSink
-from flotilla.errors import BadRequestError, ConflictError, NotFoundError
+from flotilla.errors import BadRequestError, CertificateError, ConflictError, NotFoundError, SpecError
 from flotilla.gateway.config import normalize_path
 from flotilla.gateway.model import hosts_overlap
 from flotilla.naming import cache_password_secret
 from flotilla.plan import Plan
 from flotilla.secrets import Vault
+from flotilla.secrets.certs import inspect_pair, serving_problems
 from flotilla.spec import AppSpec, spec_from_dict
 
 MAX_REPLICAS = 100
+_CERT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # spec/service_parts.py: a route's tls.certificate
+_APP_NAME = re.compile(r"[a-z]([a-z0-9-]{0,28}[a-z0-9])?")
 
 
 def plan_to_dict(the_plan: Plan) -> dict:
@@ -54,6 +61,8 @@ class Operations:
         injector: SecretInjector | None = None,
         images: Images | None = None,
         deployments: Deployments | None = None,
+        certificates: CertificateStore | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._apps = apps
         self._runtime = runtime
@@ -65,6 +74,8 @@ class Operations:
         self._injector = injector
         self._images = images
         self._deployments = deployments
+        self._certificates = certificates
+        self._clock = clock
 
     def submit(self, spec_data: dict, *, dry_run: bool, progress: ProgressSink | None = None,
                command: str = "up") -> dict:
@@ -78,6 +89,8 @@ class Operations:
         runtime = self._runtime.of(spec)
         if self._injector:
             self._injector.check(runtime, generated={cache_password_secret(c) for c in spec.caches})
+        if self._certificates and (problems := self._certificates.problems(spec)):
+            raise SpecError(problems)  # before anything changes, like an unset secret
         the_plan = self._reconciler.preview(runtime)
         changed = image_changes(before, spec) if before else []
         if not dry_run:
@@ -215,6 +228,48 @@ class Operations:
         if self._injector is None:
             raise ConflictError("this daemon runs without a secrets vault")
         return self._injector
+
+    # -- certificates (daemon/certificates.py) -----------------------------------
+
+    @property
+    def certificates(self) -> CertificateStore:
+        if self._certificates is None:
+            raise ConflictError("this daemon runs without a secrets vault, so it keeps no certificates")
+        return self._certificates
+
+    def set_certificate(self, app: str, name: str, *, cert_pem: bytes, key_pem: bytes) -> dict:
+        """``flotilla certs set``: a checked pair that still serves every route of the app using it;
+        the gateway loads it at run time (no reload), and nothing changes when it is refused."""
+        if not _CERT_NAME.fullmatch(name) or not _APP_NAME.fullmatch(app):
+            raise BadRequestError(f"invalid app or certificate name {name!r}: use lowercase letters, digits, "
+                                  "'.', '_' and '-', e.g. `flotilla certs set shop shop --cert F --key F`")
+        info = inspect_pair(cert_pem, key_pem)
+        hosts = self._certificate_hosts(app, name)
+        problems = [p for host in hosts for p in serving_problems(info, host=host, now=self._clock())]
+        if problems:
+            raise CertificateError(f"certificate {name} of app {app} refused: " + "; ".join(problems))
+        info = self.certificates.put(app, name, cert_pem, key_pem)
+        self._events.record(app, "certificate", name, f"certificate {name} set for {', '.join(info.hosts)} "
+                            f"(issuer {info.issuer}, fingerprint {info.fingerprint})")
+        self._wakeups.trigger(app)
+        return {"app": app, "name": name, **info.to_dict(), "routes": hosts}
+
+    def remove_certificate(self, app: str, name: str) -> dict:
+        if self._certificate_hosts(app, name):
+            raise ConflictError(f"certificate {name} is used by routes of app {app}; remove them from the spec "
+                                "and run `flotilla up` first")
+        if not self.certificates.remove(app, name):
+            raise NotFoundError(f"app {app} has no certificate {name!r}; `flotilla certs ls {app}` lists them")
+        self._events.record(app, "certificate", name, f"certificate {name} removed")
+        return {"app": app, "name": name, "removed": True}
+
+    def _certificate_hosts(self, app: str, name: str) -> list[str]:
+        """The hosts of the app's routes served with certificate ``name``."""
+        spec = self._apps.get(app)
+        if spec is None or name not in certificate_names(spec):
+            return []
+        return sorted({r.host for svc in spec.services.values() for r in svc.routes
+                       if r.tls and r.tls.certificate == name})
 
     def _secret_users(self, app: str, name: str) -> list[str]:
         stored = self._apps.get(app)

@@ -31,6 +31,7 @@ from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.autoscaler import Autoscaler
 from flotilla.daemon.cache_states import CacheStates
 from flotilla.daemon.caches import CacheKeeper
+from flotilla.daemon.certificates import CertificateStore, default_bundle
 from flotilla.daemon.counts import ReplicaCounts
 from flotilla.daemon.deployments import Deployments
 from flotilla.daemon.events import EventLog
@@ -54,6 +55,7 @@ from flotilla.engines.docker import DockerEngine
 from flotilla.engines.docker.images import DockerImages
 from flotilla.errors import DaemonError, FlotillaError
 from flotilla.gateway.accesslog import AccessLog
+from flotilla.gateway.certificates import GatewayCertificates
 from flotilla.gateway.manager import GatewayManager
 from flotilla.gateway.metrics import MetricsWindow
 from flotilla.gateway.process import GatewayFiles
@@ -100,14 +102,18 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
     vault, keys = open_vault(home=home.root, store=home.store, environ=environ, clock=time.time)
     injector = SecretInjector(vault=vault, runtime=SecretsRuntime(home=home.root), engine=engine, keys=keys)
     apps = AppRepository(store)
+    certificates = CertificateStore(vault, clock=time.time)
     events = EventLog(store, secret_values=vault.values)
     wakeups = Wakeups(clock=time.time)
     metrics = MetricsWindow()
     activator_path = activator_socket(home=home.root, identity=home.identity)
     gateway_files = GatewayFiles(home.root / "gateway")
+    tls_files = GatewayCertificates(directory=injector.runtime.gateway_dir,
+                                    default_bundle=lambda: default_bundle(now=time.time()))
     gateway = GatewayManager(files=gateway_files, worker_user=worker_user(environ),
-                             activator_socket=str(activator_path))
-    traffic = Traffic(gateway=gateway, metrics=metrics, clock=time.monotonic, scale_from_zero=True)
+                             activator_socket=str(activator_path), certificates=tls_files)
+    traffic = Traffic(gateway=gateway, metrics=metrics, clock=time.monotonic, scale_from_zero=True,
+                      certificates=certificates.bundles)
     prober = HealthProber(on_change=on_health_change(events=events, wakeups=wakeups), clock=time.time,
                           on_ready=traffic.serve_ready)
     snapshots = Snapshots(engine=engine, prober=prober)
@@ -136,7 +142,7 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
     images = Images(source=image_source, store=store, registries=registries)
     operations = Operations(apps=apps, runtime=runtime, engine=engine, reconciler=reconciler, counts=counts,
                             events=events, wakeups=wakeups, injector=injector, images=images,
-                            deployments=deployments)
+                            deployments=deployments, certificates=certificates)
     loops = Loops([
         ("reconcile", reconciler.run),
         ("docker-events", EngineWatcher(engine=engine, wakeups=wakeups).run),

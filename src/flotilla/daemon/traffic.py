@@ -38,6 +38,8 @@ FULL_SYNC_INTERVAL = 5.0
 RELEASE_GRACE = 5.0
 ServiceKey = tuple[str, str]
 Entry = tuple[AppSpec, list[tuple[str, DesiredServer]], frozenset[str]]  # spec, servers, services held
+# The TLS certificates an app serves: certificate name -> PEM bundle (chain and key), read from the vault.
+Certificates = Callable[[AppSpec], dict[str, bytes]]
 
 
 class Traffic:
@@ -50,8 +52,11 @@ class Traffic:
         metrics: MetricsWindow,
         clock: Callable[[], float],
         scale_from_zero: bool = False,
+        certificates: Certificates | None = None,
     ) -> None:
         self.gateway = gateway
+        self._certificates = certificates or (lambda spec: {})
+        self._served: dict[str, dict[str, bytes]] = {}  # app -> the certificates it serves now
         self.metrics = metrics
         self._clock = clock
         self._scale_from_zero = scale_from_zero  # False: no activator holds requests
@@ -79,9 +84,17 @@ class Traffic:
         with self._lock:
             before = self._apps.get(spec.app)
             entry = self._entry(spec, observed)
-            if entry == before and self._clock() - self._applied_at < FULL_SYNC_INTERVAL:
+            certificates = self._certificates(spec)
+            unchanged = entry == before and certificates == self._served.get(spec.app)
+            if unchanged and self._clock() - self._applied_at < FULL_SYNC_INTERVAL:
                 return  # routes as they were: nothing to render, most passes of a settled app
-            self._put(spec.app, entry, before=before)
+            served = self._served.get(spec.app, {})
+            self._served[spec.app] = certificates
+            try:
+                self._put(spec.app, entry, before=before)
+            except GatewayError:
+                self._served[spec.app] = served  # the gateway kept what it served
+                raise
 
     def serve_ready(self, target: ProbeTarget) -> None:
         """A new replica answered its first probe: route to it now, with the app's last routes.
@@ -136,6 +149,7 @@ class Traffic:
     def forget(self, app: str) -> None:
         """``app`` is gone: its routes leave the gateway."""
         with self._lock:
+            self._served.pop(app, None)
             if self._apps.pop(app, None) is not None:
                 self._apply()
 
@@ -145,7 +159,10 @@ class Traffic:
             for service, server in servers:
                 desired[(app, service)].append(server)
         held = frozenset((app, service) for app, (_, _, services) in self._apps.items() for service in services)
-        self.gateway.apply({app: spec for app, (spec, _, _) in self._apps.items()}, desired, held)
+        certificates = {(app, name): bundle for app, served in self._served.items() if app in self._apps
+                        for name, bundle in served.items()}
+        self.gateway.apply({app: spec for app, (spec, _, _) in self._apps.items()}, desired, held,
+                           certificates=certificates)
         self._applied_at = self._clock()
         self._now_held(held)
 

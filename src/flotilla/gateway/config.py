@@ -47,6 +47,7 @@ from flotilla.gateway.model import (
     GatewayConfig,
     GatewayRoute,
     Server,
+    TlsPaths,
     backend_name,
     check_server,
     frontend_name,
@@ -92,6 +93,20 @@ COUNTED_BODY = 14 * KIB
 # the body before it picks a replica): 408 beyond, and no replica waited.
 REQUEST_TIMEOUT = "10s"
 
+# An upgraded connection (WebSocket) idle this long is closed; `timeout client/server` (30 s) would
+# otherwise cut every quiet WebSocket.
+TUNNEL_TIMEOUT = "1h"
+# HTTP-01 challenges are answered on the plain port and never redirected (RFC 8555 section 8.3).
+ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
+# Mozilla's "intermediate" TLS 1.2 list without DHE: ECDHE only, AEAD only (GCM, ChaCha20-Poly1305).
+TLS12_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+)
+TLS_CURVES = ("X25519", "P-256", "P-384")
+TLS13_CIPHERSUITES = ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256")
+
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9_.:/@+=,*-]+")
 # Control characters but '\n' (HAProxy ends a line at CR and refuses NUL) and lone surrogates (no UTF-8).
 _UNWRITABLE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f\ud800-\udfff]")
@@ -107,6 +122,7 @@ def build_gateway_config(
     *,
     activator: str | None = None,
     held: Set[tuple[str, str]] = frozenset(),
+    tls: TlsPaths | None = None,
 ) -> GatewayConfig:
     """What the gateway routes: a frontend per listen address, a backend per routed service.
 
@@ -114,13 +130,17 @@ def build_gateway_config(
     services without routes are ignored (an internal service has no backend).
     ``activator`` is the activator's UNIX socket: each backend of a service that
     may scale to zero gets it as a server of its own, enabled for the
-    ``(app, service)`` in ``held`` (no replica serves them now).
+    ``(app, service)`` in ``held`` (no replica serves them now). ``tls`` says where
+    the certificates are, for the HTTPS listeners of apps with ``gateway.https_port``.
     """
     backends: list[Backend] = []
     routes_by_bind: dict[tuple[str, int], list[GatewayRoute]] = defaultdict(list)
+    https_by_bind: dict[tuple[str, int], set[int]] = defaultdict(set)
     for app_name in sorted(apps):
         spec = apps[app_name]
         bind = (spec.gateway.listen_host, spec.gateway.listen_port)
+        if spec.gateway.https_port is not None:
+            https_by_bind[bind].add(spec.gateway.https_port)
         for service_name in sorted(spec.services):
             service_routes = spec.services[service_name].routes
             if not service_routes:
@@ -131,10 +151,13 @@ def build_gateway_config(
             if activator and may_scale_to_zero(svc):
                 backend = replace(backend, activator=activator, held=(spec.app, service_name) in held)
             backends.append(backend)
-            routes_by_bind[bind] += [_route(r, app=spec.app, service=service_name, backend=backend.name)
+            routes_by_bind[bind] += [_route(r, app=spec.app, service=service_name, backend=backend.name,
+                                            https_port=spec.gateway.https_port)
                                      for r in service_routes]
-    frontends = tuple(_frontend(bind, routes) for bind, routes in sorted(routes_by_bind.items()))
-    return GatewayConfig(frontends=frontends, backends=tuple(backends))
+    frontends = tuple(_frontend(bind, routes, https_ports=tuple(sorted(https_by_bind[bind])))
+                      for bind, routes in sorted(routes_by_bind.items()))
+    has_https = any(f.https_ports for f in frontends)
+    return GatewayConfig(frontends=frontends, backends=tuple(backends), tls=tls if has_https else None)
 
 
 def route_priority(route: GatewayRoute) -> tuple:
@@ -177,17 +200,19 @@ def _backend(*, app: str, service: str, svc: ServiceSpec, servers: Iterable[Serv
                    queue_timeout=queue_timeout if svc.concurrency else None)
 
 
-def _route(route: RouteSpec, *, app: str, service: str, backend: str) -> GatewayRoute:
+def _route(route: RouteSpec, *, app: str, service: str, backend: str, https_port: int | None) -> GatewayRoute:
+    tls = route.tls if https_port is not None else None
     return GatewayRoute(app=app, service=service, host=route.host.lower(),
                         path=normalize_path(route.path), strip_prefix=route.strip_prefix,
-                        backend=backend)
+                        backend=backend, redirect_port=https_port if tls and tls.redirect else None,
+                        hsts=tls.hsts if tls else 0)
 
 
-def _frontend(bind: tuple[str, int], routes: list[GatewayRoute]) -> Frontend:
+def _frontend(bind: tuple[str, int], routes: list[GatewayRoute], *, https_ports: tuple[int, ...]) -> Frontend:
     host, port = bind
     return Frontend(name=frontend_name(host, port), apps=tuple(sorted({r.app for r in routes})),
                     bind_host=host, bind_port=port,
-                    routes=tuple(sorted(routes, key=route_priority)))
+                    routes=tuple(sorted(routes, key=route_priority)), https_ports=https_ports)
 
 
 # -- render: GatewayConfig -> haproxy.cfg -----------------------------------------------------
@@ -204,9 +229,10 @@ def render_config(config: GatewayConfig, *, runtime_socket: str, max_drain_secon
     """
     sections = [
         _header(),
-        _global(runtime_socket=runtime_socket, max_drain_seconds=max_drain_seconds, workers=workers),
+        _global(runtime_socket=runtime_socket, max_drain_seconds=max_drain_seconds, workers=workers,
+                tls=config.tls is not None),
         _defaults(),
-        *(_render_frontend(f) for f in config.frontends),
+        *(_render_frontend(f, tls=config.tls) for f in config.frontends),
         *(_render_backend(b) for b in config.backends),
     ]
     return _writable("\n".join(sections))
@@ -231,8 +257,9 @@ def _header() -> str:
     return "# Generated by Flotilla: edits are overwritten at the next change of routes.\n"
 
 
-def _global(*, runtime_socket: str, max_drain_seconds: int, workers: WorkerAccount | None) -> str:
+def _global(*, runtime_socket: str, max_drain_seconds: int, workers: WorkerAccount | None, tls: bool) -> str:
     return _section("global", [
+        *(_tls_global() if tls else []),
         "master-worker",
         *_worker_account(workers),
         "# maxconn follows: about half of this, or of the system's hard limit if lower",
@@ -265,6 +292,8 @@ def _defaults() -> str:
         f"timeout http-request {REQUEST_TIMEOUT}",
         "timeout queue 10s",
         "timeout http-keep-alive 10s",
+        "# an upgraded connection (WebSocket) may stay idle this long, both ways",
+        f"timeout tunnel {TUNNEL_TIMEOUT}",
         "option http-keep-alive",
         "# a refused connection is tried again on another replica (every retry redispatches)",
         "option redispatch 1",
@@ -278,9 +307,10 @@ def _defaults() -> str:
     ])
 
 
-def _render_frontend(frontend: Frontend) -> str:
+def _render_frontend(frontend: Frontend, *, tls: TlsPaths | None) -> str:
     lines = [f"# apps: {', '.join(frontend.apps)}", f"bind {frontend.bind}"]
-    lines += _request_headers()
+    lines += _https_binds(frontend, tls)
+    lines += _request_headers(https=bool(frontend.https_ports and tls))
     lines += [
         "# the Host header without :port, trailing dot or capitals",
         f"http-request set-var({HOST_VAR}) req.hdr(host),lower,regsub(:[0-9]*$,),regsub([.]$,)",
@@ -290,16 +320,23 @@ def _render_frontend(frontend: Frontend) -> str:
     for route_id, route in zip(ids, frontend.routes):
         lines += _route_selection(route_id, route)
     lines.append(_not_found())
+    if frontend.https_ports and tls:
+        lines += _redirects(ids, frontend.routes) + _hsts(ids, frontend.routes)
     lines += [_strip(route_id, route) for route_id, route in zip(ids, frontend.routes)
               if route.strip_prefix and route.path != "/"]
     lines += _use_backends(ids, frontend.routes)
     return _section(f"frontend {frontend.name}", lines)
 
 
-def _request_headers() -> list[str]:
+def _request_headers(*, https: bool) -> list[str]:
+    proto = (["http-request set-header X-Forwarded-Proto https if { ssl_fc }",
+              "http-request set-header X-Forwarded-Proto http if !{ ssl_fc }"] if https
+             else ["http-request set-header X-Forwarded-Proto http"])
     return [
         f"http-request set-var({PATH_VAR}) path",
-        "http-request set-header X-Forwarded-Proto http",
+        *proto,
+        "# the port the client connected to (the listener's), replacing whatever it sent",
+        "http-request set-header X-Forwarded-Port %[dst_port]",
         "# the connection's address, replacing whatever the client sent (which anyone can forge)",
         "http-request set-header X-Forwarded-For %[src]",
         "http-request del-header Forwarded",
@@ -310,6 +347,53 @@ def _request_headers() -> list[str]:
         "# after the server took a request, only idempotent ones are sent again",
         f"http-request disable-l7-retry unless {{ method {' '.join(IDEMPOTENT_METHODS)} }}",
     ]
+
+
+def _tls_global() -> list[str]:
+    return [
+        "# HTTPS (docs/https.md): TLS 1.2 and 1.3 only; AEAD ciphers with forward secrecy (ECDHE), no CBC,",
+        "# no RSA key exchange; the certificates come from RAM and change at run time (set ssl cert)",
+        "ssl-default-bind-options ssl-min-ver TLSv1.2",
+        "# key exchange on elliptic curves of 128 bits or more; no finite-field groups (ffdhe2048 is 112)",
+        f"ssl-default-bind-curves {':'.join(TLS_CURVES)}",
+        f"ssl-default-bind-ciphers {':'.join(TLS12_CIPHERS)}",
+        f"ssl-default-bind-ciphersuites {':'.join(TLS13_CIPHERSUITES)}",
+    ]
+
+
+def _https_binds(frontend: Frontend, tls: TlsPaths | None) -> list[str]:
+    if not frontend.https_ports or tls is None:
+        return []
+    host = f"[{frontend.bind_host}]" if ":" in frontend.bind_host else frontend.bind_host
+    certs = f"ssl crt {_word(tls.default_cert)} crt-list {_word(tls.crt_list)} alpn h2,http/1.1"
+    return [f"bind {host}:{port} {certs}" for port in frontend.https_ports]
+
+
+def _redirects(ids: Sequence[str], routes: Sequence[GatewayRoute]) -> list[str]:
+    """Plain HTTP of a TLS route gets 308 to its HTTPS port; an ACME HTTP-01 challenge never does."""
+    by_port: dict[int, list[str]] = defaultdict(list)
+    for route_id, route in zip(ids, routes):
+        if route.redirect_port is not None:
+            by_port[route.redirect_port].append(route_id)
+    if not by_port:
+        return []
+    lines = ["# HTTP -> HTTPS for TLS routes (308 keeps the method and body); never an ACME challenge",
+             f"acl acme_challenge path_beg {ACME_CHALLENGE_PREFIX}"]
+    for port, route_ids in sorted(by_port.items()):
+        where = f"https://%[var({HOST_VAR})]" + ("" if port == 443 else f":{port}") + "%[pathq]"
+        lines.append(f"http-request redirect location {_word(where)} code 308 "
+                     f"if !{{ ssl_fc }} !acme_challenge {{ var({ROUTE_VAR}) -m str {' '.join(route_ids)} }}")
+    return lines
+
+
+def _hsts(ids: Sequence[str], routes: Sequence[GatewayRoute]) -> list[str]:
+    by_age: dict[int, list[str]] = defaultdict(list)
+    for route_id, route in zip(ids, routes):
+        if route.hsts:
+            by_age[route.hsts].append(route_id)
+    return [f'http-response set-header Strict-Transport-Security "max-age={age}" '
+            f"if {{ ssl_fc }} {{ var({ROUTE_VAR}) -m str {' '.join(route_ids)} }}"
+            for age, route_ids in sorted(by_age.items())]
 
 
 def _route_selection(route_id: str, route: GatewayRoute) -> list[str]:

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from flotilla.errors import FlotillaError, GatewayError, NoFreeSlotError
+from flotilla.gateway.certificates import GatewayCertificates
 from flotilla.gateway.config import ACTIVATOR_SERVER, FREE_ADDRESS, FREE_PORT, build_gateway_config, render_config
 from flotilla.gateway.model import Backend, GatewayConfig, Server
 from flotilla.gateway.process import GatewayFiles, HAProxyProcess
@@ -49,6 +50,7 @@ class GatewayManager:
         files: GatewayFiles,
         worker_user: str = DEFAULT_USER,
         activator_socket: str | None = None,
+        certificates: GatewayCertificates | None = None,
         drain_timeout: float = DRAIN_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -58,6 +60,8 @@ class GatewayManager:
         self.runtime = RuntimeApi(files.runtime_socket)
         self._worker_user = worker_user  # who HAProxy's workers run as (gateway/workers.py)
         self._activator = activator_socket  # None: no scale-from-zero holding
+        self._certificates = certificates  # None: no HTTPS listener (gateway/certificates.py)
+        self._tls_files = False  # whether certificate files of this gateway may be on the tmpfs
         self._drain_timeout = drain_timeout
         self._clock = clock
         self._sleep = sleep
@@ -71,32 +75,36 @@ class GatewayManager:
 
     def apply(
         self, apps: Mapping[str, AppSpec], desired: Mapping[ServiceKey, Sequence[DesiredServer]],
-        held: Set[ServiceKey] = frozenset(),
+        held: Set[ServiceKey] = frozenset(), certificates: Mapping[tuple[str, str], bytes] | None = None,
     ) -> list[ServerChange]:
         """Bring HAProxy in line; returns the server changes made at run time.
 
         ``held`` names the services whose requests the activator holds (none of
-        their replicas serves): their activator server is enabled.
+        their replicas serves): their activator server is enabled. ``certificates``
+        maps ``(app, certificate name)`` to the PEM bundle (chain and key) the
+        app's TLS routes serve: loaded at run time, never by a reload.
 
         Raises only FlotillaErrors: whatever else building, rendering or loading
         the configuration raises becomes a GatewayError, so a caller that syncs
         one app at a time can make it that app's error and carry on.
         """
         with self._lock, _as_gateway_error("the gateway could not take the routes"):
-            return self._apply(apps, desired, held)
+            return self._apply(apps, desired, held, certificates or {})
 
     def _apply(
         self, apps: Mapping[str, AppSpec], desired: Mapping[ServiceKey, Sequence[DesiredServer]],
-        held: Set[ServiceKey],
+        held: Set[ServiceKey], certificates: Mapping[tuple[str, str], bytes],
     ) -> list[ServerChange]:
         current = self._current_servers()
         config = build_gateway_config(apps, _servers_for_config(desired, current, self._backend_names(apps)),
-                                      activator=self._activator, held=held)
+                                      activator=self._activator, held=held, tls=self._tls_paths(apps))
         self._backends = {(b.app, b.service): b.name for b in config.backends}
         if not config.frontends:
             self.process.stop()
             self._save_structure("")
+            self._write_certificates(config, {})
             return []
+        wanted = self._write_certificates(config, certificates)  # before HAProxy may read them
         text = self._render(config)
         structure = self._render(_without_servers(config))
         if not self.process.running():
@@ -107,7 +115,30 @@ class GatewayManager:
             self.process.reload(text)
             self._save_structure(structure)
             return []
+        if config.tls is not None and self._certificates is not None:
+            for change in self._certificates.sync(self.runtime, wanted):
+                log.info("gateway certificate %s %s: %s", change.op, change.path, change.reason)
         return self._sync(config, desired, current)
+
+    def _tls_paths(self, apps: Mapping[str, AppSpec]):
+        if self._certificates is None or not any(spec.gateway.https_port for spec in apps.values()):
+            return None
+        return self._certificates.paths()
+
+    def _write_certificates(self, config: GatewayConfig, certificates: Mapping[tuple[str, str], bytes]
+                            ) -> dict[str, bytes]:
+        """The files HAProxy reads at its next (re)start; none left once no listener serves HTTPS."""
+        if self._certificates is None:
+            return {}
+        if config.tls is None:
+            if self._tls_files:
+                self._certificates.write({})
+                self._tls_files = False
+            return {}
+        wanted = {self._certificates.file_for(app, name): bundle for (app, name), bundle in certificates.items()}
+        self._certificates.write(wanted)
+        self._tls_files = True
+        return wanted
 
     def backend_of(self, app: str, service: str) -> str | None:
         """The backend serving ``service`` of ``app``, if the service is routed."""

@@ -64,6 +64,10 @@ class GatewayRoute:
     path: str  # normalized prefix: "/" or "/api" (no trailing '/')
     strip_prefix: bool
     backend: str
+    # HTTPS (docs/https.md): the app's https_port when the route has tls and plain HTTP is redirected
+    # there (308); hsts: seconds of Strict-Transport-Security on its HTTPS answers (0: none).
+    redirect_port: int | None = None
+    hsts: int = 0
 
     @property
     def wildcard(self) -> bool:
@@ -84,6 +88,9 @@ class Frontend:
     bind_host: str
     bind_port: int
     routes: tuple[GatewayRoute, ...]  # in match priority order
+    # The HTTPS listeners on bind_host (every app's gateway.https_port): TLS ends there, with the
+    # certificates of tls_files, and requests are routed as on the plain port.
+    https_ports: tuple[int, ...] = ()
 
     @property
     def bind(self) -> str:
@@ -93,9 +100,21 @@ class Frontend:
 
 
 @dataclass(frozen=True)
+class TlsPaths:
+    """Where HAProxy reads its certificates at (re)start: RAM only (gateway/certificates.py)."""
+
+    default_cert: str  # a self-signed certificate for a client whose SNI matches none
+    crt_list: str  # one line per served certificate file, kept in step with the Runtime API
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     frontends: tuple[Frontend, ...]
     backends: tuple[Backend, ...]
+    tls: TlsPaths | None = None  # None: no frontend listens for HTTPS
+
+    def https_frontends(self) -> tuple[Frontend, ...]:
+        return tuple(f for f in self.frontends if f.https_ports)
 
     def backend(self, app: str, service: str) -> Backend | None:
         name = backend_name(app, service)

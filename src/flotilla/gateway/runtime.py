@@ -97,6 +97,58 @@ class RuntimeApi:
         answer = self._exchange(f"set severity-output number; {line}\n")
         return _checked_answer(line, answer)
 
+    def command_with_payload(self, line: str, payload: str) -> str:
+        """Run one command that takes a payload (``set ssl cert FILE <<``); an empty line would end it early,
+        so blank lines are dropped. The payload is never part of an error message."""
+        if "\n" in line or "\r" in line:
+            raise GatewayError(f"refusing to send a multi-line command to HAProxy: {line!r}")
+        body = "\n".join(part for part in payload.replace("\r", "").split("\n") if part.strip())
+        answer = self._exchange(f"set severity-output number; {line} <<\n{body}\n\n")
+        return _checked_answer(line, answer)
+
+    # -- TLS certificates (gateway/certificates.py) ----------------------------------------
+
+    def ssl_certs(self) -> list[str]:
+        """The certificate files HAProxy holds in memory (``show ssl cert``), committed ones only."""
+        lines = self.command("show ssl cert").splitlines()
+        committed, in_transaction = [], False
+        for line in lines:
+            if line.startswith("#"):
+                in_transaction = "transaction" in line
+            elif line.strip() and not in_transaction:
+                committed.append(line.strip())
+        return committed
+
+    def ssl_fingerprint(self, path: str) -> str:
+        """The SHA-1 fingerprint of the leaf HAProxy serves from ``path`` (``show ssl cert PATH``)."""
+        for line in self.command(f"show ssl cert {_file(path)}").splitlines():
+            if line.startswith("SHA1 FingerPrint:"):
+                return line.split(":", 1)[1].strip().upper()
+        return ""
+
+    def crt_list_entries(self, crt_list: str) -> set[str]:
+        """The certificate files of a crt-list as HAProxy has it now (``show ssl crt-list -n``)."""
+        lines = self.command(f"show ssl crt-list -n {_file(crt_list)}").splitlines()
+        return {line.split()[0].rsplit(":", 1)[0] for line in lines if line.strip() and not line.startswith("#")}
+
+    def load_ssl_cert(self, path: str, bundle: str, *, new: bool) -> None:
+        """Put ``bundle`` (chain and key, PEM) in HAProxy's memory as ``path``: a transaction, committed."""
+        if new:
+            self.command(f"new ssl cert {_file(path)}")
+        self.command_with_payload(f"set ssl cert {_file(path)}", bundle)
+        answer = self.command(f"commit ssl cert {_file(path)}")
+        if "success" not in answer.lower():
+            self.command(f"abort ssl cert {_file(path)}")
+            raise GatewayError(f"HAProxy did not commit certificate {path}: {answer.splitlines()[-1:]}")
+
+    def add_to_crt_list(self, crt_list: str, path: str) -> None:
+        self.command(f"add ssl crt-list {_file(crt_list)} {_file(path)}")
+
+    def remove_ssl_cert(self, crt_list: str, path: str, *, listed: bool) -> None:
+        if listed:
+            self.command(f"del ssl crt-list {_file(crt_list)} {_file(path)}")
+        self.command(f"del ssl cert {_file(path)}")
+
     # -- reading -------------------------------------------------------------------------------
 
     def stats(self) -> list[StatRow]:
@@ -253,6 +305,13 @@ def _name(name: str) -> str:
     if not name or any(c in name for c in " ;/\t\r\n\\"):
         raise GatewayError(f"{name!r} is not a valid HAProxy backend or server name")
     return name
+
+
+def _file(path: str) -> str:
+    """A certificate or crt-list path, refused if it could smuggle in another command or word."""
+    if not path.startswith("/") or any(c in path for c in " ;\t\r\n\\<"):
+        raise GatewayError(f"{path!r} is not a usable certificate file path")
+    return path
 
 
 def _ip(address: str) -> str:

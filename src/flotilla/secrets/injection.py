@@ -143,6 +143,15 @@ class SecretsRuntime:
     def remove_app(self, app: str) -> None:
         shutil.rmtree(self.root / app, ignore_errors=True)
 
+    def gateway_dir(self) -> Path:
+        """The gateway's TLS certificates and keys (gateway/certificates.py): on the same tmpfs, root only.
+        No app can be called ``-gateway`` (an app name starts with a letter)."""
+        self._ensure_ram()
+        path = self.root / "-gateway"
+        path.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+        return path
+
     def _replica_dir(self, app: str, replica: str) -> Path:
         self._ensure_ram()
         app_dir = self.root / app

@@ -47,6 +47,8 @@ _SECRET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 # Registry logins (daemon/registries.py) live under a namespace no app can have:
 # an app name starts with a letter.
 REGISTRY_NAMESPACE = "-registries"
+# TLS certificates and their keys (daemon/certificates.py), one entry per app and name.
+CERTIFICATE_NAMESPACE = "-certificates"
 # Read as blobs whatever their stored type, so a row rewritten as text fails its
 # integrity check (TamperedError) instead of failing to decode.
 _SEALED = "CAST(nonce AS BLOB), CAST(ciphertext AS BLOB)"
@@ -371,7 +373,7 @@ def _unseal(key: MasterKey, *, aad: bytes, nonce: bytes, ciphertext: bytes) -> b
 
 
 def _check_app(app: object) -> None:
-    if app == REGISTRY_NAMESPACE:
+    if app in (REGISTRY_NAMESPACE, CERTIFICATE_NAMESPACE):
         return
     if not isinstance(app, str) or not _APP_NAME.fullmatch(app):
         raise SecretsError(f"invalid app name {_clip(app)}: use lowercase letters, digits and '-', "

@@ -19,6 +19,7 @@ from flotilla.spec.models import (
     ResourcesSpec,
     RouteSpec,
     ServiceSpec,
+    TlsSpec,
 )
 from flotilla.spec.serialize import spec_to_dict
 
@@ -31,6 +32,7 @@ __all__ = [
     "HealthSpec",
     "ResourcesSpec",
     "RouteSpec",
+    "TlsSpec",
     "ServiceSpec",
     "config_hash",
     "load_spec",

@@ -38,6 +38,8 @@ class GatewaySpec(_Frozen):
 
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
+    # The HTTPS listener on the same host (docs/https.md); None: the gateway speaks plain HTTP only.
+    https_port: int | None = None
 
     @property
     def listen(self) -> str:
@@ -82,12 +84,23 @@ class ResourcesSpec(_Frozen):
     memory: int | None = None
 
 
+class TlsSpec(_Frozen):
+    """How a route is served over HTTPS: exactly one certificate source, ``certificate`` (a vault
+    certificate of the app, ``flotilla certs set``) or ``acme`` (issued for the route's host)."""
+
+    certificate: str | None = None
+    acme: bool = False
+    redirect: bool = True  # plain HTTP gets a 308 to https (never /.well-known/acme-challenge/)
+    hsts: int = 0  # seconds of Strict-Transport-Security; 0: none (opt-in)
+
+
 class RouteSpec(_Frozen):
     """A public entry: requests for ``host`` under ``path`` go to the service."""
 
     host: str
     path: str = "/"
     strip_prefix: bool = False
+    tls: TlsSpec | None = None  # None: plain HTTP only
 
 
 class AutoscaleTarget(_Frozen):

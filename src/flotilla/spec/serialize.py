@@ -25,7 +25,7 @@ def spec_to_dict(spec: AppSpec) -> dict:
     """JSON-safe; ``spec_from_dict(spec_to_dict(spec)) == spec``."""
     return {
         "app": spec.app,
-        "gateway": {"listen": spec.gateway.listen},
+        "gateway": {"listen": spec.gateway.listen, **_https(spec)},
         "services": {name: _service(service) for name, service in spec.services.items()},
         "caches": {name: _cache(cache) for name, cache in spec.caches.items()},
         **({"pull": spec.pull} if spec.pull != "missing" else {}),
@@ -46,7 +46,7 @@ def _service(service: ServiceSpec) -> dict:
         data["deploy"] = service.deploy.model_dump()
     data["resources"] = service.resources.model_dump(exclude_none=True)
     data["egress"] = service.egress
-    data["routes"] = [route.model_dump() for route in service.routes]
+    data["routes"] = [route.model_dump(exclude_none=True) for route in service.routes]
     if service.max_body != DEFAULT_MAX_BODY:
         data["max_body"] = service.max_body
     data["secrets"] = dict(service.secrets)
@@ -57,6 +57,10 @@ def _service(service: ServiceSpec) -> dict:
     data.update(_image_source(service))
     data.update(_concurrency(service))
     return data
+
+
+def _https(spec: AppSpec) -> dict:
+    return {"https_port": spec.gateway.https_port} if spec.gateway.https_port is not None else {}
 
 
 def _concurrency(service: ServiceSpec) -> dict:

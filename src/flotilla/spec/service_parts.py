@@ -21,6 +21,7 @@ from flotilla.spec.models import (
     HealthSpec,
     ResourcesSpec,
     RouteSpec,
+    TlsSpec,
 )
 
 MAX_REPLICAS = 100
@@ -45,6 +46,7 @@ class ServiceContext:
 
     cache_names: tuple[str, ...]
     routes: list[tuple[tuple[str, str], Path]] = field(default_factory=list)
+    tls_routes: list[Path] = field(default_factory=list)  # the app checks them against gateway.https_port
 
 
 def env_name(rep: Reporter, path: Path, key: str) -> str | None:
@@ -125,17 +127,57 @@ def routes(rep: Reporter, path: Path, value: object, ctx: ServiceContext
 
 
 def _route(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> RouteSpec | None:
-    known = c.mapping(rep, path, value, allowed=("host", "path", "strip_prefix"),
+    known = c.mapping(rep, path, value, allowed=("host", "path", "strip_prefix", "tls"),
                       required={"host": "add host: the DNS name requests arrive for"})
     if known is None:
         return None
     clean = c.fields(rep, path, known, {"host": _host, "path": _route_path,
-                                        "strip_prefix": c.boolean})
+                                        "strip_prefix": c.boolean, "tls": _tls})
     if len(clean) != len(known) or "host" not in clean:
         return None
     route = RouteSpec(**clean)
     ctx.routes.append(((route.host, route.path), path))
+    if route.tls is not None:
+        ctx.tls_routes.append(path + ("tls",))
     return route
+
+
+_CERT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+_CERT_HINT = ("name a vault certificate with lowercase letters, digits, '.', '_' and '-', e.g. "
+              "certificate: shop (stored with `flotilla certs set APP shop --cert FILE --key FILE`)")
+_TLS_HINT = "give tls: {certificate: NAME} (a vault certificate) or tls: {acme: true} (issued by ACME)"
+MAX_HSTS = 2 * 365 * 86400  # two years, the longest max-age browsers' preload lists ask for
+
+
+def _tls(rep: Reporter, path: Path, value: object) -> TlsSpec | None:
+    """``tls: {certificate: NAME | acme: true, redirect: true, hsts: 0}``: exactly one source."""
+    known = c.mapping(rep, path, value, allowed=("certificate", "acme", "redirect", "hsts"))
+    if known is None:
+        return None
+    clean = c.fields(rep, path, known, {"certificate": _cert_name, "acme": c.boolean,
+                                        "redirect": c.boolean, "hsts": _hsts})
+    sources = [key for key in ("certificate", "acme") if clean.get(key)]
+    if len(sources) == 2:
+        rep.add(path, "has both certificate and acme: a route has one certificate source", _TLS_HINT)
+        return None
+    if not sources and "certificate" not in known:
+        rep.add(path, "names no certificate source", _TLS_HINT)
+        return None
+    return TlsSpec(**clean) if len(clean) == len(known) else None
+
+
+def _cert_name(rep: Reporter, path: Path, value: object) -> str | None:
+    name = c.text(rep, path, value, hint=_CERT_HINT)
+    if name is not None and not _CERT_NAME.fullmatch(name):
+        rep.add(path, f"invalid certificate name {c.clip(name)}", _CERT_HINT)
+        return None
+    return name
+
+
+def _hsts(rep: Reporter, path: Path, value: object) -> int | None:
+    hint = (f"give the seconds of Strict-Transport-Security max-age, e.g. 31536000 (a year), at most "
+            f"{MAX_HSTS}; 0 is off")
+    return c.integer(rep, path, value, low=0, high=MAX_HSTS, hint=hint)
 
 
 def _host(rep: Reporter, path: Path, value: object) -> str | None:

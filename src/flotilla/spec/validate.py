@@ -43,6 +43,7 @@ def validate(rep: Reporter, data: object) -> AppSpec | None:
     _check_names_unique(rep, services=top.get("services"), caches=cache_bodies or {})
     _check_cache_wiring(rep, services or {}, caches)
     _check_routes_unique(rep, ctx.routes)
+    _check_tls_listener(rep, ctx.tls_routes, gateway)
     pull = validate_images.pull(rep, ("pull",), top["pull"]) if "pull" in top else "missing"
     if rep.count():
         return None
@@ -55,11 +56,32 @@ def _app_name(rep: Reporter, value: object) -> str | None:
 
 
 def _gateway(rep: Reporter, path: Path, value: object) -> GatewaySpec | None:
-    known = c.mapping(rep, path, value, allowed=("listen",))
-    if known is None or "listen" not in known:
-        return None if known is None else GatewaySpec()
-    parsed = _listen(rep, path + ("listen",), known["listen"])
-    return None if parsed is None else GatewaySpec(listen_host=parsed[0], listen_port=parsed[1])
+    known = c.mapping(rep, path, value, allowed=("listen", "https_port"))
+    if known is None:
+        return None
+    parsed = _listen(rep, path + ("listen",), known["listen"]) if "listen" in known else ("127.0.0.1", 8080)
+    https = _https_port(rep, path + ("https_port",), known["https_port"]) if "https_port" in known else None
+    if parsed is None or ("https_port" in known and https is None):
+        return None
+    if https == parsed[1]:
+        rep.add(path + ("https_port",), f"https_port {https} is also the HTTP listen port",
+                "give HTTPS its own port, e.g. https_port: 8443 (or 443)")
+        return None
+    return GatewaySpec(listen_host=parsed[0], listen_port=parsed[1], https_port=https)
+
+
+def _https_port(rep: Reporter, path: Path, value: object) -> int | None:
+    return c.integer(rep, path, value, low=1, high=65535,
+                     hint="give the HTTPS listener's port on the listen host, e.g. https_port: 8443")
+
+
+def _check_tls_listener(rep: Reporter, tls_routes: list[Path], gateway: GatewaySpec | None) -> None:
+    """A TLS route needs the gateway's HTTPS listener (``gateway.https_port``)."""
+    if gateway is None or gateway.https_port is not None:
+        return
+    for path in tls_routes:
+        rep.add(path, "this route is served over TLS, but the gateway has no HTTPS listener",
+                "add gateway: {https_port: 8443} (or 443), or remove tls from the route")
 
 
 def _listen(rep: Reporter, path: Path, value: object) -> tuple[str, int] | None:

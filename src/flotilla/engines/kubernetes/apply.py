@@ -55,6 +55,7 @@ from flotilla.spec.models import AppSpec
 
 SecretValue = Callable[[str], bytes]
 RegistryLogin = Callable[[str], tuple[str, str]]  # registry host -> (username, password)
+CertificateValue = Callable[[str], tuple[bytes, bytes]]  # vault certificate name -> (chain PEM, key PEM)
 MISSING_KIND_HINTS = {
     "ScaledObject": "install KEDA (keda.sh), or render with --autoscale hpa-external",
     "HTTPRoute": "install the Gateway API CRDs and an implementation, or use --ingress ingress",
@@ -92,11 +93,14 @@ def connect(*, context: str | None = None, kubeconfig: str | None = None) -> Api
 def apply(spec: AppSpec, *, options: RenderOptions, secret_value: SecretValue, api_client: ApiClient,
           dry_run: bool = False, discovery_cache: str | None = None,
           new_password: Callable[[], str] = lambda: random_tokens.token_urlsafe(32),
-          registry_login: RegistryLogin | None = None) -> ApplyResult:
+          registry_login: RegistryLogin | None = None,
+          certificate_value: CertificateValue | None = None) -> ApplyResult:
     """Apply every object of ``spec`` and prune the app's objects that left it.
 
     ``registry_login(host)`` reads a registry's login from the vault, for the
-    image pull Secrets of the registries in ``options.registry_logins``.
+    image pull Secrets of the registries in ``options.registry_logins``;
+    ``certificate_value(name)`` a vault certificate's (chain, key), for the
+    ``kubernetes.io/tls`` Secrets of the app's TLS routes.
     """
     cluster = Cluster(api_client, dry_run=dry_run, discovery_cache=discovery_cache)
     warnings = ServerWarnings(api_client)
@@ -107,6 +111,7 @@ def apply(spec: AppSpec, *, options: RenderOptions, secret_value: SecretValue, a
     wanted = {kinds.key(o) for o in objects + pulls} | {("v1", "Secret", n) for n in secret_names(spec)}
     outgoing = objects + app_secrets(spec, secret_value) + cache_secrets(cluster, spec, new_password=new_password,
                                                                         log=log) + pulls
+    outgoing += tls_secrets(spec, certificate_value)
     for obj in sorted(outgoing, key=kinds.sort_key):
         with warnings.about(describe(obj)):
             cluster.apply(obj, log=log)
@@ -220,6 +225,14 @@ def app_secrets(spec: AppSpec, secret_value: SecretValue) -> list[dict]:
     """The app's Secret, its values read from the vault now, kept in memory only."""
     values = {name: secret_value(name) for name in secrets.used_secret_names(spec)}
     return secrets.app_secret(spec, values)
+
+
+def tls_secrets(spec: AppSpec, certificate_value: CertificateValue | None) -> list[dict]:
+    """The TLS Secrets of the app's vault certificates, read from the vault now, kept in memory only."""
+    used = secrets.used_certificates(spec)
+    if not used or certificate_value is None:
+        return []
+    return secrets.tls_secrets(spec, {name: certificate_value(name) for name in used})
 
 
 def cache_secrets(cluster: Cluster, spec: AppSpec, *, new_password: Callable[[], str], log: _Log) -> list[dict]:

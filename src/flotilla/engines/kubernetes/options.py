@@ -95,6 +95,10 @@ class RenderOptions:
     # pulling from them reference their image pull Secret; the values only with include_secrets.
     registry_logins: tuple[str, ...] = ()
     registry_values: Mapping[str, tuple[str, str]] = field(default_factory=lambda: _frozen({}))
+    # HTTPS (engines/kubernetes/routing.py): cert-manager's ClusterIssuer for ACME routes, and the vault
+    # certificates' (chain, key) by name, for their kubernetes.io/tls Secrets (only with include_secrets).
+    cluster_issuer: str = "letsencrypt"
+    tls_values: Mapping[str, tuple[bytes, bytes]] = field(default_factory=lambda: _frozen({}))
 
     def __post_init__(self) -> None:
         _check_choice("ingress_mode", self.ingress_mode, choices=INGRESS_MODES)

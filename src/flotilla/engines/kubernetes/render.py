@@ -59,7 +59,7 @@ def namespace(app: str) -> dict:
 
 def secret_objects(spec: AppSpec, *, options: RenderOptions) -> list[dict]:
     """The app's Secret and each cache's password Secret, with their values."""
-    objects = secrets.app_secret(spec, options.secret_values)
+    objects = secrets.app_secret(spec, options.secret_values) + secrets.tls_secrets(spec, options.tls_values)
     for cache in sorted(spec.caches):
         password = options.cache_passwords.get(cache)
         if password is None:
@@ -71,4 +71,5 @@ def secret_objects(spec: AppSpec, *, options: RenderOptions) -> list[dict]:
 def secret_names(spec: AppSpec) -> list[str]:
     """Names of the Secret objects the app's pods reference (created by ``apply``)."""
     names = [meta.APP_SECRET] if secrets.used_secret_names(spec) else []
+    names += sorted(secrets.used_certificates(spec).values())
     return names + [secrets.cache_secret_name(c) for c in sorted(spec.caches)]

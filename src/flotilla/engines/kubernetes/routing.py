@@ -16,6 +16,19 @@ removes the prefix before forwarding (``/api/x`` -> ``/x``).
   ``URLRewrite`` filter (``ReplacePrefixMatch: /``). One HTTPRoute per service
   and host, because an HTTPRoute's hostnames apply to all its rules.
 
+HTTPS (docs/https.md): an Ingress gets a ``tls`` section per certificate,
+naming a Secret of type ``kubernetes.io/tls`` (``tls_secret_name``). A vault
+certificate's Secret is filled from the vault (``apply``, or ``render
+--include-secrets``); an ACME route's is issued by cert-manager, asked for
+with the ``cert-manager.io/cluster-issuer`` annotation (the issuer is an
+option). ACME routes get Ingress objects of their own (``-acme``), so that
+cert-manager never takes over a vault certificate's Secret; and routes with
+``redirect: false`` get their own too, with ingress-nginx's ``ssl-redirect``
+off (it redirects a TLS host by default, and its ACME solver is exempt).
+HSTS is ingress-nginx's ConfigMap setting (``hsts``), not an annotation, and
+in Gateway API mode TLS ends at the cluster's Gateway listeners: both belong
+to the cluster, not to the app.
+
 A service's ``max_body`` becomes ingress-nginx's ``proxy-body-size`` on each of
 its Ingress objects (413 over it, as the one-host gateway answers; nginx
 counts chunked bodies too). The Gateway API has no body limit: there it is
@@ -33,6 +46,7 @@ from flotilla.spec.units import KIB, MIB
 
 NGINX = "nginx.ingress.kubernetes.io/"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
+CERT_MANAGER_ISSUER = "cert-manager.io/cluster-issuer"
 
 
 def route_objects(spec: AppSpec, *, options: RenderOptions) -> list[dict]:
@@ -59,19 +73,50 @@ def _hosts_with_strip(spec: AppSpec) -> set[str]:
 
 
 def ingresses(spec: AppSpec, name: str, *, options: RenderOptions, regex_hosts: set[str]) -> list[dict]:
-    """Up to three Ingress objects: plain prefixes, regex paths, and stripped regex paths."""
+    """Ingress objects by path kind (plain prefixes, regex paths, stripped regex paths) and TLS handling
+    (no TLS or a vault certificate, ACME, no redirect)."""
     svc = spec.services[name]
-    groups: dict[str, list[RouteSpec]] = {"plain": [], "regex": [], "strip": []}
+    groups: dict[tuple[str, str], list[RouteSpec]] = {}
     for route in svc.routes:
         kind = "strip" if strips(route) else "regex" if route.host in regex_hosts else "plain"
-        groups[kind].append(route)
-    suffix = {"plain": "", "regex": "-regex", "strip": "-strip"}
-    return [_ingress(spec, name, ingress_name=name + suffix[kind], routes=routes, kind=kind, options=options)
-            for kind, routes in groups.items() if routes]
+        groups.setdefault((kind, _tls_group(route)), []).append(route)
+    suffix = {"plain": "", "regex": "-regex", "strip": "-strip", "": "", "acme": "-acme", "no-redirect": "-noredirect",
+              "acme-no-redirect": "-acme-noredirect"}
+    return [_ingress(spec, name, ingress_name=name + suffix[kind] + suffix[tls], routes=routes, kind=kind,
+                     options=options, tls=tls)
+            for (kind, tls), routes in sorted(groups.items(), key=lambda item: _group_order(item[0]))]
+
+
+def _tls_group(route: RouteSpec) -> str:
+    """``""`` (no TLS, or a vault certificate redirected), ``acme``, ``no-redirect``, ``acme-no-redirect``."""
+    if route.tls is None:
+        return ""
+    return "-".join((["acme"] if route.tls.acme else []) + ([] if route.tls.redirect else ["no-redirect"]))
+
+
+def _group_order(group: tuple[str, str]) -> tuple[int, str]:
+    return (("plain", "regex", "strip").index(group[0]), group[1])
+
+
+def tls_secret_name(route: RouteSpec) -> str:
+    """The ``kubernetes.io/tls`` Secret of a TLS route: ``tls-NAME`` for a vault certificate, ``tls-acme-HOST``."""
+    if route.tls is None:
+        raise ValueError(f"route {route.host} has no tls")
+    if route.tls.certificate:
+        return meta.dns_label(f"tls-{route.tls.certificate}")
+    return meta.dns_label(f"tls-acme-{route.host.replace('*', 'wildcard')}")
+
+
+def _tls_sections(routes: list[RouteSpec]) -> list[dict]:
+    hosts: dict[str, set[str]] = {}
+    for route in routes:
+        if route.tls is not None:
+            hosts.setdefault(tls_secret_name(route), set()).add(route.host)
+    return [{"hosts": sorted(found), "secretName": secret} for secret, found in sorted(hosts.items())]
 
 
 def _ingress(spec: AppSpec, service: str, *, ingress_name: str, routes: list[RouteSpec], kind: str,
-             options: RenderOptions) -> dict:
+             options: RenderOptions, tls: str) -> dict:
     port = spec.services[service].port
     obj = meta.header("networking.k8s.io/v1", "Ingress", name=ingress_name, namespace=meta.namespace_of(spec.app),
                       labels=meta.service_labels(spec.app, service))
@@ -81,12 +126,18 @@ def _ingress(spec: AppSpec, service: str, *, ingress_name: str, routes: list[Rou
     if kind == "strip":
         obj["metadata"]["annotations"][NGINX + "rewrite-target"] = "/$2"
     obj["metadata"]["annotations"].update(scaling.concurrency_annotations(spec.services[service]))
+    if tls.startswith("acme"):
+        obj["metadata"]["annotations"][CERT_MANAGER_ISSUER] = options.cluster_issuer
+    if tls.endswith("no-redirect"):
+        obj["metadata"]["annotations"][NGINX + "ssl-redirect"] = "false"
     backend = {"service": {"name": service, "port": {"number": port}}}
     rules = []
     for host in sorted({r.host for r in routes}):
         paths = sorted({normalize(r.path) for r in routes if r.host == host}, key=lambda p: (-len(p), p))
         rules.append({"host": host, "http": {"paths": [_ingress_path(p, kind=kind, backend=backend) for p in paths]}})
     obj["spec"] = {"ingressClassName": options.ingress_class, "rules": rules}
+    if sections := _tls_sections(routes):
+        obj["spec"]["tls"] = sections
     return obj
 
 

@@ -19,6 +19,7 @@ import base64
 from collections.abc import Mapping
 
 from flotilla.engines.kubernetes import meta
+from flotilla.engines.kubernetes.routing import tls_secret_name
 from flotilla.errors import NotFoundError
 from flotilla.spec.models import AppSpec, ServiceSpec
 
@@ -82,9 +83,27 @@ def cache_secret(app: str, cache: str, password: bytes) -> dict:
                    data={"password": password})
 
 
-def _secret(app: str, *, name: str, labels: dict[str, str], data: Mapping[str, bytes]) -> dict:
+def used_certificates(spec: AppSpec) -> dict[str, str]:
+    """Vault certificate name -> its kubernetes.io/tls Secret's name, for every TLS route that names one."""
+    return {r.tls.certificate: tls_secret_name(r) for svc in spec.services.values() for r in svc.routes
+            if r.tls is not None and r.tls.certificate}
+
+
+def tls_secrets(spec: AppSpec, values: Mapping[str, tuple[bytes, bytes]]) -> list[dict]:
+    """A ``kubernetes.io/tls`` Secret per vault certificate the routes use (ACME ones: cert-manager's)."""
+    used = used_certificates(spec)
+    missing = sorted(n for n in used if n not in values)
+    if missing:
+        raise NotFoundError(f"app {spec.app} has no certificate {', '.join(missing)}; set each with "
+                            f"`flotilla certs set {spec.app} NAME --cert FILE --key FILE`")
+    return [_secret(spec.app, name=secret, labels=meta.app_labels(spec.app), kind="kubernetes.io/tls",
+                    data={"tls.crt": values[name][0], "tls.key": values[name][1]})
+            for name, secret in sorted(used.items())]
+
+
+def _secret(app: str, *, name: str, labels: dict[str, str], data: Mapping[str, bytes], kind: str = "Opaque") -> dict:
     obj = meta.header("v1", "Secret", name=name, namespace=meta.namespace_of(app), labels=labels)
-    obj["type"] = "Opaque"
+    obj["type"] = kind
     obj["data"] = {key: base64.b64encode(value).decode("ascii") for key, value in sorted(data.items())}
     return obj
 
