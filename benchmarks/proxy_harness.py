@@ -56,7 +56,8 @@ class WrkResult:
 
     def as_json(self) -> dict:
         cpu = self.cpu_us_per_request
-        return {"requests_per_s": round(self.requests_per_s, 1), "p50_ms": self.p50_ms, "p99_ms": self.p99_ms,
+        return {"requests_per_s": round(self.requests_per_s, 1), "p50_ms": round(self.p50_ms, 3),
+                "p99_ms": round(self.p99_ms, 3),
                 "requests": self.requests, "errors": self.errors,
                 "cpu_us_per_request": None if cpu is None else round(cpu, 1)}
 
