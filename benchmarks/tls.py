@@ -33,14 +33,20 @@ name the certificate and the routes carry. Three cases per side, each on
              connection and a full TLS handshake (wrk resumes no session), so
              requests/s is new TLS connections/s.
 
-Cases run one after another for all sides before the next case (the peers all
-stay up, idle while another side is measured), so a slow spell on this shared
-machine spreads over the sides instead of landing on one. Prints the table,
-the ratios Flotilla/best peer on both rates with the aim (>= 1.0), and says
-clearly when a side is unavailable (not installed, failed to start, or a
-Flotilla without HTTPS). Exit status 1 when a side or case failed.
+Each case runs for all sides before the next case (the peers all stay up,
+idle while another side is measured), and the whole `--rounds` times, so a
+slow spell on this shared machine spreads over the sides instead of landing
+on one; the table shows each figure's median over the rounds, and the ratios
+Flotilla/best peer are the medians of each round's own ratio. Beside the
+rates, the CPU each side's processes spend per request (for Flotilla: its
+daemon, which drains the access log, and the HAProxy below it), which swings
+far less than the rates do when other work shares the cores. Prints the
+table, the ratios on both rates with the aim (>= 1.0), and says clearly when
+a side is unavailable (not installed, failed to start, or a Flotilla without
+HTTPS). Exit status 1 when a side or case failed or was INVALID (wrk saw
+socket errors or non-2xx answers); an aim not met is reported, not an error.
 
-    .venv/bin/python benchmarks/tls.py [--seconds 10] [--connections 32] [--json]
+    .venv/bin/python benchmarks/tls.py [--seconds 4] [--rounds 3] [--connections 32] [--key-type rsa] [--json]
 
 Needs root's Docker Engine, wrk, nginx and caddy (scripts/setup.sh). Flotilla
 runs with a private FLOTILLA_HOME in a temp dir; at the end the app is brought
