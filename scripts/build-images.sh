@@ -12,7 +12,10 @@
 # The same recipe makes the Redis image of the redis-cluster cache
 # (redis-server and redis-tools from Debian, Redis 7.0), and the PostgreSQL 15
 # image for stateful services (postgresql-15 from Debian, plus the entry script
-# in images/postgres: initdb on an empty volume, password from the vault).
+# in images/postgres: initdb on an empty volume, password from the vault); and,
+# only when asked (`build-images.sh static`, which benchmarks/tls.py runs on
+# demand), a static responder for benchmarks: nginx-light from Debian,
+# flotilla/static:bookworm.
 #
 # Settings (environment):
 #   FLOTILLA_PYTHON_IMAGE   base image for the demo app (default flotilla/python:bookworm).
@@ -42,6 +45,8 @@ POSTGRES_IMAGE="${FLOTILLA_POSTGRES_IMAGE:-$LOCAL_POSTGRES_IMAGE}"
 POSTGRES_BASE="flotilla/postgres-base:bookworm"
 POSTGRES_PACKAGES="postgresql-15"
 POSTGRES_DIR="$FLOTILLA_ROOT/images/postgres"
+STATIC_IMAGE="flotilla/static:bookworm"
+STATIC_PACKAGES="nginx-light"
 # Bump when make_rootfs changes what goes into the tarball, to invalidate caches.
 ROOTFS_RECIPE=1
 
@@ -208,6 +213,11 @@ main() {
     local started base_id svc
     started=$(now)
     docker_up || die "Docker Engine is not reachable (docker info fails); scripts/setup.sh installs and starts it"
+    if [[ "${1:-}" == static ]]; then
+        # The benchmark gives the replicas their own nginx.conf (command and env in its spec).
+        build_base_image "$STATIC_IMAGE" "$STATIC_PACKAGES" '["nginx", "-g", "daemon off;"]'
+        return
+    fi
     ensure_image "$PYTHON_IMAGE" "$LOCAL_PYTHON_IMAGE" "$PYTHON_PACKAGES" '["python3"]' FLOTILLA_PYTHON_IMAGE
     ensure_image "$REDIS_IMAGE" "$LOCAL_REDIS_IMAGE" "$REDIS_PACKAGES" '["redis-server"]' FLOTILLA_REDIS_IMAGE
     ensure_postgres_image
