@@ -34,10 +34,13 @@ live_dockerd_pid() { # the pid in the pidfile, if that process is alive
 DOCKERD_BEFORE=$(live_dockerd_pid)
 
 # shellcheck disable=SC2317 # called by the EXIT trap
+# Only when no dockerd ran before this run: a test may restart dockerd (a new pid
+# in the pid file, tests/integration/test_postgres.py), and the successor of one
+# that ran before (the demo's, say) is not this run's to stop.
 stop_dockerd_if_started_here() {
     local pid
     pid=$(live_dockerd_pid)
-    [[ -n "$pid" && "$pid" != "$DOCKERD_BEFORE" ]] || return 0
+    [[ -n "$pid" && -z "$DOCKERD_BEFORE" ]] || return 0
     log "stopping the dockerd this run started (pid $pid)..."
     kill -TERM "$pid" 2>/dev/null || return 0
     for _ in $(seq 1 120); do  # dockerd stops its containers first: allow 30 s
