@@ -19,7 +19,8 @@ refuses it with its own message).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import math
+from datetime import UTC, datetime, timedelta
 
 from croniter import CroniterError, croniter
 
@@ -69,4 +70,8 @@ def last_fire(schedule: str, *, at: float) -> float:
 
 
 def _utc(moment: float) -> datetime:
-    return datetime.fromtimestamp(moment, UTC)
+    """``moment`` as a UTC datetime, rounded down to the microsecond (fromtimestamp rounds to nearest,
+    which would put a moment just before a fire time at the fire time)."""
+    whole = math.floor(moment)
+    micros = min(999_999, math.floor((moment - whole) * 1_000_000))
+    return datetime.fromtimestamp(whole, UTC) + timedelta(microseconds=micros)

@@ -17,6 +17,7 @@ from flotilla.spec.models import (
     CacheSpec,
     DeploySpec,
     HealthSpec,
+    JobSpec,
     ServiceSpec,
 )
 
@@ -29,6 +30,7 @@ def spec_to_dict(spec: AppSpec) -> dict:
         "services": {name: _service(service) for name, service in spec.services.items()},
         "caches": {name: _cache(cache) for name, cache in spec.caches.items()},
         **({"pull": spec.pull} if spec.pull != "missing" else {}),
+        **({"jobs": {name: _job(job) for name, job in spec.jobs.items()}} if spec.jobs else {}),
     }
 
 
@@ -56,6 +58,9 @@ def _service(service: ServiceSpec) -> dict:
     data.update(_hardening(service))
     data.update(_image_source(service))
     data.update(_concurrency(service))
+    if service.before_deploy is not None:
+        data["before_deploy"] = {"command": list(service.before_deploy.command),
+                                 "timeout": service.before_deploy.timeout}
     return data
 
 
@@ -92,6 +97,14 @@ def _autoscale(autoscale: AutoscaleSpec) -> dict:
         "target": autoscale.target.model_dump(exclude_none=True),
         "scale_down_delay": autoscale.scale_down_delay,
     }
+
+
+def _job(job: JobSpec) -> dict:
+    data = job.model_dump(exclude_none=True)
+    if job.command is not None:
+        data["command"] = list(job.command)
+    data["resources"] = job.resources.model_dump(exclude_none=True)
+    return data
 
 
 def _cache(cache: CacheSpec) -> dict:
