@@ -26,7 +26,8 @@ API answers each class with the HTTP status on its right (500 for the rest).
     ├── SecretsError              exit 9  the vault or the master key cannot do what was asked
     │   ├── WrongKeyError                 the master key is not the one the vault was written with
     │   └── TamperedError                 a stored secret failed its integrity check
-    └── CacheError                exit 10 a cache node (Redis) refused a command or did not answer
+    ├── CacheError                exit 10 a cache node (Redis) refused a command or did not answer
+    └── TaskFailedError           exit 11 a before_deploy command failed or timed out (nothing changed) HTTP 409
 """
 
 from __future__ import annotations
@@ -202,6 +203,14 @@ class CacheError(FlotillaError):
     code = "cache_error"
 
 
+class TaskFailedError(FlotillaError):
+    """A ``before_deploy`` command exited non-zero or ran out of time: the rollout did not begin, the old
+    replicas keep serving; the message holds the command's last output lines."""
+
+    exit_code = 11
+    code = "task_failed"
+
+
 _BY_CODE = {
     cls.code: cls
     for cls in (
@@ -225,6 +234,7 @@ _BY_CODE = {
         CacheError,
         WrongKeyError,
         TamperedError,
+        TaskFailedError,
     )
 }
 

@@ -46,6 +46,7 @@ from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.events import EventLog
 from flotilla.daemon.gateway_logs import entry_filter, stream_access_log
 from flotilla.daemon.images import Images
+from flotilla.daemon.jobs import Jobs
 from flotilla.daemon.operations import Operations
 from flotilla.daemon.ports import ReplicaEngine
 from flotilla.daemon.progress import run_with_progress
@@ -54,6 +55,7 @@ from flotilla.daemon.serving import MIB, AsgiApp, BodyRefused, ClientGone, Limit
 from flotilla.daemon.snapshots import Snapshots
 from flotilla.daemon.status import StatusViews
 from flotilla.daemon.store import Store
+from flotilla.daemon.tasks import RUN, Tasks, now_suffix, stream_exec, stream_task, task_spec
 from flotilla.daemon.traffic import Traffic
 from flotilla.daemon.wakeups import Wakeups
 from flotilla.errors import (
@@ -64,6 +66,7 @@ from flotilla.errors import (
     FlotillaError,
     NotFoundError,
     SpecError,
+    TaskFailedError,
 )
 from flotilla.gateway.accesslog import AccessLog
 from flotilla.gateway.metrics import MetricsWindow
@@ -75,6 +78,7 @@ HTTP_STATUS = {
     ConflictError: 409,
     NotFoundError: 404,
     EngineUnavailableError: 503,
+    TaskFailedError: 409,
 }
 Route = tuple[str, re.Pattern, Callable]
 LIMITS = Limits()  # each listener's connection, head and time limits (serving.Limits says what each is)
@@ -173,6 +177,8 @@ class Api:
         frontend: Frontend | None = None,
         registries: Registries | None = None,
         images: Images | None = None,
+        tasks: Tasks | None = None,
+        jobs: Jobs | None = None,
     ) -> None:
         self._apps = apps
         self._operations = operations
@@ -183,6 +189,8 @@ class Api:
         self.frontend = frontend
         self._registries = registries
         self._images = images
+        self._tasks = tasks
+        self._jobs = jobs
         self._workers = anyio.Semaphore(WORKERS)
         self.route_table: list[Route] = [
             ("GET", re.compile(r"/v1/health"), self.health),
@@ -215,6 +223,12 @@ class Api:
             ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/images"), self.app_images),
             ("DELETE", re.compile(r"/v1/registries/(?P<host>[^/]+)"), self.registry_logout),
             ("POST", re.compile(r"/v1/images/prune"), self.prune_images),
+            ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/run"), self.run_task),
+            ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/exec"), self.exec_in_replica),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/jobs"), self.list_jobs),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/jobs/(?P<job>[^/]+)/logs"), self.job_logs),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/jobs/(?P<job>[^/]+)/runs"), self.job_runs),
+            ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/jobs/(?P<job>[^/]+)/run"), self.run_job),
             (
                 "GET",
                 re.compile(r"/v1/apps/(?P<app>[^/]+)/services/(?P<service>[^/]+)/endpoints"),
@@ -384,7 +398,8 @@ class Api:
         return 200, {"services": self._status.metrics(req.params["app"])}
 
     def prometheus(self, req: Request):
-        return Response(self._status.prometheus(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        jobs = "\n".join(self._jobs.metrics()) + "\n" if self._jobs else ""
+        return Response(self._status.prometheus() + jobs, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     def list_secrets(self, req: Request):
         infos = self._operations.vault.list(req.params["app"])
@@ -432,6 +447,57 @@ class Api:
                                   follow=req.flag("follow"))
         return StreamingResponse(lines, media_type="application/x-ndjson")
 
+    # -- tasks (daemon/tasks.py) and jobs (daemon/jobs.py) -------------------------
+
+    def run_task(self, req: Request):
+        """``flotilla run``: a task container of the service, its output and exit code streamed as NDJSON."""
+        body = req.json()
+        spec = self._status.runtime_spec(req.params["app"])
+        command = _command_of(body)
+        started = self._require_tasks().start(
+            task_spec(spec, service=str(body.get("service", "")), command=command),
+            service=str(body.get("service", "")), kind=RUN, subject=str(body.get("service", "")),
+            suffix=now_suffix(), tty=bool(body.get("tty")))
+        return StreamingResponse(stream_task(self._require_tasks(), self._engine, started),
+                                 media_type="application/x-ndjson")
+
+    def exec_in_replica(self, req: Request):
+        """``flotilla exec``: a command inside a running replica (named as ``flotilla ps`` shows it)."""
+        body = req.json()
+        spec = self._status.runtime_spec(req.params["app"])
+        wanted = str(body.get("replica", ""))
+        replicas = [r for r in self._engine.observe(spec.app).replicas if r.running]
+        found = next((r for r in replicas if wanted in (r.replica, r.name)), None)
+        if found is None:
+            raise NotFoundError(f"app {spec.app} has no running replica {wanted!r}; running: "
+                                f"{', '.join(sorted(r.replica for r in replicas)) or 'none'}"
+                                f" (`flotilla ps {spec.app}`)")
+        exec_id, output = self._engine.run_in(found.container_id, list(_command_of(body)), tty=bool(body.get("tty")))
+        return StreamingResponse(stream_exec(self._engine, exec_id, output), media_type="application/x-ndjson")
+
+    def list_jobs(self, req: Request):
+        return 200, self._require_jobs().list(req.params["app"])
+
+    def job_logs(self, req: Request):
+        number = req.number("run", default=0) if "run" in req.query else None
+        return 200, self._require_jobs().logs(req.params["app"], req.params["job"], number=number)
+
+    def job_runs(self, req: Request):
+        return 200, self._require_jobs().history(req.params["app"], req.params["job"])
+
+    def run_job(self, req: Request):
+        return 200, self._require_jobs().run_now(req.params["app"], req.params["job"])
+
+    def _require_tasks(self) -> Tasks:
+        if self._tasks is None:
+            raise ConflictError("this daemon runs no tasks")
+        return self._tasks
+
+    def _require_jobs(self) -> Jobs:
+        if self._jobs is None:
+            raise ConflictError("this daemon runs no scheduled jobs")
+        return self._jobs
+
     def _app_and_service(self, req: Request):
         """The runtime spec of the URL's app and the ``?service=`` it has (NotFoundError when it has not)."""
         spec = self._status.runtime_spec(req.params["app"])
@@ -463,6 +529,14 @@ class BearerToken:
     def authorized(self, scope: dict) -> bool:
         scheme, _, given = _headers_of(scope).get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token)
+
+
+def _command_of(body: dict) -> tuple[str, ...]:
+    command = body.get("command")
+    if not isinstance(command, list) or not command or not all(isinstance(w, str) for w in command):
+        raise BadRequestError("give the command as a non-empty list of strings, e.g. "
+                              "`flotilla run shop web -- python3 -m manage`")
+    return tuple(command)
 
 
 def _progress_response(work) -> StreamingResponse:

@@ -15,7 +15,7 @@ from pathlib import Path
 from flotilla.daemon.ports import ReplicaEngine
 from flotilla.engines.docker.containers import MountSpec, Overrides
 from flotilla.errors import BadRequestError, Problem, SpecError
-from flotilla.naming import cache_password_secret, container_name
+from flotilla.naming import cache_password_secret, container_name, is_task_name
 from flotilla.plan import Observed
 from flotilla.secrets import (
     MasterKey,
@@ -166,10 +166,14 @@ class SecretInjector:
 
     def prepare(self, spec: AppSpec, *, service: str, index: int, config_hash: str) -> Overrides:
         """Put one new replica's secrets in RAM; the container settings that mount them."""
+        replica = container_name(app=spec.app, service=service, index=index, config_hash=config_hash)
+        return self.prepare_named(spec, service=service, replica=replica)
+
+    def prepare_named(self, spec: AppSpec, *, service: str, replica: str) -> Overrides:
+        """As ``prepare``, for the container named ``replica`` (a task's, daemon/tasks.py)."""
         svc = spec.services[service]
         if not svc.secrets:
             return Overrides()
-        replica = container_name(app=spec.app, service=service, index=index, config_hash=config_hash)
         mounts = self.runtime.materialize(
             app=spec.app,
             replica=replica,
@@ -194,6 +198,8 @@ class SecretInjector:
         """Remove the secrets of replicas whose containers are gone (say, after a crash of the daemon)."""
         alive = {r.name for r in observed.replicas}
         for replica in self.runtime.replicas(app) - alive:
+            if is_task_name(app, replica):
+                continue  # a task's, removed with its task (daemon/tasks.py)
             self.runtime.remove(app, replica)
 
 

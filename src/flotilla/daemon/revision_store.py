@@ -115,8 +115,9 @@ class RevisionStore:
     # -- revisions -----------------------------------------------------------
 
     def add(self, *, app: str, spec: dict, images: dict, secrets: dict, created: float, command: str,
-            previous: int, outcome: str = ROLLING_OUT) -> int:
-        """A new revision, made current with its rollout started, in one transaction; its number."""
+            previous: int, outcome: str = ROLLING_OUT, current: bool = True) -> int:
+        """A new revision, made current with its rollout started (unless not ``current``), in one
+        transaction; its number."""
         with self._tx() as db:
             row = db.execute("SELECT COALESCE(MAX(number), 0) FROM revisions WHERE app=?", (app,)).fetchone()
             number = row[0] + 1
@@ -124,7 +125,8 @@ class RevisionStore:
                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (app, number, json.dumps(spec), json.dumps(images), json.dumps(secrets), created,
                         command, outcome))
-            _put_rollout(db, Rollout(app, number, previous, PROGRESSING, created, created))
+            if current:
+                _put_rollout(db, Rollout(app, number, previous, PROGRESSING, created, created))
         return number
 
     def get(self, app: str, number: int) -> Revision | None:
