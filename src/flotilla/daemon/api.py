@@ -55,7 +55,7 @@ from flotilla.daemon.serving import MIB, AsgiApp, BodyRefused, ClientGone, Limit
 from flotilla.daemon.snapshots import Snapshots
 from flotilla.daemon.status import StatusViews
 from flotilla.daemon.store import Store
-from flotilla.daemon.tasks import RUN, Tasks, now_suffix, stream_exec, stream_task, task_spec
+from flotilla.daemon.tasks import RUN, Tasks, now_suffix, stream_exec, stream_task
 from flotilla.daemon.traffic import Traffic
 from flotilla.daemon.wakeups import Wakeups
 from flotilla.errors import (
@@ -70,6 +70,7 @@ from flotilla.errors import (
 )
 from flotilla.gateway.accesslog import AccessLog
 from flotilla.gateway.metrics import MetricsWindow
+from flotilla.spec.tasks import task_spec
 
 log = logging.getLogger(__name__)
 HTTP_STATUS = {

@@ -20,13 +20,14 @@ from flotilla import labels
 from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.events import EventLog
 from flotilla.daemon.job_store import FAILED, RUNNING, SKIPPED, JobRun, JobStore
-from flotilla.daemon.tasks import JOB, Started, Tasks, job_spec, now_suffix
+from flotilla.daemon.tasks import JOB, Started, Tasks, now_suffix
 from flotilla.engines.docker import DockerEngine
 from flotilla.engines.docker.containers import TaskContainer
 from flotilla.errors import FlotillaError, NotFoundError
 from flotilla.plan.jobs import JobAction, RunInFlight, plan_jobs
 from flotilla.spec import AppSpec
 from flotilla.spec.schedules import next_fire
+from flotilla.spec.tasks import job_spec
 
 log = logging.getLogger(__name__)
 TICK = 1.0
@@ -144,7 +145,7 @@ class Jobs:
         suffix = f"{due:.0f}" if trigger == "schedule" else f"manual-{now_suffix(self._clock)}"
         started_at = self._clock()
         try:
-            task_app, service = job_spec(spec, job=job)
+            task_app, service = job_spec(spec, job)
             started = self._tasks.start(task_app, service=service, kind=JOB, subject=job, suffix=suffix,
                                         extra={labels.JOB: job, labels.DUE: repr(due), TRIGGER: trigger})
         except FlotillaError as exc:

@@ -33,10 +33,10 @@ from flotilla import labels
 from flotilla.daemon.injection import SecretInjector
 from flotilla.engines.docker import DockerEngine
 from flotilla.engines.docker.containers import Overrides
-from flotilla.errors import FlotillaError, NotFoundError
+from flotilla.errors import FlotillaError
 from flotilla.naming import egress_network, internal_network, task_name
-from flotilla.spec import AppSpec, ServiceSpec, config_hash
-from flotilla.spec.models import JobSpec
+from flotilla.spec import AppSpec, config_hash
+from flotilla.spec.tasks import task_spec
 
 log = logging.getLogger(__name__)
 TAIL_LINES = 40  # lines of output kept for a job's history or a failed before_deploy's message
@@ -59,32 +59,6 @@ class Outcome:
     exit_code: int | None  # None: stopped at its timeout
     output: str  # the last TAIL_LINES lines
     seconds: float
-
-
-def task_spec(spec: AppSpec, *, service: str, command: tuple[str, ...] | None) -> AppSpec:
-    """``spec`` with ``service`` running ``command`` (its own when None)."""
-    svc = spec.services.get(service)
-    if svc is None:
-        raise NotFoundError(f"app {spec.app} has no service {service!r}; it has: {', '.join(sorted(spec.services))}")
-    if svc.addon:
-        raise NotFoundError(f"{service} is made by {svc.addon}; run a command in one of the app's own services")
-    changed = svc.model_copy(update={"command": command or svc.command, "before_deploy": None})
-    return spec.model_copy(update={"services": {**spec.services, service: changed}})
-
-
-def job_spec(spec: AppSpec, *, job: str) -> tuple[AppSpec, str]:
-    """``spec`` with the job's container as a service; and that service's name (the job's, or its source's)."""
-    found: JobSpec = spec.jobs[job]
-    if found.service:
-        base = spec.services[found.service]
-        svc = base.model_copy(update={
-            "command": found.command or base.command, "env": {**base.env, **found.env},
-            "secrets": {**base.secrets, **found.secrets}, "before_deploy": None, "autoscale": None,
-            "resources": found.resources if found.resources.model_dump(exclude_none=True) else base.resources})
-        return spec.model_copy(update={"services": {**spec.services, found.service: svc}}), found.service
-    svc = ServiceSpec(image=found.image or "", command=found.command, env=found.env, secrets=found.secrets,
-                      resources=found.resources)
-    return spec.model_copy(update={"services": {**spec.services, f"job-{job}": svc}}), f"job-{job}"
 
 
 def before_deploy_due(spec: AppSpec, before: AppSpec | None) -> list[str]:

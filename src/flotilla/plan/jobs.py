@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from flotilla.spec.models import JobSpec
-from flotilla.spec.schedules import last_fire, next_fire
+from flotilla.spec.schedules import ON_TIME, last_fire, next_fire
 
-# A schedule time handled this many seconds late still counts as on time; later, it was missed.
-# The loop ticks at least every second, so only a daemon that was down (or stalled) is this late.
-ON_TIME = 30.0
+# ON_TIME (spec/schedules.py): the loop ticks at least every second, so only a daemon that was down
+# (or stalled) handles a schedule time that late.
 # How many missed schedule times a reason counts before it says "more than".
 COUNT_LIMIT = 1000
 
