@@ -31,6 +31,7 @@ from flotilla.secrets.injection import CONTAINER_DIR, SHIM, SecretMounts, Secret
 from flotilla.secrets.keys import ENV_SOURCE
 from flotilla.spec import AppSpec, ServiceSpec, config_hash
 from flotilla.spec.images import image_to_run
+from flotilla.spec.models import JobSpec
 
 # A cache password reaches redis-server as a config line (``requirepass PASSWORD``): a space
 # or a quote breaks the line, and redis-server then echoes it, password and all.
@@ -130,6 +131,8 @@ class SecretInjector:
         stored = self.vault.versions(spec.app)
         versions = {**dict.fromkeys(generated, 0), **stored}
         problems = self._bad_cache_passwords(spec, set(stored)) + self.budget_problems(spec)
+        for name, job in spec.jobs.items():
+            problems += _unset(spec.app, name, job, versions, section="jobs")
         for name, svc in spec.services.items():
             problems += _unset(spec.app, name, svc, versions) + _volume_clashes(name, svc)
             if svc.secret_env and not self.engine.image_has_shell(image_to_run(spec, svc)):
@@ -203,10 +206,11 @@ class SecretInjector:
             self.runtime.remove(app, replica)
 
 
-def _unset(app: str, service: str, svc: ServiceSpec, versions: Mapping[str, int]) -> list[Problem]:
+def _unset(app: str, service: str, svc: ServiceSpec | JobSpec, versions: Mapping[str, int], *,
+           section: str = "services") -> list[Problem]:
     return [
         Problem.at_path(
-            f"services.{service}.secrets.{key}",
+            f"{section}.{service}.secrets.{key}",
             f"secret {name!r} is not set for app {app}",
             hint=f"set it with `flotilla secrets set {app} {name}` (the value is read from standard input)",
         )

@@ -48,6 +48,7 @@ class Jobs:
         self._clock = clock
         self._stopping: set[str] = set()
         self._reaped: set[str] = set()
+        self._born = clock()  # tasks of kind run started before this belong to a previous daemon
         self.outcomes: dict[tuple[str, str, str], int] = {}  # (app, job, outcome) -> runs, for the metrics
 
     # -- the loop ------------------------------------------------------------
@@ -72,7 +73,7 @@ class Jobs:
     def tick(self, spec: AppSpec) -> tuple[JobAction, ...]:
         """One pass for one app: observe, plan, apply; the actions taken."""
         if spec.app not in self._reaped:
-            self._tasks.reap(spec.app)  # one-off runs of a previous daemon: their clients are gone
+            self._tasks.reap(spec.app, before=self._born)  # a previous daemon's one-off runs: their clients are gone
             self._reaped.add(spec.app)
         containers = [t for t in self._engine.tasks(spec.app) if t.labels.get(labels.TASK) == JOB]
         running = self._observe(spec, containers)

@@ -26,7 +26,15 @@ from flotilla.daemon.runtime import RuntimeSpecs
 from flotilla.daemon.tasks import ALL_KINDS, Tasks, before_deploy_due, run_before_deploy
 from flotilla.daemon.wakeups import Wakeups
 from flotilla.engines.docker.images import Progress, ProgressSink
-from flotilla.errors import BadRequestError, ConflictError, FlotillaError, NotFoundError, TaskFailedError
+from flotilla.errors import (
+    BadRequestError,
+    ConflictError,
+    FlotillaError,
+    NotFoundError,
+    Problem,
+    SpecError,
+    TaskFailedError,
+)
 from flotilla.gateway.config import normalize_path
 from flotilla.gateway.model import hosts_overlap
 from flotilla.naming import cache_password_secret
@@ -85,6 +93,7 @@ class Operations:
         runtime = self._runtime.of(spec)
         if self._injector:
             self._injector.check(runtime, generated={cache_password_secret(c) for c in spec.caches})
+        self._check_job_images(spec)
         the_plan = self._reconciler.preview(runtime)
         changed = image_changes(before, spec) if before else []
         if not dry_run:
@@ -99,6 +108,15 @@ class Operations:
         result = {**plan_to_dict(the_plan), "images": shown_images(spec),
                   "image_changes": [c.to_dict() for c in changed]}
         return result if dry_run else {**result, "revision": revision}
+
+    def _check_job_images(self, spec: AppSpec) -> None:
+        """A job with ``image:`` runs that image as it is on the host at each run: it must be here now."""
+        images = {job.image: name for name, job in sorted(spec.jobs.items()) if job.image}
+        missing = self._engine.missing_images(set(images)) if images else []
+        if missing:
+            raise SpecError([Problem.at_path(f"jobs.{images[image]}.image", f"image {image} is not on this host",
+                                             hint=f"pull or build it first (docker pull {image}), or take the "
+                                                  f"image of a service with service: NAME") for image in missing])
 
     def _before_deploy(self, spec: AppSpec, runtime: AppSpec, *, before: AppSpec | None, command: str,
                        progress: ProgressSink) -> None:

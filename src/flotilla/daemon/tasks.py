@@ -128,11 +128,14 @@ class Tasks:
             self.remove(started)
         return Outcome(exit_code=code, output=output, seconds=self._clock() - begun)
 
-    def reap(self, app: str, *, kinds: tuple[str, ...] = (RUN, BEFORE_DEPLOY)) -> list[str]:
-        """Remove the one-off tasks a previous daemon left (no client can read them any more)."""
+    def reap(self, app: str, *, kinds: tuple[str, ...] = (RUN, BEFORE_DEPLOY), before: float | None = None
+             ) -> list[str]:
+        """Remove the app's tasks of ``kinds`` (started before ``before``, when given): the one-off runs a
+        previous daemon left, whose clients are gone, or every task at ``down``."""
         removed = []
         for task in self._engine.tasks(app):
-            if task.labels.get(labels.TASK) in kinds:
+            born = float(task.labels.get(labels.STARTED, "0") or 0)
+            if task.labels.get(labels.TASK) in kinds and (before is None or born < before):
                 self.remove(Started(app, task.name, task.container_id))
                 removed.append(task.name)
         return removed
