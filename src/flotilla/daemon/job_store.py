@@ -11,13 +11,10 @@ keeps a restart from starting that time again. Output is kept as a bounded tail.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from flotilla.daemon.store import transaction
-from flotilla.errors import DaemonError
+from flotilla.daemon.store import TableStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS job_runs (
@@ -72,23 +69,11 @@ class JobRun:
         return {**data, "duration": self.duration}
 
 
-class JobStore:
+class JobStore(TableStore):
     """Thread-safe access to the job tables."""
 
     def __init__(self, path: Path) -> None:
-        self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-            self._db.executescript(SCHEMA)
-        except sqlite3.Error as exc:
-            raise DaemonError(f"cannot open the job history in {path}: {exc}") from exc
-
-    def _tx(self):
-        return transaction(self._db, self._lock, failure="job history error")
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        super().__init__(path, schema=SCHEMA, what="job history")
 
     def cursors(self, app: str) -> dict[str, float]:
         with self._tx() as db:

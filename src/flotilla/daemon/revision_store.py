@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from flotilla.daemon.store import transaction
-from flotilla.errors import DaemonError
+from flotilla.daemon.store import TableStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS revisions (
@@ -94,23 +92,11 @@ class Rollout:
         return self.state in (PROGRESSING, UNDOING)
 
 
-class RevisionStore:
+class RevisionStore(TableStore):
     """Thread-safe access to the revision tables."""
 
     def __init__(self, path: Path) -> None:
-        self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-            self._db.executescript(SCHEMA)
-        except sqlite3.Error as exc:
-            raise DaemonError(f"cannot open the revision history in {path}: {exc}") from exc
-
-    def _tx(self):
-        return transaction(self._db, self._lock, failure="revision history error")
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        super().__init__(path, schema=SCHEMA, what="revision history")
 
     # -- revisions -----------------------------------------------------------
 

@@ -148,17 +148,9 @@ class Tasks:
 async def stream_task(tasks: Tasks, engine: DockerEngine, started: Started) -> AsyncIterator[bytes]:
     """NDJSON: the task's output as it comes, then its exit code; the task is removed when this ends,
     also when the client goes away first (Starlette then closes the generator)."""
-    chunks: queue.Queue = queue.Queue(maxsize=1000)
-    reader = threading.Thread(target=_read, args=(engine, started.container_id, chunks), daemon=True,
-                              name=f"task-{started.name}")
-    reader.start()
     try:
-        while reader.is_alive() or not chunks.empty():
-            batch = _drain(chunks)
-            if batch:
-                yield (json.dumps({"progress": {"output": batch}}) + "\n").encode()
-            else:
-                await anyio.sleep(POLL)
+        async for line in _output_lines(engine.logs(started.container_id, follow=True), name=started.name):
+            yield line
         code = await anyio.to_thread.run_sync(lambda: engine.wait_task(started.container_id, timeout=30))
         yield (json.dumps({"result": {"exit_code": code, "task": started.name}}) + "\n").encode()
     finally:
@@ -168,8 +160,16 @@ async def stream_task(tasks: Tasks, engine: DockerEngine, started: Started) -> A
 
 async def stream_exec(engine: DockerEngine, exec_id: str, output) -> AsyncIterator[bytes]:
     """As stream_task, for a command run inside a replica (``flotilla exec``)."""
+    async for line in _output_lines(output, name=f"exec-{exec_id[:12]}"):
+        yield line
+    code = await anyio.to_thread.run_sync(engine.exec_exit_code, exec_id)
+    yield (json.dumps({"result": {"exit_code": code}}) + "\n").encode()
+
+
+async def _output_lines(stream, *, name: str) -> AsyncIterator[bytes]:
+    """``{"progress": {"output": ...}}`` lines of a blocking byte stream, read by a thread of its own."""
     chunks: queue.Queue = queue.Queue(maxsize=1000)
-    reader = threading.Thread(target=_relay, args=(output, chunks), daemon=True, name=f"exec-{exec_id[:12]}")
+    reader = threading.Thread(target=_relay, args=(stream, chunks), daemon=True, name=name)
     reader.start()
     while reader.is_alive() or not chunks.empty():
         batch = _drain(chunks)
@@ -177,12 +177,6 @@ async def stream_exec(engine: DockerEngine, exec_id: str, output) -> AsyncIterat
             yield (json.dumps({"progress": {"output": batch}}) + "\n").encode()
         else:
             await anyio.sleep(POLL)
-    code = await anyio.to_thread.run_sync(engine.exec_exit_code, exec_id)
-    yield (json.dumps({"result": {"exit_code": code}}) + "\n").encode()
-
-
-def _read(engine: DockerEngine, container_id: str, chunks: queue.Queue) -> None:
-    _relay(engine.logs(container_id, follow=True), chunks)
 
 
 def _relay(stream, chunks: queue.Queue) -> None:
