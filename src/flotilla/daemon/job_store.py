@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS job_runs (
     reason TEXT NOT NULL DEFAULT '',
     output TEXT NOT NULL DEFAULT '',
     container_id TEXT NOT NULL DEFAULT '',
+    stop_reason TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (app, job, number),
     UNIQUE (app, job, due, trigger)
 );
@@ -104,15 +105,17 @@ class JobStore(TableStore):
                            "DO UPDATE SET cursor=MAX(cursor, excluded.cursor)", (app, job, due))
         return number
 
-    def finish(self, *, app: str, container_id: str, ended: float, exit_code: int | None, output: str,
-               reason: str = "") -> JobRun | None:
-        """The run of ``container_id`` ended: succeeded with exit 0, else failed; None if it was finished."""
-        state = SUCCEEDED if exit_code == 0 and not reason else FAILED
+    def finish(self, *, app: str, container_id: str, ended: float, exit_code: int | None, output: str
+               ) -> JobRun | None:
+        """The run of ``container_id`` ended: succeeded with exit 0 unless it was stopped (``note``), else
+        failed; None if it was already recorded as finished."""
         with self._tx() as db:
-            db.execute("UPDATE job_runs SET ended=?, exit_code=?, state=?, output=?, "
-                       "reason=CASE WHEN ?='' THEN reason ELSE ? END "
+            db.execute("UPDATE job_runs SET ended=?, exit_code=?, output=?, "
+                       "state=CASE WHEN ?=0 AND stop_reason='' THEN ? ELSE ? END, "
+                       "reason=CASE WHEN stop_reason='' THEN reason ELSE stop_reason END "
                        "WHERE app=? AND container_id=? AND state=?",
-                       (ended, exit_code, state, output[-OUTPUT_LIMIT:], reason, reason, app, container_id, RUNNING))
+                       (ended, exit_code, output[-OUTPUT_LIMIT:], exit_code, SUCCEEDED, FAILED, app, container_id,
+                        RUNNING))
             changed = db.execute("SELECT changes()").fetchone()[0]
             row = db.execute(f"SELECT {_COLUMNS} FROM job_runs WHERE app=? AND container_id=?",
                              (app, container_id)).fetchone()
@@ -124,7 +127,7 @@ class JobStore(TableStore):
     def note(self, *, app: str, container_id: str, reason: str) -> None:
         """Why a running run is being stopped (a timeout, a replacing run): kept as the run's reason."""
         with self._tx() as db:
-            db.execute("UPDATE job_runs SET reason=? WHERE app=? AND container_id=? AND state=?",
+            db.execute("UPDATE job_runs SET stop_reason=? WHERE app=? AND container_id=? AND state=?",
                        (reason, app, container_id, RUNNING))
 
     def runs(self, app: str, job: str | None = None, *, limit: int = 50) -> list[JobRun]:
