@@ -31,6 +31,9 @@ from flotilla.spec.tasks import job_spec
 
 log = logging.getLogger(__name__)
 TICK = 1.0
+# A run's container is created this long before its schedule time and only started at it: Docker's
+# create (and the secrets' files) then cost nothing at the time itself.
+PREPARE = 2.0
 TRIGGER = "io.flotilla.trigger"  # "schedule" or "manual"
 STOP_GRACE = 5
 
@@ -47,6 +50,7 @@ class Jobs:
         self._events = events
         self._clock = clock
         self._stopping: set[str] = set()
+        self._prepared: dict[tuple[str, float], TaskContainer] = {}  # this tick's created, unstarted runs
         self._reaped: set[str] = set()
         self._born = clock()  # tasks of kind run started before this belong to a previous daemon
         self.outcomes: dict[tuple[str, str, str], int] = {}  # (app, job, outcome) -> runs, for the metrics
@@ -76,22 +80,41 @@ class Jobs:
             self._tasks.reap(spec.app, before=self._born)  # a previous daemon's one-off runs: their clients are gone
             self._reaped.add(spec.app)
         containers = [t for t in self._engine.tasks(spec.app) if t.labels.get(labels.TASK) == JOB]
-        running = self._observe(spec, containers)
+        self._prepared = {(t.labels.get(labels.JOB, ""), float(t.labels.get(labels.DUE, "0"))): t
+                          for t in containers if t.created and t.labels.get(TRIGGER) == "schedule"}
+        running = self._observe(spec, [t for t in containers if t not in self._prepared.values()])
         now = self._clock()
         for job in spec.jobs:
             self._store.start_cursor(spec.app, job, now)
         actions = plan_jobs(jobs=spec.jobs, cursors=self._store.cursors(spec.app), running=running, now=now)
         for action in actions:
             self._apply(spec, action, running)
+        self._prepare(spec, now=self._clock())
         return actions
+
+    def _prepare(self, spec: AppSpec, *, now: float) -> None:
+        """Create each run due within PREPARE seconds; remove prepared runs whose time was decided without them."""
+        cursors = self._store.cursors(spec.app)
+        for (job, due), task in self._prepared.items():
+            if job not in spec.jobs or due <= cursors.get(job, 0.0):
+                self._tasks.remove(Started(spec.app, task.name, task.container_id))
+        for name, job in spec.jobs.items():
+            due = next_fire(job.schedule, after=now)
+            if due - now <= PREPARE and (name, due) not in self._prepared:
+                try:
+                    self._create(spec, name, due=due, trigger="schedule", start=False)
+                except FlotillaError as exc:  # the run itself will try again, and record why
+                    log.info("job %s of %s not prepared: %s", name, spec.app, exc)
 
     def _observe(self, spec: AppSpec, containers: list[TaskContainer]) -> list[RunInFlight]:
         running = []
         for task in containers:
             job, due = task.labels.get(labels.JOB, ""), float(task.labels.get(labels.DUE, "0"))
-            started = float(task.labels.get(labels.STARTED, "0"))
-            self._store.record(app=spec.app, job=job, due=due, trigger=task.labels.get(TRIGGER, "schedule"),
-                               started=started, state=RUNNING, container_id=task.container_id)
+            trigger = task.labels.get(TRIGGER, "schedule")
+            started = float(task.labels.get(labels.STARTED, "0"))  # its creation; prepared: before its time
+            started = max(started, due) if trigger == "schedule" else started
+            self._store.record(app=spec.app, job=job, due=due, trigger=trigger, started=started, state=RUNNING,
+                               container_id=task.container_id)
             if task.running:
                 running.append(RunInFlight(job, due, started, task.container_id,
                                            stopping=task.container_id in self._stopping))
@@ -142,13 +165,16 @@ class Jobs:
                          name=f"stop-{action.container_id[:12]}").start()
 
     def start(self, spec: AppSpec, job: str, *, due: float, trigger: str, reason: str) -> int:
-        """Start a run of ``job``; recorded with its container (or as failed, when it cannot start)."""
-        suffix = f"{due:.0f}" if trigger == "schedule" else f"manual-{now_suffix(self._clock)}"
+        """Start a run of ``job`` (its prepared container, if any); recorded with its container, or as failed
+        when it cannot start."""
         started_at = self._clock()
         try:
-            task_app, service = job_spec(spec, job)
-            started = self._tasks.start(task_app, service=service, kind=JOB, subject=job, suffix=suffix,
-                                        extra={labels.JOB: job, labels.DUE: repr(due), TRIGGER: trigger})
+            prepared = self._prepared.pop((job, due), None) if trigger == "schedule" else None
+            if prepared:
+                started = Started(spec.app, prepared.name, prepared.container_id)
+                self._tasks.start_created(started)
+            else:
+                started = self._create(spec, job, due=due, trigger=trigger, start=True)
         except FlotillaError as exc:
             number = self._store.record(app=spec.app, job=job, due=due, trigger=trigger, started=started_at,
                                         state=FAILED, reason=f"could not start: {exc.message}")
@@ -158,6 +184,12 @@ class Jobs:
                                     state=RUNNING, reason=reason, container_id=started.container_id)
         self._events.record(spec.app, "job", job, f"job {job} run {number} started: {reason}")
         return number
+
+    def _create(self, spec: AppSpec, job: str, *, due: float, trigger: str, start: bool) -> Started:
+        suffix = f"{due:.0f}" if trigger == "schedule" else f"manual-{now_suffix(self._clock)}"
+        task_app, service = job_spec(spec, job)
+        return self._tasks.start(task_app, service=service, kind=JOB, subject=job, suffix=suffix, start=start,
+                                 extra={labels.JOB: job, labels.DUE: repr(due), TRIGGER: trigger})
 
     # -- the API -------------------------------------------------------------
 

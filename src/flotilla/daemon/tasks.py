@@ -85,8 +85,9 @@ class Tasks:
         self._clock = clock
 
     def start(self, spec: AppSpec, *, service: str, kind: str, subject: str, suffix: str,
-              extra: Mapping[str, str] | None = None, tty: bool = False) -> Started:
-        """Start ``service`` of ``spec`` (see task_spec, job_spec) as a task container."""
+              extra: Mapping[str, str] | None = None, tty: bool = False, start: bool = True) -> Started:
+        """Start ``service`` of ``spec`` (spec/tasks.py) as a task container; with ``start=False`` only
+        create it, to be started by ``start_created`` (the costly part done ahead of time)."""
         name = task_name(app=spec.app, kind=kind, subject=subject, suffix=suffix)
         svc = spec.services[service]
         self._engine.ensure_network(app=spec.app, name=internal_network(spec.app), internal=True)
@@ -97,11 +98,14 @@ class Tasks:
         task_labels = {labels.TASK: kind, labels.STARTED: repr(self._clock()), **(extra or {})}
         try:
             container_id = self._engine.start_task(spec=spec, service=service, name=name, task_labels=task_labels,
-                                                   overrides=overrides, tty=tty)
+                                                   overrides=overrides, tty=tty, start=start)
         except BaseException:
             self._forget_secrets(spec.app, name)
             raise
         return Started(spec.app, name, container_id)
+
+    def start_created(self, started: Started) -> None:
+        self._engine.start_created(started.container_id)
 
     def output(self, container_id: str) -> str:
         return "\n".join(self._engine.last_log_lines(container_id, lines=TAIL_LINES))

@@ -224,6 +224,7 @@ class TaskContainer:
     labels: Mapping[str, str]
     running: bool
     exit_code: int | None
+    created: bool = False  # created and never started (a job run prepared ahead of its time)
 
 
 def home_network(app: str, svc: ServiceSpec) -> str:

@@ -285,9 +285,9 @@ class DockerEngine:
     # -- tasks: one-off runs, job runs, before_deploy (daemon/tasks.py) -------
 
     def start_task(self, *, spec: AppSpec, service: str, name: str, task_labels: Mapping[str, str],
-                   overrides: Overrides = Overrides(), tty: bool = False) -> str:
-        """Create and start a task container; one of that name that is already ours is returned as it is
-        (a job run is named after its schedule time, so a run is never started twice)."""
+                   overrides: Overrides = Overrides(), tty: bool = False, start: bool = True) -> str:
+        """Create and start (unless not ``start``) a task container; one of that name that is already ours
+        is returned as it is (a job run is named after its schedule time, so a run is never started twice)."""
         config = task_container_config(spec=spec, service=service, name=name, task_labels=task_labels,
                                        overrides=overrides, owner=self._owned(spec.app, role="task"))
         api = self._api
@@ -301,8 +301,14 @@ class DockerEngine:
                 return self._own_existing(name)
             for network in config.extra_networks:
                 self._connect(created["Id"], network)
-            api.start(created["Id"])
+            if start:
+                api.start(created["Id"])
         return created["Id"]
+
+    def start_created(self, container_id: str) -> None:
+        """Start a task container created ahead of its time (``start_task(start=False)``)."""
+        with translated(f"starting task {container_id[:12]}"):
+            self._api.start(container_id)
 
     def tasks(self, app: str) -> list[TaskContainer]:
         """The app's task containers, running or exited."""
@@ -310,7 +316,7 @@ class DockerEngine:
             found = self._api.containers(all=True, filters={"label": [*self._mine(app), f"{labels.ROLE}=task"]})
         return [TaskContainer(container_id=c["Id"], name=c["Names"][0].lstrip("/"), labels=c["Labels"] or {},
                               running=c.get("State") in ("running", "created", "restarting"),
-                              exit_code=_exit_code(c)) for c in found]
+                              exit_code=_exit_code(c), created=c.get("State") == "created") for c in found]
 
     def wait_task(self, container_id: str, *, timeout: float) -> int | None:
         """The task's exit code once it ends; None if it still runs after ``timeout`` seconds."""
