@@ -29,7 +29,8 @@ API answers each class with the HTTP status on its right (500 for the rest).
     │   ├── WrongKeyError                 the master key is not the one the vault was written with
     │   └── TamperedError                 a stored secret failed its integrity check
     ├── CacheError                exit 10 a cache node (Redis) refused a command or did not answer
-    └── BackupError               exit 11 a backup or restore failed (the backup is listed as failed)
+    ├── BackupError               exit 11 a backup or restore failed (the backup is listed as failed)
+    └── TaskFailedError           exit 12 a before_deploy command failed or timed out (nothing changed) HTTP 409
 """
 
 from __future__ import annotations
@@ -225,6 +226,14 @@ class BackupError(FlotillaError):
     code = "backup_failed"
 
 
+class TaskFailedError(FlotillaError):
+    """A ``before_deploy`` command exited non-zero or ran out of time: the rollout did not begin, the old
+    replicas keep serving; the message holds the command's last output lines."""
+
+    exit_code = 12
+    code = "task_failed"
+
+
 _BY_CODE = {
     cls.code: cls
     for cls in (
@@ -251,6 +260,7 @@ _BY_CODE = {
         WrongKeyError,
         TamperedError,
         BackupError,
+        TaskFailedError,
     )
 }
 

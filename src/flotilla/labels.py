@@ -18,6 +18,12 @@ VOLUME = "io.flotilla.volume"  # on a volume: its name in the spec (``data``)
 RETAIN = "io.flotilla.retain"
 HOME = "io.flotilla.home"  # the owning daemon's home id (daemon/paths.py Home.identity)
 HOME_PATH = "io.flotilla.home-path"  # that home's path, for messages only
+# A task container (role "task", daemon/tasks.py): what kind ("run", "job", "before_deploy"), which job,
+# the schedule time it runs for, and when it started (Unix seconds), so a restarted daemon adopts it.
+TASK = "io.flotilla.task"
+JOB = "io.flotilla.job"
+DUE = "io.flotilla.due"
+STARTED = "io.flotilla.started"
 
 
 def owned(app: str, *, role: str, home: str | None = None, home_path: str | None = None) -> dict[str, str]:

@@ -92,3 +92,15 @@ def volume_name(*, app: str, service: str, index: int, volume: str) -> str:
 def home_identity(home: Path) -> str:
     """A daemon home's id on a shared host: its owner label on Docker and its directory on the secrets tmpfs."""
     return hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
+
+
+TASK_MARK = "_task_"  # "_" is in no service name, so no replica name has it
+
+
+def task_name(*, app: str, kind: str, subject: str, suffix: str) -> str:
+    """A task container's name (daemon/tasks.py): ``shop_task_job-report-1764745200``."""
+    return f"{app}{TASK_MARK}{kind}-{subject}-{suffix}"
+
+
+def is_task_name(app: str, name: str) -> bool:
+    return name.startswith(f"{app}{TASK_MARK}")

@@ -435,3 +435,20 @@ def test_live_cluster_cache_budget_allows_a_disruption_once_its_nodes_are_ready(
 
         with contextlib.suppress(Exception):
             k8s.CoreV1Api(client).delete_namespace(app)
+
+
+def test_a_before_deploy_job_is_waited_for_before_any_deployment_changes(api, run):
+    spec = load_spec(EVERY)
+    (gate,) = [o for o in render(spec, options=RenderOptions()) if o["kind"] == "Job" and "before-deploy" in
+               o["metadata"]["name"]]
+    api.failing_jobs.add(gate["metadata"]["name"])
+    with pytest.raises(RolloutFailedError, match="before_deploy.*BackoffLimitExceeded.*no Deployment was changed"):
+        run(spec)
+    assert gate["metadata"]["name"] in api.names("Job")
+    assert not api.names("Deployment") and not api.names("StatefulSet") and not api.names("CronJob")
+    kinds_sent = [r.path.split("/")[-2] for r in patches(api)]
+    assert "networkpolicies" in kinds_sent and "secrets" in kinds_sent  # what a Job needs went first
+    api.failing_jobs.clear()
+    api.objects.pop(next(k for k in api.objects if k[3] == gate["metadata"]["name"]))  # a new Job, succeeding
+    run(spec)
+    assert {"web", "api"} <= api.names("Deployment") and {"job-cleanup", "job-nightly-report"} <= api.names("CronJob")

@@ -55,6 +55,9 @@ class FakeApiServer:
     warnings: dict = field(default_factory=dict)  # kind -> the text of a Warning header on its patches
     version: int = 0
     writes: int = 0  # applies that changed a stored object
+    # A Job applied here ends at once, as a cluster's Job controller would report it: succeeded,
+    # or failed for a name in ``failing_jobs`` (before_deploy Jobs are waited for, batch.py).
+    failing_jobs: set = field(default_factory=set)
 
     def start(self) -> str:
         handler = type("Handler", (_Handler,), {"api": self})
@@ -211,6 +214,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _store(self, key, obj: dict, old: dict | None, *, manager: str) -> dict:
         if old is not None and "status" in old:
             obj["status"] = old["status"]
+        elif key[1] == "Job":
+            obj["status"] = {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                             "message": "Job has reached the specified backoff limit"}]} \
+                if key[3] in self.api.failing_jobs else {"succeeded": 1}
         obj["metadata"]["managedFields"] = [{"manager": manager, "operation": "Apply"}]
         unchanged = old is not None and {**old, "metadata": {
             k: v for k, v in old["metadata"].items() if k != "resourceVersion"}} == obj

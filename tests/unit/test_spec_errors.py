@@ -65,7 +65,7 @@ services:
 """,
         [
             ('flotilla.yaml:1:1: (top): expected a mapping, got a list; give a mapping with the '
-             'keys app, gateway, services, caches, pull, acme'),
+             'keys app, gateway, services, caches, pull, acme, jobs'),
         ],
         id='top_level_list',
     ),
@@ -75,7 +75,7 @@ shop
 """,
         [
             ("flotilla.yaml:1:1: (top): expected a mapping, got a string ('shop'); give a "
-             'mapping with the keys app, gateway, services, caches, pull, acme'),
+             'mapping with the keys app, gateway, services, caches, pull, acme, jobs'),
         ],
         id='top_level_scalar',
     ),
@@ -124,7 +124,7 @@ services:
 """,
         [
             ("flotilla.yaml:2:1: version: unknown key 'version'; allowed keys: app, gateway, "
-             'services, caches, pull, acme'),
+             'services, caches, pull, acme, jobs'),
             ("flotilla.yaml:6:5: services.web.replics: unknown key 'replics'; did you mean "
              "'replicas'?"),
             "flotilla.yaml:7:5: services.web.helth: unknown key 'helth'; did you mean 'health'?",
@@ -220,7 +220,7 @@ services:
             ("flotilla.yaml:3:8: services.web: expected a mapping, got a string ('shop-web:1'); "
              'give a mapping with the keys image, command, port, replicas, env, health, deploy, '
              'resources, egress, routes, max_body, secrets, autoscale, caches, user, read_only, cap_add, pids_limit, '
-             'concurrency, queue_timeout, volumes, allow_host_paths, backup, pull, build, standby'),
+             'concurrency, queue_timeout, before_deploy, volumes, allow_host_paths, backup, pull, build, standby'),
         ],
         id='service_not_a_mapping',
     ),
@@ -1163,7 +1163,7 @@ def test_spec_from_dict_rejects_a_non_mapping() -> None:
         spec_from_dict(["app", "shop"])  # type: ignore[arg-type]
     assert [str(p) for p in caught.value.problems] == [
         "<api>: (top): expected a mapping, got a list; give a mapping with the keys app, "
-        "gateway, services, caches, pull, acme"]
+        "gateway, services, caches, pull, acme, jobs"]
 
 
 def test_every_problem_has_a_hint() -> None:

@@ -462,11 +462,12 @@ def test_the_reference_documents_every_key() -> None:
     from pathlib import Path
 
     from flotilla.spec.validate import CACHE_KEYS, TOP_KEYS
+    from flotilla.spec.validate_jobs import JOB_KEYS
     from flotilla.spec.validate_service import SERVICE_KEYS
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "spec.md").read_text()
     nested = ("listen", "path", "interval", "timeout", "cpus", "memory", "host", "strip_prefix",
               "min", "max", "target", "scale_down_delay", "concurrency", "rps", "cpu",
               "replace_after", "start_period", "deadline", "on_failure")
-    for key in (*TOP_KEYS, *SERVICE_KEYS, *CACHE_KEYS, *nested):
+    for key in (*TOP_KEYS, *SERVICE_KEYS, *CACHE_KEYS, *JOB_KEYS, *nested):
         assert f"`{key}`" in doc, key

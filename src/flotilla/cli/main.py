@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from flotilla import __version__
-from flotilla.cli import certs, dashboard, data, deploys, images, kube, render
+from flotilla.cli import certs, dashboard, data, deploys, images, kube, render, tasks
 from flotilla.cli.wait import last_event_id, wait_converged
 from flotilla.daemon.client import DaemonClient, app_path
 from flotilla.daemon.paths import Home, default_home
@@ -535,6 +535,7 @@ images.register(cli)
 deploys.register(cli)
 certs.register(cli)
 data.register(cli)
+tasks.register(cli)
 
 
 def main() -> None:

@@ -47,6 +47,7 @@ from flotilla.daemon.backups import Backups
 from flotilla.daemon.events import EventLog
 from flotilla.daemon.gateway_logs import entry_filter, stream_access_log
 from flotilla.daemon.images import Images
+from flotilla.daemon.jobs import Jobs
 from flotilla.daemon.operations import Operations
 from flotilla.daemon.ports import ReplicaEngine
 from flotilla.daemon.progress import run_with_progress
@@ -55,6 +56,7 @@ from flotilla.daemon.serving import MIB, AsgiApp, BodyRefused, ClientGone, Limit
 from flotilla.daemon.snapshots import Snapshots
 from flotilla.daemon.status import StatusViews
 from flotilla.daemon.store import Store
+from flotilla.daemon.tasks import RUN, Tasks, now_suffix, stream_exec, stream_task
 from flotilla.daemon.traffic import Traffic
 from flotilla.daemon.wakeups import Wakeups
 from flotilla.errors import (
@@ -65,9 +67,11 @@ from flotilla.errors import (
     FlotillaError,
     NotFoundError,
     SpecError,
+    TaskFailedError,
 )
 from flotilla.gateway.accesslog import AccessLog
 from flotilla.gateway.metrics import MetricsWindow
+from flotilla.spec.tasks import task_spec
 
 log = logging.getLogger(__name__)
 HTTP_STATUS = {
@@ -76,6 +80,7 @@ HTTP_STATUS = {
     ConflictError: 409,
     NotFoundError: 404,
     EngineUnavailableError: 503,
+    TaskFailedError: 409,
 }
 Route = tuple[str, re.Pattern, Callable]
 LIMITS = Limits()  # each listener's connection, head and time limits (serving.Limits says what each is)
@@ -175,6 +180,8 @@ class Api:
         registries: Registries | None = None,
         images: Images | None = None,
         backups: Backups | None = None,
+        tasks: Tasks | None = None,
+        jobs: Jobs | None = None,
     ) -> None:
         self._backups = backups
         self._apps = apps
@@ -186,6 +193,8 @@ class Api:
         self.frontend = frontend
         self._registries = registries
         self._images = images
+        self._tasks = tasks
+        self._jobs = jobs
         self._workers = anyio.Semaphore(WORKERS)
         self.route_table: list[Route] = [
             ("GET", re.compile(r"/v1/health"), self.health),
@@ -227,6 +236,12 @@ class Api:
             ("GET", re.compile(r"/v1/backups/(?P<id>[^/]+)/data"), self.backup_data),
             ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/backups"), self.take_backup),
             ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/restore"), self.restore),
+            ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/run"), self.run_task),
+            ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/exec"), self.exec_in_replica),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/jobs"), self.list_jobs),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/jobs/(?P<job>[^/]+)/logs"), self.job_logs),
+            ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/jobs/(?P<job>[^/]+)/runs"), self.job_runs),
+            ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/jobs/(?P<job>[^/]+)/run"), self.run_job),
             (
                 "GET",
                 re.compile(r"/v1/apps/(?P<app>[^/]+)/services/(?P<service>[^/]+)/endpoints"),
@@ -426,8 +441,9 @@ class Api:
         return 200, {"services": self._status.metrics(req.params["app"])}
 
     def prometheus(self, req: Request):
-        backups = self._backups.prometheus() if self._backups else ""
-        return Response(self._status.prometheus() + backups, media_type="text/plain; version=0.0.4; charset=utf-8")
+        extra = (self._backups.prometheus() if self._backups else "") + (
+            "\n".join(self._jobs.metrics()) + "\n" if self._jobs else "")
+        return Response(self._status.prometheus() + extra, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     def list_secrets(self, req: Request):
         infos = self._operations.vault.list(req.params["app"])
@@ -498,6 +514,57 @@ class Api:
                                   follow=req.flag("follow"))
         return StreamingResponse(lines, media_type="application/x-ndjson")
 
+    # -- tasks (daemon/tasks.py) and jobs (daemon/jobs.py) -------------------------
+
+    def run_task(self, req: Request):
+        """``flotilla run``: a task container of the service, its output and exit code streamed as NDJSON."""
+        body = req.json()
+        spec = self._status.runtime_spec(req.params["app"])
+        command = _command_of(body)
+        started = self._require_tasks().start(
+            task_spec(spec, service=str(body.get("service", "")), command=command),
+            service=str(body.get("service", "")), kind=RUN, subject=str(body.get("service", "")),
+            suffix=now_suffix(), tty=bool(body.get("tty")))
+        return StreamingResponse(stream_task(self._require_tasks(), self._engine, started),
+                                 media_type="application/x-ndjson")
+
+    def exec_in_replica(self, req: Request):
+        """``flotilla exec``: a command inside a running replica (named as ``flotilla ps`` shows it)."""
+        body = req.json()
+        spec = self._status.runtime_spec(req.params["app"])
+        wanted = str(body.get("replica", ""))
+        replicas = [r for r in self._engine.observe(spec.app).replicas if r.running]
+        found = next((r for r in replicas if wanted in (r.replica, r.name)), None)
+        if found is None:
+            raise NotFoundError(f"app {spec.app} has no running replica {wanted!r}; running: "
+                                f"{', '.join(sorted(r.replica for r in replicas)) or 'none'}"
+                                f" (`flotilla ps {spec.app}`)")
+        exec_id, output = self._engine.run_in(found.container_id, list(_command_of(body)), tty=bool(body.get("tty")))
+        return StreamingResponse(stream_exec(self._engine, exec_id, output), media_type="application/x-ndjson")
+
+    def list_jobs(self, req: Request):
+        return 200, self._require_jobs().list(req.params["app"])
+
+    def job_logs(self, req: Request):
+        number = req.number("run", default=0) if "run" in req.query else None
+        return 200, self._require_jobs().logs(req.params["app"], req.params["job"], number=number)
+
+    def job_runs(self, req: Request):
+        return 200, self._require_jobs().history(req.params["app"], req.params["job"])
+
+    def run_job(self, req: Request):
+        return 200, self._require_jobs().run_now(req.params["app"], req.params["job"])
+
+    def _require_tasks(self) -> Tasks:
+        if self._tasks is None:
+            raise ConflictError("this daemon runs no tasks")
+        return self._tasks
+
+    def _require_jobs(self) -> Jobs:
+        if self._jobs is None:
+            raise ConflictError("this daemon runs no scheduled jobs")
+        return self._jobs
+
     def _app_and_service(self, req: Request):
         """The runtime spec of the URL's app and the ``?service=`` it has (NotFoundError when it has not)."""
         spec = self._status.runtime_spec(req.params["app"])
@@ -529,6 +596,14 @@ class BearerToken:
     def authorized(self, scope: dict) -> bool:
         scheme, _, given = _headers_of(scope).get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token)
+
+
+def _command_of(body: dict) -> tuple[str, ...]:
+    command = body.get("command")
+    if not isinstance(command, list) or not command or not all(isinstance(w, str) for w in command):
+        raise BadRequestError("give the command as a non-empty list of strings, e.g. "
+                              "`flotilla run shop web -- python3 -m manage`")
+    return tuple(command)
 
 
 def _progress_response(work) -> StreamingResponse:

@@ -75,6 +75,15 @@ class Deployments:
         self._events.record(spec.app, "rollout", spec.app, f"revision {number} ({command}): rolling out")
         return number
 
+    def record_failed(self, spec: AppSpec, runtime: AppSpec, *, command: str, reason: str) -> int:
+        """A revision that never rolled out (its before_deploy failed): in the history, not current."""
+        previous = self.last_good(spec.app)
+        number = self._store.add(app=spec.app, spec=spec_to_dict(spec), images=self._image_ids(runtime),
+                                 secrets=self._secret_versions(runtime), created=self._clock(), command=command,
+                                 previous=previous.number if previous else 0, outcome=FAILED, current=False)
+        self._store.set_outcome(spec.app, number, FAILED, reason)
+        return number
+
     def _image_ids(self, runtime: AppSpec) -> dict[str, str]:
         """Each image's ID as the deploy pinned it (``AppSpec.images``), else as the engine names it now."""
         ids = {}

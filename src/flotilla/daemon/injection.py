@@ -15,7 +15,7 @@ from pathlib import Path
 from flotilla.daemon.ports import ReplicaEngine
 from flotilla.engines.docker.containers import MountSpec, Overrides
 from flotilla.errors import BadRequestError, Problem, SpecError
-from flotilla.naming import cache_password_secret, container_name
+from flotilla.naming import cache_password_secret, container_name, is_task_name
 from flotilla.plan import Observed
 from flotilla.secrets import (
     MasterKey,
@@ -31,6 +31,7 @@ from flotilla.secrets.injection import CONTAINER_DIR, SHIM, SecretMounts, Secret
 from flotilla.secrets.keys import ENV_SOURCE
 from flotilla.spec import AppSpec, ServiceSpec, config_hash
 from flotilla.spec.images import image_to_run
+from flotilla.spec.models import JobSpec
 
 # A cache password reaches redis-server as a config line (``requirepass PASSWORD``): a space
 # or a quote breaks the line, and redis-server then echoes it, password and all.
@@ -130,6 +131,8 @@ class SecretInjector:
         stored = self.vault.versions(spec.app)
         versions = {**dict.fromkeys(generated, 0), **stored}
         problems = self._bad_cache_passwords(spec, set(stored)) + self.budget_problems(spec)
+        for name, job in spec.jobs.items():
+            problems += _unset(spec.app, name, job, versions, section="jobs")
         for name, svc in spec.services.items():
             problems += _unset(spec.app, name, svc, versions) + _volume_clashes(name, svc)
             if svc.secret_env and not self.engine.image_has_shell(image_to_run(spec, svc)):
@@ -166,10 +169,14 @@ class SecretInjector:
 
     def prepare(self, spec: AppSpec, *, service: str, index: int, config_hash: str) -> Overrides:
         """Put one new replica's secrets in RAM; the container settings that mount them."""
+        replica = container_name(app=spec.app, service=service, index=index, config_hash=config_hash)
+        return self.prepare_named(spec, service=service, replica=replica)
+
+    def prepare_named(self, spec: AppSpec, *, service: str, replica: str) -> Overrides:
+        """As ``prepare``, for the container named ``replica`` (a task's, daemon/tasks.py)."""
         svc = spec.services[service]
         if not svc.secrets:
             return Overrides()
-        replica = container_name(app=spec.app, service=service, index=index, config_hash=config_hash)
         mounts = self.runtime.materialize(
             app=spec.app,
             replica=replica,
@@ -194,13 +201,16 @@ class SecretInjector:
         """Remove the secrets of replicas whose containers are gone (say, after a crash of the daemon)."""
         alive = {r.name for r in observed.replicas}
         for replica in self.runtime.replicas(app) - alive:
+            if is_task_name(app, replica):
+                continue  # a task's, removed with its task (daemon/tasks.py)
             self.runtime.remove(app, replica)
 
 
-def _unset(app: str, service: str, svc: ServiceSpec, versions: Mapping[str, int]) -> list[Problem]:
+def _unset(app: str, service: str, svc: ServiceSpec | JobSpec, versions: Mapping[str, int], *,
+           section: str = "services") -> list[Problem]:
     return [
         Problem.at_path(
-            f"services.{service}.secrets.{key}",
+            f"{section}.{service}.secrets.{key}",
             f"secret {name!r} is not set for app {app}",
             hint=f"set it with `flotilla secrets set {app} {name}` (the value is read from standard input)",
         )

@@ -7,6 +7,7 @@ reconciler: a bad request changes nothing that is running.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import time
@@ -22,12 +23,23 @@ from flotilla.daemon.deployments import Deployments
 from flotilla.daemon.events import EventLog
 from flotilla.daemon.images import Images, image_changes, shown_images
 from flotilla.daemon.injection import SecretInjector, check_cache_password
+from flotilla.daemon.jobs import Jobs
 from flotilla.daemon.ports import ReplicaEngine
 from flotilla.daemon.reconciler import Reconciler
 from flotilla.daemon.runtime import RuntimeSpecs
+from flotilla.daemon.tasks import ALL_KINDS, Tasks, before_deploy_due, run_before_deploy
 from flotilla.daemon.wakeups import Wakeups
 from flotilla.engines.docker.images import Progress, ProgressSink
-from flotilla.errors import BadRequestError, CertificateError, ConflictError, NotFoundError, SpecError
+from flotilla.errors import (
+    BadRequestError,
+    CertificateError,
+    ConflictError,
+    FlotillaError,
+    NotFoundError,
+    Problem,
+    SpecError,
+    TaskFailedError,
+)
 from flotilla.gateway.config import normalize_path
 from flotilla.gateway.model import hosts_overlap
 from flotilla.naming import cache_password_secret
@@ -63,6 +75,8 @@ class Operations:
         deployments: Deployments | None = None,
         certificates: CertificateStore | None = None,
         clock: Callable[[], float] = time.time,
+        tasks: Tasks | None = None,
+        jobs: Jobs | None = None,
     ) -> None:
         self._apps = apps
         self._runtime = runtime
@@ -76,6 +90,8 @@ class Operations:
         self._deployments = deployments
         self._certificates = certificates
         self._clock = clock
+        self._tasks = tasks
+        self._jobs = jobs
 
     def submit(self, spec_data: dict, *, dry_run: bool, progress: ProgressSink | None = None,
                command: str = "up") -> dict:
@@ -91,11 +107,13 @@ class Operations:
             self._injector.check(runtime, generated={cache_password_secret(c) for c in spec.caches})
         if self._certificates and (problems := self._certificates.problems(spec)):
             raise SpecError(problems)  # before anything changes, like an unset secret
+        self._check_job_images(spec)
         the_plan = self._reconciler.preview(runtime)
         changed = image_changes(before, spec) if before else []
         if not dry_run:
             if self._injector:
                 generate_passwords(self._injector.vault, spec)
+            self._before_deploy(spec, runtime, before=before, command=command, progress=progress or _ignore)
             with self._reconciler.between_passes():
                 self._apps.put(spec)
                 revision = self._deployments.record(spec, runtime, command=command) if self._deployments else 0
@@ -104,6 +122,47 @@ class Operations:
         result = {**plan_to_dict(the_plan), "images": shown_images(spec),
                   "image_changes": [c.to_dict() for c in changed]}
         return result if dry_run else {**result, "revision": revision}
+
+    def _check_job_images(self, spec: AppSpec) -> None:
+        """A job with ``image:`` runs that image as it is on the host at each run: it must be here now."""
+        images = {job.image: name for name, job in sorted(spec.jobs.items()) if job.image}
+        missing = self._engine.missing_images(set(images)) if images else []
+        if missing:
+            raise SpecError([Problem.at_path(f"jobs.{images[image]}.image", f"image {image} is not on this host",
+                                             hint=f"pull or build it first (docker pull {image}), or take the "
+                                                  f"image of a service with service: NAME") for image in missing])
+
+    def _before_deploy(self, spec: AppSpec, runtime: AppSpec, *, before: AppSpec | None, command: str,
+                       progress: ProgressSink) -> None:
+        """Run each changed service's ``before_deploy`` in its new image, before anything of the new
+        revision exists; a failure is recorded as a failed revision and raised: nothing changed."""
+        if self._tasks is None:
+            return
+        for name in before_deploy_due(spec, before):
+            progress(Progress(image=f"before_deploy {name}", status="running " + " ".join(
+                spec.services[name].before_deploy.command)))
+            outcome = run_before_deploy(self._tasks, runtime, service=name)
+            if outcome.exit_code == 0:
+                progress(Progress(image=f"before_deploy {name}", status=f"done in {outcome.seconds:.1f}s"))
+                self._events.record(spec.app, "before_deploy", name,
+                                    f"before_deploy of {name} succeeded in {outcome.seconds:.1f}s")
+                continue
+            self._refuse_rollout(spec, runtime, service=name, outcome=outcome, command=command)
+
+    def _refuse_rollout(self, spec: AppSpec, runtime: AppSpec, *, service: str, outcome, command: str) -> None:
+        timeout = spec.services[service].before_deploy.timeout
+        what = (f"timed out after {timeout:g}s" if outcome.exit_code is None
+                else f"exited with code {outcome.exit_code}")
+        reason = f"before_deploy of {service} {what}"
+        number = self._deployments.record_failed(spec, runtime, command=command, reason=(
+            f"{reason}; last output: {outcome.output[-2000:]}" if outcome.output else reason)) \
+            if self._deployments else 0
+        self._events.record(spec.app, "before_deploy", service, f"{reason}: the rollout did not begin, the old "
+                            f"replicas keep serving" + (f" (revision {number} recorded as failed)" if number else ""))
+        tail = "\n".join(f"  | {line}" for line in outcome.output.splitlines()[-20:])
+        raise TaskFailedError(f"{reason}; nothing was changed: the old replicas keep serving. Fix the command or "
+                              f"the new image and run `flotilla up` again"
+                              + (f"\nlast output:\n{tail}" if tail else ""))
 
     def _prepare_images(self, spec: AppSpec, *, dry_run: bool, progress: ProgressSink | None,
                         pinned: dict) -> AppSpec:
@@ -169,7 +228,13 @@ class Operations:
         return self._counts.store(app, counts, kind="scale", summary=summary)
 
     def remove(self, app: str, *, volumes: bool = False) -> dict:
-        return self._reconciler.remove_app(app, volumes=volumes)
+        if self._tasks:
+            with contextlib.suppress(FlotillaError):
+                self._tasks.reap(app, kinds=ALL_KINDS)  # their containers would hold the networks
+        result = self._reconciler.remove_app(app, volumes=volumes)
+        if self._jobs:
+            self._jobs.forget(app)
+        return result
 
     def _check_secrets_fit(self, spec: AppSpec, counts: dict[str, int]) -> None:
         """More replicas need more of the shared secrets tmpfs: refuse what cannot fit."""

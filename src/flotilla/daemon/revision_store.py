@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from flotilla.daemon.store import transaction
-from flotilla.errors import DaemonError
+from flotilla.daemon.store import TableStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS revisions (
@@ -94,29 +92,18 @@ class Rollout:
         return self.state in (PROGRESSING, UNDOING)
 
 
-class RevisionStore:
+class RevisionStore(TableStore):
     """Thread-safe access to the revision tables."""
 
     def __init__(self, path: Path) -> None:
-        self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-            self._db.executescript(SCHEMA)
-        except sqlite3.Error as exc:
-            raise DaemonError(f"cannot open the revision history in {path}: {exc}") from exc
-
-    def _tx(self):
-        return transaction(self._db, self._lock, failure="revision history error")
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        super().__init__(path, schema=SCHEMA, what="revision history")
 
     # -- revisions -----------------------------------------------------------
 
     def add(self, *, app: str, spec: dict, images: dict, secrets: dict, created: float, command: str,
-            previous: int, outcome: str = ROLLING_OUT) -> int:
-        """A new revision, made current with its rollout started, in one transaction; its number."""
+            previous: int, outcome: str = ROLLING_OUT, current: bool = True) -> int:
+        """A new revision, made current with its rollout started (unless not ``current``), in one
+        transaction; its number."""
         with self._tx() as db:
             row = db.execute("SELECT COALESCE(MAX(number), 0) FROM revisions WHERE app=?", (app,)).fetchone()
             number = row[0] + 1
@@ -124,7 +111,8 @@ class RevisionStore:
                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (app, number, json.dumps(spec), json.dumps(images), json.dumps(secrets), created,
                         command, outcome))
-            _put_rollout(db, Rollout(app, number, previous, PROGRESSING, created, created))
+            if current:
+                _put_rollout(db, Rollout(app, number, previous, PROGRESSING, created, created))
         return number
 
     def get(self, app: str, number: int) -> Revision | None:

@@ -41,6 +41,8 @@ from flotilla.daemon.events import EventLog
 from flotilla.daemon.health import HealthProber
 from flotilla.daemon.images import Images
 from flotilla.daemon.injection import SecretInjector, open_vault
+from flotilla.daemon.job_store import JobStore
+from flotilla.daemon.jobs import Jobs
 from flotilla.daemon.operations import Operations
 from flotilla.daemon.paths import Home
 from flotilla.daemon.reconciler import Reconciler
@@ -51,6 +53,7 @@ from flotilla.daemon.serving import HttpServer, serve_all
 from flotilla.daemon.snapshots import Snapshots
 from flotilla.daemon.status import StatusViews
 from flotilla.daemon.store import Store
+from flotilla.daemon.tasks import Tasks
 from flotilla.daemon.traffic import Traffic
 from flotilla.daemon.wakeups import Loops, Wakeups
 from flotilla.daemon.watchers import EngineWatcher, on_health_change
@@ -148,9 +151,11 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
     image_source = DockerImages.of(engine)
     registries = Registries(vault=vault, checker=image_source)
     images = Images(source=image_source, store=store, registries=registries)
+    tasks = Tasks(engine=engine, injector=injector, clock=time.time)
+    jobs = Jobs(apps=apps, store=JobStore(home.store), tasks=tasks, engine=engine, events=events, clock=time.time)
     operations = Operations(apps=apps, runtime=runtime, engine=engine, reconciler=reconciler, counts=counts,
                             events=events, wakeups=wakeups, injector=injector, images=images,
-                            deployments=deployments, certificates=certificates)
+                            deployments=deployments, certificates=certificates, tasks=tasks, jobs=jobs)
     backups = Backups(root=home.backups, engine=engine, apps=apps, reconciler=reconciler, events=events)
     loops = Loops([
         ("reconcile", reconciler.run),
@@ -162,13 +167,14 @@ def build(home: Home, *, docker_url: str | None, environ: Mapping[str, str],
         ("gateway-log", access_log.run),
         ("acme", issuer.run),
         ("backups", backups.run),
+        ("jobs", jobs.loop),
     ])
     parts = DaemonParts(apps=apps, status=status, history=store, metrics=metrics, operations=operations,
                         events=events, snapshots=snapshots, traffic=traffic, engine=engine, wakeups=wakeups,
                         access_log=access_log)
     front = frontend(parts, frontend_url) if frontend else None
     api = Api(apps=apps, operations=operations, status=status, history=store, engine=engine, access_log=access_log,
-              frontend=front, registries=registries, images=images, backups=backups)
+              frontend=front, registries=registries, images=images, backups=backups, tasks=tasks, jobs=jobs)
     return Daemon(store=store, api=api, loops=loops, wakeups=wakeups, activator=activator, engine=engine,
                   frontend=front)
 

@@ -35,6 +35,27 @@ def transaction(db: sqlite3.Connection, lock: threading.Lock, *, failure: str) -
             db.execute("ROLLBACK")
             raise DaemonError(f"{failure}: {exc}") from exc
 
+class TableStore:
+    """Tables of their own in ``state.db``, through a connection of their own (deploy history, job runs):
+    opened with ``schema``, written one transaction at a time."""
+
+    def __init__(self, path: Path, *, schema: str, what: str) -> None:
+        self._lock = threading.Lock()
+        self._what = what
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+            self._db.executescript(schema)
+        except sqlite3.Error as exc:
+            raise DaemonError(f"cannot open the {what} in {path}: {exc}") from exc
+
+    def _tx(self):
+        return transaction(self._db, self._lock, failure=f"{self._what} error")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS apps (
     name TEXT PRIMARY KEY,

@@ -164,6 +164,16 @@ class BackupSpec(_Frozen):
     keep: int = 7
 
 
+DEFAULT_BEFORE_DEPLOY_TIMEOUT = 600.0
+
+
+class BeforeDeploySpec(_Frozen):
+    """A command run once in a new revision's image before its first new replica starts (a migration)."""
+
+    command: tuple[str, ...]
+    timeout: float = DEFAULT_BEFORE_DEPLOY_TIMEOUT
+
+
 class ServiceSpec(_Frozen):
     """One service: the container to run, how many, and how it is reached."""
 
@@ -204,6 +214,7 @@ class ServiceSpec(_Frozen):
     # Where the image comes from (docs/spec.md, "Images"): None follows the app's pull.
     pull: PullPolicy | None = None
     build: BuildSpec | None = None
+    before_deploy: BeforeDeploySpec | None = None  # daemon/tasks.py; not in the config hash
 
     def serves(self, index: int) -> bool:
         """Whether replica slot ``index`` takes traffic: within the count; the slots after it are warm standby."""
@@ -255,6 +266,33 @@ class AcmeSpec(_Frozen):
     directory: str = LETS_ENCRYPT_DIRECTORY
 
 
+DEFAULT_JOB_TIMEOUT = 3600.0
+Concurrency = Literal["forbid", "allow", "replace"]
+Missed = Literal["skip", "run_once"]
+
+
+class JobSpec(_Frozen):
+    """A scheduled job (plan/jobs.py): a container run on a cron ``schedule`` (spec/schedules.py, UTC).
+
+    It takes its image, env, secrets and networks from ``service`` (the image the
+    deploy pinned), or runs ``image`` with only its own env and secrets.
+    ``concurrency`` says what a run due while another is still going does:
+    ``forbid`` skips it, ``allow`` starts it too, ``replace`` stops the old one.
+    ``missed`` says what happens to runs due while the daemon was down:
+    ``run_once`` (the default) runs one when it is back, ``skip`` waits for the next."""
+
+    schedule: str
+    command: tuple[str, ...] | None = None
+    service: str | None = None
+    image: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(default_factory=dict)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    timeout: float = DEFAULT_JOB_TIMEOUT
+    concurrency: Concurrency = "forbid"
+    missed: Missed = "run_once"
+
+
 class AppSpec(_Frozen):
     """A whole application: the one file ``flotilla up`` makes real."""
 
@@ -264,6 +302,7 @@ class AppSpec(_Frozen):
     caches: dict[str, CacheSpec] = Field(default_factory=dict)
     pull: PullPolicy = "missing"  # the default of every service's pull
     acme: AcmeSpec = Field(default_factory=AcmeSpec)
+    jobs: dict[str, JobSpec] = Field(default_factory=dict)
     # Set by the daemon at deploy (daemon/images.py), never by a spec file:
     # image reference -> what it resolved to; every replica of the deploy runs it.
     images: dict[str, ImagePin] = Field(default_factory=dict)

@@ -28,6 +28,9 @@ SCHEDULE_HINT = (
     "write 5 fields 'minute hour day-of-month month day-of-week' (e.g. '*/15 * * * *', "
     "'0 3 * * *'), 6 with seconds last ('* * * * * */10'), or @hourly/@daily/@weekly/@monthly"
 )
+# A schedule time handled this many seconds late still counts as on time; later, it was missed
+# (plan/jobs.py; a Kubernetes CronJob's startingDeadlineSeconds with ``missed: skip``).
+ON_TIME = 30.0
 _MACROS = frozenset({"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight"})
 
 

@@ -18,6 +18,7 @@ from flotilla.spec.models import (
     CacheSpec,
     DeploySpec,
     HealthSpec,
+    JobSpec,
     ServiceSpec,
 )
 
@@ -31,6 +32,7 @@ def spec_to_dict(spec: AppSpec) -> dict:
         "caches": {name: _cache(cache) for name, cache in spec.caches.items()},
         **({"pull": spec.pull} if spec.pull != "missing" else {}),
         **({"acme": spec.acme.model_dump(exclude_none=True)} if spec.acme != AcmeSpec() else {}),
+        **({"jobs": {name: _job(job) for name, job in spec.jobs.items()}} if spec.jobs else {}),
     }
 
 
@@ -61,6 +63,9 @@ def _service(service: ServiceSpec) -> dict:
     data.update(_image_source(service))
     data.update(_concurrency(service))
     data.update(_data(service))
+    if service.before_deploy is not None:
+        data["before_deploy"] = {"command": list(service.before_deploy.command),
+                                 "timeout": service.before_deploy.timeout}
     return data
 
 
@@ -115,6 +120,14 @@ def _autoscale(autoscale: AutoscaleSpec) -> dict:
         "target": autoscale.target.model_dump(exclude_none=True),
         "scale_down_delay": autoscale.scale_down_delay,
     }
+
+
+def _job(job: JobSpec) -> dict:
+    data = job.model_dump(exclude_none=True)
+    if job.command is not None:
+        data["command"] = list(job.command)
+    data["resources"] = job.resources.model_dump(exclude_none=True)
+    return data
 
 
 def _cache(cache: CacheSpec) -> dict:

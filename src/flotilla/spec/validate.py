@@ -13,12 +13,12 @@ from collections.abc import Callable
 
 from flotilla.naming import cache_variables, is_cache_node
 from flotilla.spec import checks as c
-from flotilla.spec import units, validate_acme, validate_images
+from flotilla.spec import units, validate_acme, validate_images, validate_jobs
 from flotilla.spec.locate import Path, Reporter, dotted
 from flotilla.spec.models import AcmeSpec, AppSpec, CacheSpec, GatewaySpec, ServiceSpec
 from flotilla.spec.validate_service import ServiceContext, check_service
 
-TOP_KEYS = ("app", "gateway", "services", "caches", "pull", "acme")
+TOP_KEYS = ("app", "gateway", "services", "caches", "pull", "acme", "jobs")
 CACHE_KEYS = ("type", "shards", "replicas", "memory", "persistence", "image")
 MIN_CACHE_MEMORY = 32 * units.MIB
 _LISTEN_HINT = 'write "host:port" with an IPv4 address, localhost or [IPv6], e.g. "127.0.0.1:8080"'
@@ -46,9 +46,11 @@ def validate(rep: Reporter, data: object) -> AppSpec | None:
     _check_tls_listener(rep, ctx.tls_routes, gateway)
     pull = validate_images.pull(rep, ("pull",), top["pull"]) if "pull" in top else "missing"
     acme = validate_acme.acme(rep, ("acme",), top["acme"]) if "acme" in top else AcmeSpec()
+    names = top["services"] if isinstance(top.get("services"), dict) else {}
+    jobs = validate_jobs.jobs(rep, top["jobs"], services=names, ctx=ctx) if "jobs" in top else {}
     if rep.count():
         return None
-    return AppSpec(app=app, gateway=gateway, services=services, caches=caches, pull=pull, acme=acme)
+    return AppSpec(app=app, gateway=gateway, services=services, caches=caches, pull=pull, acme=acme, jobs=jobs)
 
 
 def _app_name(rep: Reporter, value: object) -> str | None:

@@ -14,12 +14,12 @@ from flotilla.spec import concurrency, hardening, units, volumes
 from flotilla.spec import service_parts as parts
 from flotilla.spec import validate_images as images
 from flotilla.spec.locate import Path, Reporter
-from flotilla.spec.models import ServiceSpec
+from flotilla.spec.models import BeforeDeploySpec, ServiceSpec
 from flotilla.spec.service_parts import MAX_REPLICAS, ServiceContext, env_name
 
 SERVICE_KEYS = ("image", "command", "port", "replicas", "env", "health", "deploy", "resources", "egress",
                 "routes", "max_body", "secrets", "autoscale", "caches",
-                "user", "read_only", "cap_add", "pids_limit", "concurrency", "queue_timeout")
+                "user", "read_only", "cap_add", "pids_limit", "concurrency", "queue_timeout", "before_deploy")
 SERVICE_KEYS += volumes.SERVICE_KEYS  # volumes, host paths and backups: volumes.py
 SERVICE_KEYS += images.SERVICE_KEYS  # where the image comes from: validate_images.py
 SERVICE_KEYS += ("standby",)
@@ -55,9 +55,22 @@ def _image(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> str
     return c.word(rep, path, value, hint="give the image to run, e.g. shop-web:1")
 
 
-def _command(rep: Reporter, path: Path, value: object, ctx: ServiceContext
+def command(rep: Reporter, path: Path, value: object, ctx: ServiceContext
              ) -> tuple[str, ...] | None:
     return c.command(rep, path, value, empty_hint="remove command to run the image's default command")
+
+
+def before_deploy(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> BeforeDeploySpec | None:
+    """``before_deploy: CMD`` or ``{command: CMD, timeout: 10m}``: run once in a new revision's image."""
+    if not isinstance(value, dict):
+        words = command(rep, path, value, ctx)
+        return None if words is None else BeforeDeploySpec(command=words)
+    known = c.mapping(rep, path, value, allowed=("command", "timeout"),
+                      required={"command": "add command: the migration to run, e.g. command: python3 migrate.py"})
+    if known is None:
+        return None
+    clean = c.fields(rep, path, known, {"command": lambda r, p, v: command(r, p, v, ctx), "timeout": c.duration})
+    return BeforeDeploySpec(**clean) if len(clean) == len(known) and "command" in clean else None
 
 
 def _port(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> int | None:
@@ -76,7 +89,7 @@ def _max_body(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> 
     return c.size(rep, path, value, minimum=1, what="a size", examples="1M or 512k")
 
 
-def _env(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> dict | None:
+def env(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> dict | None:
     items = c.string_map(rep, path, value, hint="give a mapping of variable names to values, "
                          "e.g. env: {LOG_LEVEL: info}")
     if items is None:
@@ -131,13 +144,14 @@ def _cache_ref_ok(rep: Reporter, path: Path, name: str, *, ctx: ServiceContext,
 
 
 _CHECKS = {
-    "image": _image, "command": _command, "port": _port, "replicas": _replicas, "env": _env,
+    "image": _image, "command": command, "port": _port, "replicas": _replicas, "env": env,
     "health": parts.health, "deploy": parts.deploy, "resources": parts.resources, "egress": _egress,
     "routes": parts.routes,
     "max_body": _max_body, "secrets": parts.secrets, "autoscale": parts.autoscale, "caches": _caches,
     "user": hardening.user, "read_only": hardening.read_only, "cap_add": hardening.cap_add,
     "pids_limit": hardening.pids_limit,
     "concurrency": concurrency.concurrency, "queue_timeout": concurrency.queue_timeout,
+    "before_deploy": before_deploy,
 }
 
 

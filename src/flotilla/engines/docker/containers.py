@@ -10,7 +10,7 @@ well as the app's, so no other replica can open a connection to a node.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from flotilla import labels
 from flotilla.naming import (
@@ -222,6 +222,32 @@ def volume_labels(owner: Mapping[str, str], *, service: str, index: int, volume:
     """A slot volume's labels: the owner's (as a volume), its service, slot and name; ``retain`` for a spec's."""
     return {**owner, labels.ROLE: "volume", labels.SERVICE: service, labels.REPLICA: str(index),
             labels.VOLUME: volume, **({labels.RETAIN: "true"} if retain else {})}
+
+
+def task_container_config(
+    *, spec: AppSpec, service: str, name: str, task_labels: Mapping[str, str], overrides: Overrides,
+    owner: Mapping[str, str],
+) -> ReplicaContainerConfig:
+    """A one-off container (daemon/tasks.py) of ``service`` as ``spec`` has it: the replica's image, env,
+    limits, networks and hardening, under its own name, with no DNS alias (nobody calls a task) and no volume."""
+    base = replica_container_config(spec=spec, service=service, index=0, config_hash="task", overrides=overrides,
+                                    owner=owner)
+    return replace(base, name=name, hostname=name.replace("_", "-")[:63], aliases=(), mounts=overrides.mounts,
+                   volumes=(),
+                   labels={**owner, labels.SERVICE: service, **task_labels},
+                   environment={k: v for k, v in base.environment.items() if k != "FLOTILLA_REPLICA"})
+
+
+@dataclass(frozen=True)
+class TaskContainer:
+    """A task container as observed: its labels say what it runs for."""
+
+    container_id: str
+    name: str
+    labels: Mapping[str, str]
+    running: bool
+    exit_code: int | None
+    created: bool = False  # created and never started (a job run prepared ahead of its time)
 
 
 def home_network(app: str, svc: ServiceSpec) -> str:

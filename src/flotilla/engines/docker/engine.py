@@ -24,7 +24,12 @@ import requests.exceptions
 
 from flotilla import labels
 from flotilla.engines.docker import volumes
-from flotilla.engines.docker.containers import Overrides, replica_container_config
+from flotilla.engines.docker.containers import (
+    Overrides,
+    TaskContainer,
+    replica_container_config,
+    task_container_config,
+)
 from flotilla.engines.docker.firewall import BRIDGE_OPTION, HostFirewall, bridge_name
 from flotilla.errors import EngineError, EngineUnavailableError, NotFoundError
 from flotilla.naming import cache_of_network, internal_network
@@ -279,6 +284,66 @@ class DockerEngine:
             started = api.inspect_container(container_id)
         return _inspected_replica(started)
 
+    # -- tasks: one-off runs, job runs, before_deploy (daemon/tasks.py) -------
+
+    def start_task(self, *, spec: AppSpec, service: str, name: str, task_labels: Mapping[str, str],
+                   overrides: Overrides = Overrides(), tty: bool = False, start: bool = True) -> str:
+        """Create and start (unless not ``start``) a task container; one of that name that is already ours
+        is returned as it is (a job run is named after its schedule time, so a run is never started twice)."""
+        config = task_container_config(spec=spec, service=service, name=name, task_labels=task_labels,
+                                       overrides=overrides, owner=self._owned(spec.app, role="task"))
+        api = self._api
+        with translated(f"starting task {name} of {spec.app}"):
+            try:
+                created = api.create_container(**config.create_kwargs(api), tty=tty,
+                                               networking_config=config.networking(api))
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
+                return self._own_existing(name)
+            for network in config.extra_networks:
+                self._connect(created["Id"], network)
+            if start:
+                api.start(created["Id"])
+        return created["Id"]
+
+    def start_created(self, container_id: str) -> None:
+        """Start a task container created ahead of its time (``start_task(start=False)``)."""
+        with translated(f"starting task {container_id[:12]}"):
+            self._api.start(container_id)
+
+    def tasks(self, app: str) -> list[TaskContainer]:
+        """The app's task containers, running or exited."""
+        with translated(f"listing the tasks of {app}"):
+            found = self._api.containers(all=True, filters={"label": [*self._mine(app), f"{labels.ROLE}=task"]})
+        return [TaskContainer(container_id=c["Id"], name=c["Names"][0].lstrip("/"), labels=c["Labels"] or {},
+                              running=c.get("State") in ("running", "created", "restarting"),
+                              exit_code=_exit_code(c), created=c.get("State") == "created") for c in found]
+
+    def wait_task(self, container_id: str, *, timeout: float) -> int | None:
+        """The task's exit code once it ends; None if it still runs after ``timeout`` seconds."""
+        with translated(f"waiting for task {container_id[:12]}"):
+            try:
+                return int(self.fresh_sdk().wait(container_id, timeout=timeout)["StatusCode"])
+            except requests.exceptions.ReadTimeout:
+                return None
+
+    def stop_task(self, container_id: str, *, grace: int) -> None:
+        """SIGTERM, SIGKILL after ``grace`` seconds; the container stays, with its exit code and output."""
+        with translated(f"stopping task {container_id[:12]}"):
+            with contextlib.suppress(docker.errors.NotFound):
+                self._api.stop(container_id, timeout=grace)
+
+    def run_in(self, container_id: str, command: list[str], *, tty: bool = False) -> tuple[str, Iterator[bytes]]:
+        """``flotilla exec``: start ``command`` in a running container; (exec id, its output as it comes)."""
+        with translated(f"running a command in {container_id[:12]}"):
+            created = self._api.exec_create(container_id, command, stdout=True, stderr=True, tty=tty)
+            return created["Id"], self._api.exec_start(created["Id"], stream=True, tty=tty)
+
+    def exec_exit_code(self, exec_id: str) -> int | None:
+        with translated("reading a command's exit code"):
+            return self._api.exec_inspect(exec_id).get("ExitCode")
+
     def _connect(self, container_id: str, network: str) -> None:
         """Join ``network`` (a cache's, the egress one); already joined (a plan applied twice) is fine."""
         try:
@@ -434,6 +499,11 @@ def _close_when(stop: threading.Event, stream) -> None:
     stop.wait()
     with contextlib.suppress(Exception):
         stream.close()
+
+
+def _exit_code(container: Mapping) -> int | None:
+    match = _EXIT_CODE.search(container.get("Status", ""))
+    return int(match.group(1)) if match else None
 
 
 def _observed_replica(container: Mapping) -> ObservedReplica:

@@ -47,13 +47,14 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from urllib3.exceptions import HTTPError as TransportError
 
 from flotilla import labels
-from flotilla.engines.kubernetes import feedback, kinds, meta, registries, secrets
+from flotilla.engines.kubernetes import batch, feedback, kinds, meta, registries, secrets
 from flotilla.engines.kubernetes.options import RenderOptions
 from flotilla.engines.kubernetes.render import render, secret_names
 from flotilla.errors import EngineError, EngineUnavailableError, RolloutFailedError, WaitTimeoutError
 from flotilla.spec.models import AppSpec
 
 SecretValue = Callable[[str], bytes]
+JOB_GRACE = 60.0  # seconds past a before_deploy Job's own deadline before the wait gives up on it
 RegistryLogin = Callable[[str], tuple[str, str]]  # registry host -> (username, password)
 CertificateValue = Callable[[str], tuple[bytes, bytes]]  # vault certificate name -> (chain PEM, key PEM)
 MISSING_KIND_HINTS = {
@@ -94,8 +95,13 @@ def apply(spec: AppSpec, *, options: RenderOptions, secret_value: SecretValue, a
           dry_run: bool = False, discovery_cache: str | None = None,
           new_password: Callable[[], str] = lambda: random_tokens.token_urlsafe(32),
           registry_login: RegistryLogin | None = None,
-          certificate_value: CertificateValue | None = None) -> ApplyResult:
+          certificate_value: CertificateValue | None = None, clock: Callable[[], float] = time.monotonic,
+          sleep: Callable[[float], None] = time.sleep) -> ApplyResult:
     """Apply every object of ``spec`` and prune the app's objects that left it.
+
+    A ``before_deploy`` Job (engines/kubernetes/batch.py) is applied after the
+    Secrets and ConfigMaps and waited for before any workload changes; if it
+    fails, nothing after it is applied.
 
     ``registry_login(host)`` reads a registry's login from the vault, for the
     image pull Secrets of the registries in ``options.registry_logins``;
@@ -112,12 +118,40 @@ def apply(spec: AppSpec, *, options: RenderOptions, secret_value: SecretValue, a
     outgoing = objects + app_secrets(spec, secret_value) + cache_secrets(cluster, spec, new_password=new_password,
                                                                         log=log) + pulls
     outgoing += tls_secrets(spec, certificate_value)
-    for obj in sorted(outgoing, key=kinds.sort_key):
+    ordered = sorted(outgoing, key=kinds.sort_key)
+    gates = [o for o in ordered if batch.is_before_deploy(o)]
+    before = [o for o in ordered if kinds.rank(o) < kinds.WORKLOADS_RANK and o not in gates]
+    for obj in before + gates:
+        with warnings.about(describe(obj)):
+            cluster.apply(obj, log=log)
+    if gates and not dry_run:
+        wait_for_jobs(cluster, gates, clock=clock, sleep=sleep)
+    for obj in (o for o in ordered if o not in before and o not in gates):
         with warnings.about(describe(obj)):
             cluster.apply(obj, log=log)
     if cluster.namespace_exists(namespace):
         prune(cluster, app=spec.app, namespace=namespace, wanted=wanted, log=log)
     return replace(log.result(), warnings=tuple(warnings.messages))
+
+
+def wait_for_jobs(cluster: Cluster, jobs: list[dict], *, clock: Callable[[], float],
+                  sleep: Callable[[float], None], interval: float = 1.0) -> None:
+    """Until every Job has succeeded; RolloutFailedError when one fails (its own deadline included)."""
+    for job in jobs:
+        name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
+        deadline = clock() + job["spec"]["activeDeadlineSeconds"] + JOB_GRACE
+        while True:
+            status = cluster.read("batch/v1", "Job", name=name, namespace=namespace).get("status") or {}
+            if status.get("succeeded"):
+                break
+            failed = next((c for c in status.get("conditions") or []
+                           if c.get("type") == "Failed" and c.get("status") == "True"), None)
+            if failed or clock() >= deadline:
+                why = f"{failed.get('reason', 'Failed')}: {failed.get('message', '')}" if failed else "no outcome"
+                raise RolloutFailedError(f"Job {namespace}/{name} (before_deploy) did not succeed ({why}); no "
+                                         f"Deployment was changed, the old pods keep serving. `kubectl logs -n "
+                                         f"{namespace} job/{name}` shows its output; fix it and apply again")
+            sleep(interval)
 
 
 class ServerWarnings:
@@ -309,6 +343,11 @@ class Cluster:
         log.applied.append(ident)
         if self.dry_run and obj["kind"] == "Namespace":
             self._missing_namespace = not self.exists("v1", "Namespace", name=obj["metadata"]["name"])
+
+    def read(self, api_version: str, kind: str, *, name: str, namespace: str) -> dict:
+        resource = self.resource(api_version, kind)
+        return _plain(_guard(f"read {kind} {namespace}/{name}", lambda: self._client.get(
+            resource, name=name, namespace=namespace), host=self._host))
 
     def exists(self, api_version: str, kind: str, *, name: str, namespace: str | None = None) -> bool:
         resource = self.resource(api_version, kind)

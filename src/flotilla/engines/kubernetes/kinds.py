@@ -29,6 +29,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("apps/v1", "StatefulSet"),
     Kind("apps/v1", "Deployment"),
     Kind("batch/v1", "Job"),
+    Kind("batch/v1", "CronJob"),
     Kind("policy/v1", "PodDisruptionBudget"),
     Kind("autoscaling/v2", "HorizontalPodAutoscaler"),
     Kind("keda.sh/v1alpha1", "ScaledObject", crd=True),
@@ -36,6 +37,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("gateway.networking.k8s.io/v1", "HTTPRoute", crd=True),
 )
 _RANK = {(k.api_version, k.kind): i for i, k in enumerate(KINDS)}
+WORKLOADS_RANK = _RANK[("apps/v1", "StatefulSet")]  # the first kind whose pods serve
 
 
 def rank(obj: dict) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 
 from flotilla.engines.kubernetes import (
+    batch,
     kinds,
     meta,
     policies,
@@ -40,6 +41,7 @@ def render(spec: AppSpec, *, options: RenderOptions) -> list[dict]:
         objects += workloads.service_objects(spec, name, options=options)
     for name in sorted(spec.caches):
         objects += redis.cache_objects(spec, name, options=options)
+    objects += batch.batch_objects(spec, options=options)
     objects += scaling.autoscaler_objects(spec, options=options)
     objects += routing.route_objects(spec, options=options)
     objects.sort(key=kinds.sort_key)

@@ -28,8 +28,9 @@ FILE_MODE = 0o440  # owner root, group = the pod's fsGroup: readable by the non-
 
 
 def used_secret_names(spec: AppSpec) -> list[str]:
-    """Every vault secret some service of the app uses, sorted."""
-    return sorted({name for svc in spec.services.values() for name in svc.secrets.values()})
+    """Every vault secret some service or job of the app uses, sorted."""
+    users = [*spec.services.values(), *spec.jobs.values()]
+    return sorted({name for user in users for name in user.secrets.values()})
 
 
 def cache_secret_name(cache: str) -> str:
