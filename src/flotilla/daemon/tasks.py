@@ -34,7 +34,7 @@ from flotilla.daemon.injection import SecretInjector
 from flotilla.engines.docker import DockerEngine
 from flotilla.engines.docker.containers import Overrides
 from flotilla.errors import FlotillaError
-from flotilla.naming import egress_network, internal_network, task_name
+from flotilla.naming import cache_network, egress_network, internal_network, task_name
 from flotilla.spec import AppSpec, config_hash
 from flotilla.spec.tasks import task_spec
 
@@ -93,6 +93,8 @@ class Tasks:
         self._engine.ensure_network(app=spec.app, name=internal_network(spec.app), internal=True)
         if svc.egress:
             self._engine.ensure_network(app=spec.app, name=egress_network(spec.app), internal=False)
+        for cache in svc.caches:  # a first deploy's migration runs before the reconciler made them
+            self._engine.ensure_network(app=spec.app, name=cache_network(spec.app, cache), internal=True)
         overrides = self._injector.prepare_named(spec, service=service, replica=name) if self._injector \
             else Overrides()
         task_labels = {labels.TASK: kind, labels.STARTED: repr(self._clock()), **(extra or {})}
