@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -190,6 +191,8 @@ def test_a_broken_pair_or_an_unfit_certificate_is_refused_and_nothing_changes(ht
     missing = https_spec(app, https_app["http"], port, certificate="nope")
     result = cli.run("up", "-f", str(cli.flotilla.write_spec(tmp_path, missing, "missing.yaml")), check=False)
     assert result.returncode == 2 and "run flotilla certs set " + app + " nope --cert FILE --key FILE" in result.stderr
+    assert re.search(r"missing\.yaml:\d+:\d+: services\.web\.routes\.0\.tls\.certificate: certificate 'nope' "
+                     "is not set", result.stderr), result.stderr
     assert https_get(port, "/", host="b.test")[3] == served
 
 
