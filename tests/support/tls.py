@@ -46,14 +46,19 @@ S(("0.0.0.0", 8000), H).serve_forever()
 '''
 
 
-def make_pair(*names: str, days: float = 30, expired: bool = False) -> tuple[bytes, bytes]:
-    """(certificate PEM, key PEM) of a fresh self-signed P-256 certificate for ``names`` (SANs)."""
+def make_pair(*names: str, days: float = 30, expired: bool = False, start: float | None = None
+              ) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) of a fresh self-signed P-256 certificate for ``names`` (SANs), valid
+    ``days`` from ``start`` (epoch seconds; default a day ago, or ``days`` + 1 ago when ``expired``)."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=days + 1 if expired else 1)
+    if start is None:
+        begin = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=days + 1 if expired else 1)
+    else:
+        begin = datetime.datetime.fromtimestamp(start, tz=datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(start)
-            .not_valid_after(start + datetime.timedelta(days=days))
+            .serial_number(x509.random_serial_number()).not_valid_before(begin)
+            .not_valid_after(begin + datetime.timedelta(days=days))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
             .sign(key, hashes.SHA256()))
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -6,19 +6,14 @@ the certificates are made here with ``cryptography``, no file, no socket.
 
 from __future__ import annotations
 
-import datetime
-
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
 from flotilla.errors import CertificateError, SpecError
 from flotilla.secrets.certs import inspect_pair, name_covers, pem_bundle, self_signed, serving_problems
 from flotilla.spec import parse_spec, spec_from_dict, spec_to_dict
+from tests.support.tls import make_pair as support_pair
 
 NOW = 1_800_000_000.0
 
@@ -97,17 +92,7 @@ services:
 
 
 def make_pair(*names: str, days: float = 30, start: float = NOW - 3600) -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    begin = datetime.datetime.fromtimestamp(start, tz=datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(begin)
-            .not_valid_after(begin + datetime.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
-            .sign(key, hashes.SHA256()))
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    return support_pair(*names, days=days, start=start)
 
 
 def test_a_pair_is_inspected_without_its_key():
@@ -175,3 +160,15 @@ def test_the_default_certificate_is_made_in_ram():
     cert, key = self_signed("flotilla-default", now=NOW)
     info = inspect_pair(cert, key)
     assert info.hosts == ("flotilla-default",) and info.not_before < NOW < info.not_after
+
+
+def test_problems_the_daemon_finds_get_the_line_of_their_path():
+    from flotilla.errors import Problem
+    from flotilla.spec.loader import locate_problems
+
+    text = "app: shop\ngateway: {https_port: 8443}\nservices:\n  web:\n    image: x\n    port: 80\n" \
+           "    routes:\n      - host: a.example\n        tls: {certificate: site}\n"
+    found = locate_problems([Problem.at_path("services.web.routes.0.tls.certificate", "not set", hint="run it"),
+                             Problem.at_path("services.web.nowhere", "unplaced")], text=text, filename="f.yaml")
+    assert [str(p) for p in found] == ["f.yaml:9:28: services.web.routes.0.tls.certificate: not set; run it",
+                                       "f.yaml: services.web.nowhere: unplaced"]

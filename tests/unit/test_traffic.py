@@ -164,3 +164,25 @@ def test_a_first_answer_releases_a_held_service_and_ignores_what_is_not_routed()
     assert gateway.held[-1] == frozenset(), "the first replica to answer takes over from the activator"
     traffic.serve_ready(first_answer("z"))  # already routed: nothing to render
     assert len(gateway.servers) == 2
+
+
+class CertificateGateway(RefusingGateway):
+    def __init__(self) -> None:
+        super().__init__("none", ValueError())
+        self.certificates: list[dict] = []
+
+    def apply(self, specs, desired, held=frozenset(), certificates=None):
+        self.certificates.append(dict(certificates or {}))
+        return super().apply(specs, desired, held)
+
+
+def test_a_new_certificate_reaches_the_gateway_though_the_routes_are_unchanged():
+    served = {"site": b"one"}
+    gateway = CertificateGateway()
+    traffic = Traffic(gateway=gateway, metrics=MetricsWindow(), clock=lambda: 0.0,
+                      certificates=lambda spec: dict(served))
+    traffic.sync(app("a"), running("a"))
+    traffic.sync(app("a"), running("a"))  # nothing changed: nothing applied
+    served["site"] = b"two"  # `flotilla certs set` (or a renewal) put a new one in the store
+    traffic.sync(app("a"), running("a"))
+    assert gateway.certificates == [{("a", "site"): b"one"}, {("a", "site"): b"two"}]

@@ -24,6 +24,7 @@ from flotilla.daemon.client import DaemonClient, app_path
 from flotilla.daemon.paths import Home, default_home
 from flotilla.errors import FlotillaError, SpecError
 from flotilla.spec import load_spec, spec_to_dict
+from flotilla.spec.loader import locate_problems
 
 DEFAULT_SPEC = "flotilla.yaml"
 spec_option = click.option(
@@ -155,8 +156,16 @@ def _submit(client: DaemonClient, spec_file: str, spec, *, quiet: bool = False) 
     try:
         return client.with_progress("POST", "/v1/apps", body={"spec": spec_to_dict(spec)}, query={"progress": 1},
                                     on_progress=images.progress_printer(quiet=quiet))
-    except SpecError as exc:  # problems found by the daemon (e.g. a missing image) name the file
-        raise SpecError([p.__class__(**{**p.to_dict(), "file": spec_file}) for p in exc.problems]) from exc
+    except SpecError as exc:  # problems found by the daemon (a missing image, secret, certificate): file and line
+        raise SpecError(_located(exc.problems, spec_file)) from exc
+
+
+def _located(problems, spec_file: str) -> list:
+    try:
+        text = Path(spec_file).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return [p.__class__(**{**p.to_dict(), "file": spec_file}) for p in problems]
+    return locate_problems(problems, text=text, filename=spec_file)
 
 
 def _quiet_if(quiet: bool):

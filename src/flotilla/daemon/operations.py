@@ -100,13 +100,13 @@ class Operations:
         spec = spec_from_dict(spec_data)
         self._check_owner(spec.app)
         check_gateway(spec, self._apps.active())
+        if self._certificates and (problems := self._certificates.problems(spec)):
+            raise SpecError(problems)  # before anything changes (no pull, no build), like an unset secret
         before = self._apps.get(spec.app)
         spec = self._prepare_images(spec, dry_run=dry_run, progress=progress, pinned=before.images if before else {})
         runtime = self._runtime.of(spec)
         if self._injector:
             self._injector.check(runtime, generated={cache_password_secret(c) for c in spec.caches})
-        if self._certificates and (problems := self._certificates.problems(spec)):
-            raise SpecError(problems)  # before anything changes, like an unset secret
         self._check_job_images(spec)
         the_plan = self._reconciler.preview(runtime)
         changed = image_changes(before, spec) if before else []

@@ -8,7 +8,8 @@ path receives a spec the CLI already interpolated (``spec_to_dict`` output).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from flotilla.errors import Problem, SpecError
@@ -55,6 +56,23 @@ def spec_from_dict(data: dict, *, filename: str = "<api>") -> AppSpec:
     """Validate an already-interpolated spec (``spec_to_dict`` output); problems are at 0:0."""
     rep = Reporter(file=filename)
     return _result(rep, validate(rep, data))
+
+
+def locate_problems(problems: Sequence[Problem], *, text: str, filename: str) -> list[Problem]:
+    """Problems the daemon found (positioned by dotted path only: an unset secret or certificate) with the
+    file, line and column of that path in the spec's ``text``; a path that cannot be found keeps line 0."""
+    rep = Reporter(file=filename)
+    read_yaml(text, reporter=rep, variables={})  # positions only: its own problems do not matter
+    located = []
+    for problem in problems:
+        line, column = (problem.line, problem.column) if problem.line else _position(rep, problem.path)
+        located.append(replace(problem, file=filename, line=line, column=column))
+    return located
+
+
+def _position(rep: Reporter, dotted_path: str) -> tuple[int, int]:
+    path = tuple(int(part) if part.isdigit() else part for part in dotted_path.split("."))
+    return rep.locator.exact(path) or (0, 0)
 
 
 def _result(rep: Reporter, spec: AppSpec | None) -> AppSpec:

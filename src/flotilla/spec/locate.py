@@ -59,6 +59,11 @@ class Locator:
                 return parent.key
         return NOWHERE
 
+    def exact(self, path: Path) -> Position | None:
+        """The value's own position, None when ``path`` was not written (no parent's borrowed)."""
+        loc = self._locs.get(path)
+        return None if loc is None else loc.value
+
     def raw(self, path: Path) -> str | None:
         loc = self._locs.get(path)
         return None if loc is None else loc.raw
