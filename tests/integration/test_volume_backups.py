@@ -77,10 +77,11 @@ def test_a_volume_is_archived_stopped_and_restored_with_its_owners(flotilla, app
 
 
 def test_a_scheduled_backup_runs_on_time_and_keeps_the_newest(flotilla, app_name, tmp_path, docker_client):
-    spec = files_spec(app_name) + '    backup: {schedule: "* * * * * */4", keep: 2}\n'  # every 4 s (seconds last)
-    flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, spec)), timeout=240)
+    flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, files_spec(app_name))), timeout=240)
     first = wait_for(lambda: replica_id(flotilla, app_name), timeout=60, what="the files replica")
-    sh(docker_client, first, "echo nightly > /srv/uploads/n.txt")
+    sh(docker_client, first, "echo nightly > /srv/uploads/n.txt")  # before any backup stops the service
+    spec = files_spec(app_name) + '    backup: {schedule: "* * * * * */4", keep: 2}\n'  # every 4 s (seconds last)
+    flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, spec, "scheduled.yaml")), timeout=240)
 
     def scheduled() -> list[dict]:
         entries = json.loads(flotilla.run("backups", "ls", app_name, "--json", check=False).stdout)["backups"]
