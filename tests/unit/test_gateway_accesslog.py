@@ -71,6 +71,46 @@ def test_the_pipe_is_drained_into_the_file_complete_json_lines_only(tmp_path):
         os.close(writer)
 
 
+def test_the_drain_keeps_whole_objects_without_parsing_them(tmp_path):
+    log = access_log(tmp_path)
+    writer = open_pipe(tmp_path / "access.fifo")
+    try:
+        entry = line("be_shop_web", "/1")
+        os.write(writer, entry + b"[NOTICE] (1) : haproxy version is 2.6\n" + b'{"time":1,"path":"/cut\n')
+        log.pump()
+    finally:
+        os.close(writer)
+    assert log.path.read_bytes() == entry  # a notice and a line cut short (not ending with }) are dropped
+
+
+class _OneWait:
+    """A stop event that stops the loop at its first wait, counting the pumps before it."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def is_set(self) -> bool:
+        return bool(self.waits)
+
+    def wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def test_the_drain_waits_after_a_short_read_so_lines_gather_in_batches(tmp_path, monkeypatch):
+    log = access_log(tmp_path)
+    pumps: list[int] = []
+    real_pump = log.pump
+    monkeypatch.setattr(log, "pump", lambda: pumps.append(real_pump()) or pumps[-1])
+    writer = open_pipe(tmp_path / "access.fifo")
+    try:
+        os.write(writer, line("be_shop_web", "/1"))
+        log.run(_OneWait())
+    finally:
+        os.close(writer)
+    assert len(pumps) == 1 and pumps[0] > 0  # one read took the lines, then it waited (no read of an empty pipe)
+    assert log.path.read_bytes() == line("be_shop_web", "/1")
+
+
 def test_a_file_over_its_size_is_rotated_and_three_copies_are_kept(tmp_path):
     log = access_log(tmp_path, max_bytes=100, keep=3)
     for generation in range(5):

@@ -18,6 +18,7 @@ from flotilla.errors import SpecError
 from flotilla.gateway.config import (
     SLOTS_PER_BACKEND,
     build_gateway_config,
+    gateway_threads,
     normalize_path,
     render_config,
     shadowed_routes,
@@ -222,6 +223,14 @@ def test_global_section_serves_the_runtime_api_and_never_daemonizes():
                  "retry-on conn-failure empty-response",
                  "timeout http-request 10s", "timeout queue 10s"):
         assert line in text
+
+
+def test_a_small_host_runs_one_haproxy_thread_and_a_larger_one_haproxys_default():
+    assert [gateway_threads(cpus) for cpus in (1, 2, 3, 16)] == [1, 1, None, None]
+    one = render_config(build(), runtime_socket="/srv/gw/haproxy.sock", threads=1)
+    assert "nbthread 1" in [line.strip() for line in one.splitlines()]
+    default = render_config(build(), runtime_socket="/srv/gw/haproxy.sock")
+    assert "nbthread" not in default  # HAProxy's own: a thread per CPU
 
 
 def test_requests_are_logged_as_json_on_stdout_with_the_path_taken_before_any_rewrite():

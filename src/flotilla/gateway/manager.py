@@ -14,6 +14,7 @@ container is stopped.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence, Set
@@ -23,7 +24,14 @@ from dataclasses import replace
 from flotilla.errors import FlotillaError, GatewayError, NoFreeSlotError
 from flotilla.gateway.certificates import GatewayCertificates
 from flotilla.gateway.challenge_map import ensure_challenge_map
-from flotilla.gateway.config import ACTIVATOR_SERVER, FREE_ADDRESS, FREE_PORT, build_gateway_config, render_config
+from flotilla.gateway.config import (
+    ACTIVATOR_SERVER,
+    FREE_ADDRESS,
+    FREE_PORT,
+    build_gateway_config,
+    gateway_threads,
+    render_config,
+)
 from flotilla.gateway.model import Backend, GatewayConfig, Server
 from flotilla.gateway.process import GatewayFiles, HAProxyProcess
 from flotilla.gateway.runtime import RuntimeApi
@@ -254,7 +262,8 @@ class GatewayManager:
         ensure_challenge_map(self.files.challenge_map)
         return render_config(config, runtime_socket=str(self.files.runtime_socket),
                              workers=worker_account(self._worker_user),
-                             challenge_map=str(self.files.challenge_map))
+                             challenge_map=str(self.files.challenge_map),
+                             threads=gateway_threads(len(os.sched_getaffinity(0))))
 
     def _load_structure(self) -> str:
         try:
