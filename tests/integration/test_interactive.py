@@ -1,0 +1,141 @@
+"""Interactive `flotilla run -i` / `flotilla exec -i`: standard input reaches the command, piped or from a terminal.
+
+Real Docker, a real daemon, the real CLI: piped input through `read` and `cat`
+(the exit code is the command's), and a terminal session driven through a
+pseudo-terminal made here (`os.openpty`), as a user at a shell would: its size
+reaches the command at the start and after a SIGWINCH, the local terminal is
+put back as it was, and a killed CLI still has its container removed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import signal
+import struct
+import subprocess
+import termios
+import time
+
+import pytest
+
+from tests.support.cli import labelled_containers
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.docker
+
+SPEC = """\
+app: {app}
+services:
+  worker:
+    image: flotilla/python:bookworm
+    command: ["python3", "-c", "import time; time.sleep(3600)"]
+    env: {{GREETING: hello}}
+"""
+READ_AND_EXIT = ["sh", "-c", "read x; echo got $x $GREETING; echo oops >&2; exit 5"]
+
+
+@pytest.fixture
+def app(flotilla, app_name, tmp_path):
+    flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, SPEC.format(app=app_name))), "--timeout", "90")
+    return app_name
+
+
+def task_containers(docker_client, app: str) -> list:
+    return [c for c in labelled_containers(docker_client, app) if c.labels.get("io.flotilla.role") == "task"]
+
+
+@pytest.mark.parametrize("verb,target", [("run", "worker"), ("exec", "worker-1")])
+def test_piped_input_reaches_the_command_and_its_exit_code_comes_back(flotilla, app, verb, target, docker_client):
+    done = flotilla.run(verb, "-i", app, target, "--", *READ_AND_EXIT, input_text="there\n", check=False)
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert done.stdout == "got there hello\n"
+    assert done.stderr == "oops\n"  # without a terminal the streams stay apart
+    data = "".join(f"line {n} {'x' * 60}\n" for n in range(4000))  # ~270 KB: many frames each way
+    copied = flotilla.run(verb, "-i", app, target, "--", "cat", input_text=data)
+    assert copied.stdout == data
+    wait_for(lambda: not task_containers(docker_client, app), timeout=20, what="the run's container removed")
+
+
+def test_without_i_piped_input_is_not_read(flotilla, app):
+    """The NDJSON path for scripts is as it was: the command's standard input is empty."""
+    done = flotilla.run("run", app, "worker", "--", "sh", "-c", "read x; echo got:$x; exit 5", input_text="there\n",
+                        check=False)
+    assert (done.returncode, done.stdout) == (5, "got:\n"), done.stdout + done.stderr
+
+
+class Terminal:
+    """A pseudo-terminal with the CLI on its far end, as a user's shell would run it."""
+
+    def __init__(self, flotilla, *args: str, rows: int, cols: int) -> None:
+        self.master, self.slave = os.openpty()
+        self.resize(rows, cols)
+        self.before = termios.tcgetattr(self.slave)
+        self.proc = subprocess.Popen([*flotilla.command_prefix(), *args], env=flotilla.env, stdin=self.slave,
+                                     stdout=self.slave, stderr=self.slave, start_new_session=True)
+        self.seen = b""
+
+    def resize(self, rows: int, cols: int) -> None:
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def read_until(self, wanted: bytes, *, timeout: float = 60) -> bytes:
+        deadline = time.monotonic() + timeout
+        while wanted not in self.seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"never saw {wanted!r}; the terminal showed {self.seen[-2000:]!r}")
+            if select.select([self.master], [], [], min(left, 1.0))[0]:
+                try:
+                    self.seen += os.read(self.master, 65536)
+                except OSError:  # the CLI closed the terminal's other end
+                    raise AssertionError(f"terminal closed before {wanted!r}: {self.seen[-2000:]!r}") from None
+        return self.seen
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@pytest.mark.parametrize("verb,target", [("run", "worker"), ("exec", "worker-1")])
+def test_a_terminal_session_is_interactive_sized_and_restored(flotilla, app, verb, target, docker_client):
+    term = Terminal(flotilla, verb, app, target, "--", "sh", rows=41, cols=101)
+    try:
+        term.type("stty size\n")
+        term.read_until(b"41 101")  # the size at the start, before the shell read its first line
+        term.resize(50, 132)
+        for attempt in range(10):  # the CLI may read the next line before its SIGWINCH handler ran: ask again
+            os.kill(term.proc.pid, signal.SIGWINCH)  # the CLI is no terminal's foreground process: signal it
+            term.type("stty size\n")
+            try:
+                term.read_until(b"50 132", timeout=5)
+                break
+            except AssertionError:
+                if attempt == 9:
+                    raise
+        term.type("echo hi-$((6*7)); exit 7\n")
+        term.read_until(b"hi-42")
+        assert term.proc.wait(timeout=60) == 7
+        assert termios.tcgetattr(term.slave) == term.before  # raw mode undone
+    finally:
+        term.close()
+    wait_for(lambda: not task_containers(docker_client, app), timeout=20, what="the run's container removed")
+
+
+def test_a_killed_interactive_cli_leaves_no_container(flotilla, app, docker_client):
+    cli = subprocess.Popen([*flotilla.command_prefix(), "run", "-i", app, "worker", "--", "cat"], env=flotilla.env,
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: task_containers(docker_client, app), timeout=30, what="the run's container")
+        cli.send_signal(signal.SIGKILL)
+        cli.wait(timeout=10)
+        wait_for(lambda: not task_containers(docker_client, app), timeout=20, what="the container removed")
+    finally:
+        cli.kill()
+        cli.wait(timeout=10)
