@@ -139,3 +139,23 @@ def test_a_killed_interactive_cli_leaves_no_container(flotilla, app, docker_clie
     finally:
         cli.kill()
         cli.wait(timeout=10)
+
+
+def test_many_idle_sessions_leave_the_api_answering(flotilla, app):
+    """Each session blocks a thread on its process's output; those are not the API handlers' threads."""
+    from flotilla.daemon import frames
+
+    client = flotilla.client()
+    sessions = []
+    try:
+        for _ in range(45):  # more than anyio's default pool of 40 threads
+            sessions.append(client.session(f"/v1/apps/{app}/exec", {"replica": "worker-1", "command": ["cat"],
+                                                                    "tty": False}))
+        done = flotilla.run("exec", app, "worker-1", "--", "echo", "still-answering", timeout=60)
+        assert done.stdout == "still-answering\n"
+        last = sessions[-1]
+        assert last.send(frames.encode(frames.STDIN, b"ping\n"))
+        assert next(last.received()) == frames.Frame(frames.STDOUT, b"ping\n")
+    finally:
+        for session in sessions:
+            session.close()

@@ -50,8 +50,8 @@ async def relay(session: Session, *, decoder: frames.Decoder, receive, send) -> 
     ended = False
     try:
         async with anyio.create_task_group() as group:
-            group.start_soon(_input, session.attached, decoder, receive, group.cancel_scope)
-            await _output(session.attached, send)
+            group.start_soon(_input, _Thread(session.attached), decoder, receive, group.cancel_scope)
+            await _output(_Thread(session.attached), send)
             ended = True  # not reached when the client went first: _input cancelled the group
             group.cancel_scope.cancel()
         if ended:
@@ -66,13 +66,32 @@ async def relay(session: Session, *, decoder: frames.Decoder, receive, send) -> 
             await anyio.to_thread.run_sync(session.end)
 
 
-async def _output(attached: Attached, send) -> None:
-    while (piece := await anyio.to_thread.run_sync(attached.read, abandon_on_cancel=True)) is not None:
+class _Thread:
+    """Blocking calls on a session's streams, one at a time and in order, in a worker thread of their own.
+
+    Not the default thread pool the API's handlers share: each open session
+    blocks a thread reading its output (and maybe one writing input a process
+    does not read), so 40 idle shells would otherwise starve every handler.
+    A call cancelled (the session ends) is abandoned; closing the streams
+    wakes its thread.
+    """
+
+    def __init__(self, attached: Attached) -> None:
+        self.attached = attached
+        self._limiter = anyio.CapacityLimiter(1)
+
+    async def call(self, name: str, *args):
+        return await anyio.to_thread.run_sync(getattr(self.attached, name), *args, abandon_on_cancel=True,
+                                              limiter=self._limiter)
+
+
+async def _output(attached: _Thread, send) -> None:
+    while (piece := await attached.call("read")) is not None:
         stream, data = piece
         await _send(send, frames.encode(_OUTPUT_KINDS[stream], data), more=True)
 
 
-async def _input(attached: Attached, decoder: frames.Decoder, receive, scope: anyio.CancelScope) -> None:
+async def _input(attached: _Thread, decoder: frames.Decoder, receive, scope: anyio.CancelScope) -> None:
     """The client's frames to the process, until the client goes (then the whole session ends)."""
     ended = False
     while True:
@@ -91,19 +110,19 @@ async def _input(attached: Attached, decoder: frames.Decoder, receive, scope: an
             ended = await _apply(attached, frame) or ended
         if not message.get("more_body", False) and not ended:  # a client that ends its body ends its input
             ended = True
-            await anyio.to_thread.run_sync(attached.close_stdin)
+            await attached.call("close_stdin")
 
 
-async def _apply(attached: Attached, frame: frames.Frame) -> bool:
+async def _apply(attached: _Thread, frame: frames.Frame) -> bool:
     """One client frame; True when it ended the input."""
     if frame.kind == frames.STDIN:
-        await anyio.to_thread.run_sync(attached.write, frame.payload)
+        await attached.call("write", frame.payload)
     elif frame.kind == frames.STDIN_END:
-        await anyio.to_thread.run_sync(attached.close_stdin)
+        await attached.call("close_stdin")
         return True
     elif frame.kind == frames.RESIZE and (size := frames.size_of(frame)):
         try:
-            await anyio.to_thread.run_sync(attached.resize, *size)
+            await attached.call("resize", *size)
         except FlotillaError as exc:
             log.info("could not resize a session's terminal: %s", exc)
     return False
