@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from tests.support.cli import labelled_containers
+from tests.support.cli import killed_run_leaves_no_container, task_containers
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.docker
@@ -40,10 +40,6 @@ READ_AND_EXIT = ["sh", "-c", "read x; echo got $x $GREETING; echo oops >&2; exit
 def app(flotilla, app_name, tmp_path):
     flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, SPEC.format(app=app_name))), "--timeout", "90")
     return app_name
-
-
-def task_containers(docker_client, app: str) -> list:
-    return [c for c in labelled_containers(docker_client, app) if c.labels.get("io.flotilla.role") == "task"]
 
 
 @pytest.mark.parametrize("verb,target", [("run", "worker"), ("exec", "worker-1")])
@@ -131,14 +127,7 @@ def test_a_terminal_session_is_interactive_sized_and_restored(flotilla, app, ver
 def test_a_killed_interactive_cli_leaves_no_container(flotilla, app, docker_client):
     cli = subprocess.Popen([*flotilla.command_prefix(), "run", "-i", app, "worker", "--", "cat"], env=flotilla.env,
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: task_containers(docker_client, app), timeout=30, what="the run's container")
-        cli.send_signal(signal.SIGKILL)
-        cli.wait(timeout=10)
-        wait_for(lambda: not task_containers(docker_client, app), timeout=20, what="the container removed")
-    finally:
-        cli.kill()
-        cli.wait(timeout=10)
+    killed_run_leaves_no_container(cli, docker_client, app)
 
 
 def test_many_idle_sessions_leave_the_api_answering(flotilla, app):

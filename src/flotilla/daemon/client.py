@@ -120,7 +120,7 @@ class DaemonClient:
         """An interactive session (daemon/attach.py): POST ``path`` with a chunked body of frames, ``start``
         first; once the daemon answered 200, frames go both ways at once. Its error raised otherwise."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
+        with self._translated(sock):
             sock.settimeout(self.timeout)
             sock.connect(str(self.home.socket))
             head = (f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {frames.CONTENT_TYPE}\r\n"
@@ -130,15 +130,6 @@ class DaemonClient:
             response.begin()
             if response.status >= 400:
                 raise error_from_dict(json.loads(response.read() or b"{}"))
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            sock.close()
-            raise DaemonUnavailableError(f"no flotilla daemon answers on {self.home.socket}") from exc
-        except (OSError, http.client.HTTPException) as exc:
-            sock.close()
-            raise DaemonError(f"lost the connection to the flotilla daemon: {exc}") from exc
-        except BaseException:
-            sock.close()
-            raise
         sock.settimeout(None)  # a shell may sit idle for hours
         return Session(sock, response)
 
@@ -147,15 +138,24 @@ class DaemonClient:
         conn = _UnixConnection(str(self.home.socket), timeout or self.timeout)
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if data else {}
-        try:
+        with self._translated(conn):
             conn.request(method, url, body=data, headers=headers)
             return conn.getresponse(), conn
+
+    @contextlib.contextmanager
+    def _translated(self, connection) -> Iterator[None]:
+        """Connection failures as Flotilla errors; ``connection`` closed on any failure."""
+        try:
+            yield
         except (FileNotFoundError, ConnectionRefusedError) as exc:
-            conn.close()
+            connection.close()
             raise DaemonUnavailableError(f"no flotilla daemon answers on {self.home.socket}") from exc
         except (OSError, http.client.HTTPException) as exc:
-            conn.close()
+            connection.close()
             raise DaemonError(f"lost the connection to the flotilla daemon: {exc}") from exc
+        except BaseException:
+            connection.close()
+            raise
 
 
 class Session:
