@@ -148,3 +148,48 @@ def test_many_idle_sessions_leave_the_api_answering(flotilla, app):
     finally:
         for session in sessions:
             session.close()
+
+
+def tcp_session(port: int, path: str, start: dict, *, token: str):
+    """A session over the API's TCP listener, as a remote client would open it (the CLI uses the socket)."""
+    import http.client
+    import socket
+
+    from flotilla.daemon import frames
+    from flotilla.daemon.client import Session, _chunk
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n"
+                 f"Content-Type: {frames.CONTENT_TYPE}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+                 + _chunk(frames.encode_json(frames.START, start)))
+    response = http.client.HTTPResponse(sock, method="POST")
+    response.begin()
+    return response, Session(sock, response)
+
+
+def test_a_session_over_tcp_needs_the_token(flotilla, app_name, tmp_path):
+    from flotilla.daemon import frames
+    from tests.support.ports import free_port
+
+    port, token = free_port(), "a-long-enough-test-token"
+    daemon = subprocess.Popen([*flotilla.command_prefix(), "daemon", "--api-listen", f"127.0.0.1:{port}"],
+                              env={**flotilla.env, "FLOTILLA_API_TOKEN": token}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: flotilla.daemon_pid() == daemon.pid and flotilla.client().alive(), timeout=30,
+                 what="the daemon with a TCP listener")
+        flotilla.run("up", "-f", str(flotilla.write_spec(tmp_path, SPEC.format(app=app_name))), "--timeout", "90")
+        start = {"replica": "worker-1", "command": ["sh", "-c", "read x; echo got $x; exit 5"], "tty": False}
+        refused, _ = tcp_session(port, f"/v1/apps/{app_name}/exec", start, token="wrong")
+        assert refused.status == 401
+        answer, session = tcp_session(port, f"/v1/apps/{app_name}/exec", start, token=token)
+        assert answer.status == 200
+        session.send(frames.encode(frames.STDIN, b"over-tcp\n"))
+        received = list(session.received())
+        session.close()
+        assert received[0] == frames.Frame(frames.STDOUT, b"got over-tcp\n")
+        assert received[-1].json() == {"exit_code": 5}
+    finally:
+        flotilla.run("down", app_name, check=False, timeout=120)
+        daemon.terminate()
+        daemon.wait(timeout=30)
