@@ -182,7 +182,7 @@ def exec_(ctx: click.Context, app: str, replica: str, command: tuple[str, ...], 
     Examples:
       flotilla exec shop web-0 -- cat /etc/hostname
       flotilla exec shop web-0 -- sh                     # a shell, in a terminal
-      tar c conf | flotilla exec -i shop web-0 -- tar x -C /tmp
+      flotilla exec -i shop web-0 -- wc -l < data.csv     # piped input
     """
     return _start(ctx, app_path(app, "exec"), {"replica": replica, "command": list(command), "tty": _tty(tty)},
                   interactive=interactive)
