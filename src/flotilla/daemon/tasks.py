@@ -13,7 +13,9 @@ API as NDJSON lines (``{"progress": {"output": ...}}`` then ``{"result":
 {"exit_code": N}}``): the same framing as ``up``'s progress, so the client
 reads it with the code it has, and it survives a terminal: the daemon holds the
 container, the CLI only reads. Closing the stream (Ctrl-C, a killed CLI) removes
-the container.
+the container. With ``-i`` the task is instead created with its standard input
+open, attached before it starts (``Tasks.attach``) and pumped both ways by
+daemon/attach.py; it is removed at the session's end all the same.
 """
 
 from __future__ import annotations
