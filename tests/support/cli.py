@@ -49,9 +49,15 @@ def labelled_container_count(docker_client, app: str) -> int:
     return len(docker_client.api.containers(all=True, quiet=True, filters={"label": f"io.flotilla.app={app}"}))
 
 
-def task_containers(docker_client, app: str) -> list:
-    """The app's task containers (``flotilla run``, job runs, before_deploy), running or not."""
-    return [c for c in labelled_containers(docker_client, app) if c.labels.get("io.flotilla.role") == "task"]
+def task_containers(docker_client, app: str) -> list[str]:
+    """The names of the app's task containers (``flotilla run``, job runs, before_deploy), running or not.
+
+    One listing call: ``containers.list`` inspects each container it found, and
+    fails when one is removed in between, which is what these tests wait for.
+    """
+    found = docker_client.api.containers(all=True, filters={"label": [f"io.flotilla.app={app}",
+                                                                      "io.flotilla.role=task"]})
+    return [c["Names"][0].lstrip("/") for c in found]
 
 
 def killed_run_leaves_no_container(cli, docker_client, app: str) -> None:
