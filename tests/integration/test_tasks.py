@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.support.cli import labelled_containers
+from tests.support.cli import killed_run_leaves_no_container, task_containers
 from tests.support.load import LoadGenerator, wait_for_answers
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for
@@ -99,10 +99,6 @@ def app(flotilla, app_name):
     return app_name
 
 
-def task_containers(docker_client, app: str) -> list:
-    return [c for c in labelled_containers(docker_client, app) if c.labels.get("io.flotilla.role") == "task"]
-
-
 def runs(flotilla, app: str, job: str) -> list[dict]:
     """The job's runs, oldest first (skipped schedule times included)."""
     return list(reversed(flotilla.client().request("GET", f"/v1/apps/{app}/jobs/{job}/runs")["runs"]))
@@ -129,14 +125,7 @@ def test_an_interrupted_run_leaves_no_container(flotilla, app, tmp_path, docker_
     up(flotilla, tmp_path, spec(app, free_port()), "v1.yaml")
     cli = subprocess.Popen([*flotilla.command_prefix(), "run", app, "worker", "--", "sleep", "300"],
                            env=flotilla.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: task_containers(docker_client, app), timeout=30, what="the run's container")
-        cli.send_signal(signal.SIGKILL)
-        cli.wait(timeout=10)
-        wait_for(lambda: not task_containers(docker_client, app), timeout=20, what="the container removed")
-    finally:
-        cli.kill()
-        cli.wait(timeout=10)
+    killed_run_leaves_no_container(cli, docker_client, app)
 
 
 # -- jobs -------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from inside the app's network) and must ask them the way a user would: through
 
 from __future__ import annotations
 
+from tests.support.waiting import wait_for
+
 
 def ps(flotilla, app: str) -> list[dict]:
     """One row per replica, as ``flotilla ps APP --json`` prints them."""
@@ -45,3 +47,26 @@ def labelled_containers(docker_client, app: str) -> list:
 def labelled_container_count(docker_client, app: str) -> int:
     """How many containers are labelled for ``app``, in one cheap call (ids only), for tight polls."""
     return len(docker_client.api.containers(all=True, quiet=True, filters={"label": f"io.flotilla.app={app}"}))
+
+
+def task_containers(docker_client, app: str) -> list[str]:
+    """The names of the app's task containers (``flotilla run``, job runs, before_deploy), running or not.
+
+    One listing call: ``containers.list`` inspects each container it found, and
+    fails when one is removed in between, which is what these tests wait for.
+    """
+    found = docker_client.api.containers(all=True, filters={"label": [f"io.flotilla.app={app}",
+                                                                      "io.flotilla.role=task"]})
+    return [c["Names"][0].lstrip("/") for c in found]
+
+
+def killed_run_leaves_no_container(cli, docker_client, app: str) -> None:
+    """Once ``cli`` (a ``flotilla run`` process) has its container, SIGKILL it: the daemon removes the container."""
+    try:
+        wait_for(lambda: task_containers(docker_client, app), timeout=30, what="the run's container")
+        cli.kill()
+        cli.wait(timeout=10)
+        wait_for(lambda: not task_containers(docker_client, app), timeout=20, what="the container removed")
+    finally:
+        cli.kill()
+        cli.wait(timeout=10)

@@ -5,22 +5,40 @@
 use them as it would the command itself. The daemon holds the container; when
 this process ends first (Ctrl-C, killed), the connection closes and the daemon
 removes the container.
+
+With ``-i`` (the default when standard input is a terminal) they open an
+interactive session instead (daemon/attach.py): this process's standard input
+goes to the command's, as frames (daemon/frames.py) on the same connection the
+output comes back on. With a terminal on both ends, the local one is put in raw
+mode (every key, Ctrl-C too, goes to the command; restored however this ends)
+and its size is sent at the start and on every SIGWINCH.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
+import termios
+import threading
 import time
+import tty as termmode
+from collections.abc import Iterator
 
 import click
 
 from flotilla.cli import render
-from flotilla.daemon.client import DaemonClient, app_path
-from flotilla.errors import DaemonError
+from flotilla.daemon import frames
+from flotilla.daemon.client import DaemonClient, Session, app_path
+from flotilla.errors import DaemonError, error_from_dict
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 tty_option = click.option("-t/-T", "--tty/--no-tty", default=None,
                           help="Give the command a terminal (default: when standard input is one).")
+interactive_option = click.option("-i/-I", "--interactive/--no-interactive", default=None,
+                                  help="Forward standard input to the command (default: when it is a terminal); "
+                                       "pipe into it with -i.")
 
 
 def _client(ctx: click.Context) -> DaemonClient:
@@ -46,25 +64,105 @@ def _tty(tty: bool | None) -> bool:
     return sys.stdin.isatty() if tty is None else tty
 
 
+def _start(ctx: click.Context, path: str, body: dict, *, interactive: bool | None) -> int:
+    """The NDJSON stream (scripts, no input), or with ``interactive`` a session that forwards standard input."""
+    if not (sys.stdin.isatty() if interactive is None else interactive):
+        return _stream(ctx, path, body)
+    stdin = sys.stdin.fileno()
+    raw = body["tty"] and os.isatty(stdin)
+    if raw:
+        body = {**body, "size": _size(stdin)}
+    session = _client(ctx).session(path, body)
+    try:
+        with _raw_mode(stdin) if raw else contextlib.nullcontext(), _resizes(session, stdin, watch=raw):
+            threading.Thread(target=_forward, args=(stdin, session), daemon=True, name="stdin").start()
+            return _show(session)
+    finally:
+        session.close()
+
+
+def _show(session: Session) -> int:
+    """Print the command's output as it comes; its exit code at the end."""
+    outputs = {frames.STDOUT: sys.stdout.buffer, frames.STDERR: sys.stderr.buffer}
+    for frame in session.received():
+        if frame.kind in outputs:
+            outputs[frame.kind].write(frame.payload)
+            outputs[frame.kind].flush()
+        elif frame.kind == frames.ERROR:
+            raise error_from_dict(frame.json())
+        elif frame.kind == frames.EXIT:
+            code = frame.json().get("exit_code")
+            if code is None:
+                raise DaemonError("the command's exit code is unknown (Docker did not report it)")
+            return int(code)
+    raise DaemonError("the flotilla daemon ended the session without the command's exit code; see its log")
+
+
+def _forward(stdin: int, session: Session) -> None:
+    """Standard input to the session until its end (then the command's input is closed too)."""
+    try:
+        while data := os.read(stdin, 1 << 16):
+            if not session.send(frames.encode(frames.STDIN, data)):
+                return
+    except OSError:
+        pass
+    session.send(frames.encode(frames.STDIN_END))
+
+
+@contextlib.contextmanager
+def _raw_mode(fd: int) -> Iterator[None]:
+    """The terminal in raw mode (keys go through unprocessed), restored on the way out, whatever the way."""
+    saved = termios.tcgetattr(fd)
+    termmode.setraw(fd, termios.TCSANOW)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+@contextlib.contextmanager
+def _resizes(session: Session, fd: int, *, watch: bool) -> Iterator[None]:
+    """With ``watch``, the terminal's new size sent on each SIGWINCH while the session lasts."""
+    if not watch:
+        yield
+        return
+    previous = signal.signal(signal.SIGWINCH, lambda *_: session.send(frames.resize(*_size(fd))))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGWINCH, previous)
+
+
+def _size(fd: int) -> list[int]:
+    size = os.get_terminal_size(fd)
+    return [size.lines, size.columns]
+
+
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("app")
 @click.argument("service")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @tty_option
+@interactive_option
 @click.pass_context
-def run(ctx: click.Context, app: str, service: str, command: tuple[str, ...], tty: bool | None) -> int:
+def run(ctx: click.Context, app: str, service: str, command: tuple[str, ...], tty: bool | None,
+        interactive: bool | None) -> int:
     """Run COMMAND once in a new container of SERVICE; exit with its exit code.
 
     The container has the service's deployed image, env, secrets (as its
     replicas get them) and networks, and is removed when the command ends, or
-    when this command is interrupted. Output is streamed; there is no input.
+    when this command is interrupted. Output is streamed; standard input is
+    forwarded with -i (the default in a terminal, so a shell just works).
 
     \b
     Examples:
       flotilla run shop web -- python3 -m shop.migrate --check
       flotilla run shop web -- sh -c 'exit 3'; echo $?   # 3
+      flotilla run shop db -- psql                       # interactive, in a terminal
+      echo 'select 1' | flotilla run -i shop db -- psql  # piped input
     """
-    return _stream(ctx, app_path(app, "run"), {"service": service, "command": list(command), "tty": _tty(tty)})
+    return _start(ctx, app_path(app, "run"), {"service": service, "command": list(command), "tty": _tty(tty)},
+                  interactive=interactive)
 
 
 @click.command("exec", context_settings={"ignore_unknown_options": True})
@@ -72,15 +170,22 @@ def run(ctx: click.Context, app: str, service: str, command: tuple[str, ...], tt
 @click.argument("replica")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @tty_option
+@interactive_option
 @click.pass_context
-def exec_(ctx: click.Context, app: str, replica: str, command: tuple[str, ...], tty: bool | None) -> int:
+def exec_(ctx: click.Context, app: str, replica: str, command: tuple[str, ...], tty: bool | None,
+          interactive: bool | None) -> int:
     """Run COMMAND inside the running REPLICA (as `flotilla ps` names it); exit with its exit code.
 
+    Standard input is forwarded with -i (the default in a terminal).
+
     \b
-    Example:
+    Examples:
       flotilla exec shop web-0 -- cat /etc/hostname
+      flotilla exec shop web-0 -- sh                     # a shell, in a terminal
+      flotilla exec -i shop web-0 -- wc -l < data.csv     # piped input
     """
-    return _stream(ctx, app_path(app, "exec"), {"replica": replica, "command": list(command), "tty": _tty(tty)})
+    return _start(ctx, app_path(app, "exec"), {"replica": replica, "command": list(command), "tty": _tty(tty)},
+                  interactive=interactive)
 
 
 @click.group()

@@ -42,6 +42,7 @@ import anyio
 from starlette.responses import Response, StreamingResponse
 
 from flotilla import __version__
+from flotilla.daemon import attach, frames
 from flotilla.daemon.apps import AppRepository
 from flotilla.daemon.backups import Backups
 from flotilla.daemon.events import EventLog
@@ -56,7 +57,7 @@ from flotilla.daemon.serving import MIB, AsgiApp, BodyRefused, ClientGone, Limit
 from flotilla.daemon.snapshots import Snapshots
 from flotilla.daemon.status import StatusViews
 from flotilla.daemon.store import Store
-from flotilla.daemon.tasks import RUN, Tasks, now_suffix, stream_exec, stream_task
+from flotilla.daemon.tasks import RUN, Tasks, exec_session, now_suffix, stream_exec, stream_task
 from flotilla.daemon.traffic import Traffic
 from flotilla.daemon.wakeups import Wakeups
 from flotilla.errors import (
@@ -130,10 +131,11 @@ FrontendFactory = Callable[[DaemonParts, str], Frontend]  # (the daemon's parts,
 class Request:
     """What a handler sees: the URL's parameters, its query (the last value of each name), the body."""
 
-    def __init__(self, params: dict, query: str, body: bytes = b"") -> None:
+    def __init__(self, params: dict, query: str, body: bytes = b"", *, decoder: frames.Decoder | None = None) -> None:
         self.params = params
         self.query = {k: v[-1] for k, v in parse_qs(query).items()}
         self.body = body
+        self.frames = decoder  # an interactive session's: the rest of the body is read by daemon/attach.py
 
     def json(self) -> dict:
         try:
@@ -280,8 +282,10 @@ class Api:
         try:
             if handler is None:
                 raise Refused(405 if known else 404, NotFoundError(f"{method} {path} is not part of the API"))
-            body = await _read_body(scope, receive)
-            result = await self._run(handler, Request(params, scope["query_string"].decode("latin-1"), body))
+            decoder = frames.Decoder() if self._framed(scope, handler) else None
+            body = await (_start_frame(receive, decoder) if decoder else _read_body(scope, receive))
+            result = await self._run(handler, Request(params, scope["query_string"].decode("latin-1"), body,
+                                                      decoder=decoder))
         except Refused as refusal:
             return json_response(refusal.status, refusal.error.to_dict(), close=True)
         except FlotillaError as exc:
@@ -291,6 +295,11 @@ class Api:
             return json_response(500, {"error": "internal", "message": f"internal error ({type(exc).__name__}); "
                                                                        "the daemon's log has the details"})
         return result if isinstance(result, Response) else json_response(*result)
+
+    def _framed(self, scope: dict, handler: Callable | None) -> bool:
+        """An interactive session (daemon/attach.py): a run or exec whose body is frames, not JSON."""
+        framed = _headers_of(scope).get("content-type", "").split(";")[0].strip() == frames.CONTENT_TYPE
+        return framed and handler in (self.run_task, self.exec_in_replica)
 
     async def _run(self, handler: Callable, req: Request):
         """An ``async`` handler on the loop; any other in a worker thread, once one is free."""
@@ -521,12 +530,13 @@ class Api:
         body = req.json()
         spec = self._status.runtime_spec(req.params["app"])
         command = _command_of(body)
-        started = self._require_tasks().start(
-            task_spec(spec, service=str(body.get("service", "")), command=command),
-            service=str(body.get("service", "")), kind=RUN, subject=str(body.get("service", "")),
-            suffix=now_suffix(), tty=bool(body.get("tty")))
-        return StreamingResponse(stream_task(self._require_tasks(), self._engine, started),
-                                 media_type="application/x-ndjson")
+        tasks, service, tty = self._require_tasks(), str(body.get("service", "")), bool(body.get("tty"))
+        started = tasks.start(task_spec(spec, service=service, command=command), service=service, kind=RUN,
+                              subject=service, suffix=now_suffix(), tty=tty, stdin=req.frames is not None,
+                              start=req.frames is None)
+        if req.frames is not None:
+            return SessionResponse(tasks.attach(started, tty=tty, size=_size_of(body)), decoder=req.frames)
+        return StreamingResponse(stream_task(tasks, self._engine, started), media_type="application/x-ndjson")
 
     def exec_in_replica(self, req: Request):
         """``flotilla exec``: a command inside a running replica (named as ``flotilla ps`` shows it)."""
@@ -539,7 +549,11 @@ class Api:
             raise NotFoundError(f"app {spec.app} has no running replica {wanted!r}; running: "
                                 f"{', '.join(sorted(r.replica for r in replicas)) or 'none'}"
                                 f" (`flotilla ps {spec.app}`)")
-        exec_id, output = self._engine.run_in(found.container_id, list(_command_of(body)), tty=bool(body.get("tty")))
+        command, tty = list(_command_of(body)), bool(body.get("tty"))
+        if req.frames is not None:
+            return SessionResponse(exec_session(self._engine, found.container_id, command, tty=tty,
+                                                size=_size_of(body)), decoder=req.frames)
+        exec_id, output = self._engine.run_in(found.container_id, command, tty=tty)
         return StreamingResponse(stream_exec(self._engine, exec_id, output), media_type="application/x-ndjson")
 
     def list_jobs(self, req: Request):
@@ -604,6 +618,54 @@ def _command_of(body: dict) -> tuple[str, ...]:
         raise BadRequestError("give the command as a non-empty list of strings, e.g. "
                               "`flotilla run shop web -- python3 -m manage`")
     return tuple(command)
+
+
+def _size_of(body: dict) -> tuple[int, int] | None:
+    """An interactive session's first terminal size (``"size": [rows, cols]``), if it gave a sensible one."""
+    return frames.size_from(body.get("size"))
+
+
+class SessionResponse(Response):
+    """The answer to an interactive run or exec: frames both ways until the command ends (daemon/attach.py)."""
+
+    def __init__(self, session: attach.Session, *, decoder: frames.Decoder) -> None:
+        super().__init__(media_type=frames.CONTENT_TYPE)
+        self._session = session
+        self._decoder = decoder
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", frames.CONTENT_TYPE.encode()), (b"cache-control", b"no-store")]})
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                self._session.attached.close()
+                await anyio.to_thread.run_sync(self._session.end)
+            raise
+        await attach.relay(self._session, decoder=self._decoder, receive=receive, send=send)
+
+
+async def _start_frame(receive, decoder: frames.Decoder) -> bytes:
+    """The JSON of an interactive session's first frame (START), sent alone before the client waits for the
+    answer; refused (400, nothing started) when it is something else or does not come within BODY_TIMEOUT."""
+    received: list[frames.Frame] = []
+    try:
+        with anyio.fail_after(BODY_TIMEOUT):
+            while not received:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise Refused(400, BadRequestError("the client left before its session's start frame"))
+                received = decoder.feed(message.get("body", b""))
+                if not received and (not message.get("more_body", False) or decoder.pending > MAX_BODY):
+                    raise Refused(400, BadRequestError("an interactive session's body must begin with a whole "
+                                                       "start frame (daemon/frames.py)"))
+    except TimeoutError:
+        raise Refused(408, BadRequestError(f"the session's start frame did not arrive within {BODY_TIMEOUT:g} s; "
+                                           "send it at once")) from None
+    if received[0].kind != frames.START or len(received) > 1 or decoder.pending:
+        raise Refused(400, BadRequestError("send an interactive session's start frame alone, then wait for the "
+                                           "answer before any other frame (daemon/frames.py)"))
+    return received[0].payload
 
 
 def _progress_response(work) -> StreamingResponse:

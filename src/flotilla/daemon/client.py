@@ -7,16 +7,19 @@ same Flotilla exceptions it raised.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from urllib.parse import quote, urlencode
 
+from flotilla.daemon import frames
 from flotilla.daemon.paths import Home
 from flotilla.errors import DaemonError, DaemonUnavailableError, error_from_dict
 
@@ -113,20 +116,83 @@ class DaemonClient:
             conn.close()
         raise DaemonError("the flotilla daemon ended its answer without a result; see its log")
 
+    def session(self, path: str, start: dict) -> Session:
+        """An interactive session (daemon/attach.py): POST ``path`` with a chunked body of frames, ``start``
+        first; once the daemon answered 200, frames go both ways at once. Its error raised otherwise."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with self._translated(sock):
+            sock.settimeout(self.timeout)
+            sock.connect(str(self.home.socket))
+            head = (f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {frames.CONTENT_TYPE}\r\n"
+                    "Transfer-Encoding: chunked\r\n\r\n")
+            sock.sendall(head.encode() + _chunk(frames.encode_json(frames.START, start)))
+            response = http.client.HTTPResponse(sock, method="POST")
+            response.begin()
+            if response.status >= 400:
+                raise error_from_dict(json.loads(response.read() or b"{}"))
+        sock.settimeout(None)  # a shell may sit idle for hours
+        return Session(sock, response)
+
     def _open(self, method, path, *, body=None, query=None, timeout=None):
         url = path + (f"?{urlencode(query)}" if query else "")
         conn = _UnixConnection(str(self.home.socket), timeout or self.timeout)
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if data else {}
-        try:
+        with self._translated(conn):
             conn.request(method, url, body=data, headers=headers)
             return conn.getresponse(), conn
+
+    @contextlib.contextmanager
+    def _translated(self, connection) -> Iterator[None]:
+        """Connection failures as Flotilla errors; ``connection`` closed on any failure."""
+        try:
+            yield
         except (FileNotFoundError, ConnectionRefusedError) as exc:
-            conn.close()
+            connection.close()
             raise DaemonUnavailableError(f"no flotilla daemon answers on {self.home.socket}") from exc
         except (OSError, http.client.HTTPException) as exc:
-            conn.close()
+            connection.close()
             raise DaemonError(f"lost the connection to the flotilla daemon: {exc}") from exc
+        except BaseException:
+            connection.close()
+            raise
+
+
+class Session:
+    """The client's end of an interactive session: ``send`` frames (from any thread), read the daemon's."""
+
+    def __init__(self, sock: socket.socket, response: http.client.HTTPResponse) -> None:
+        self._sock = sock
+        self._response = response
+        self._lock = threading.Lock()
+        self._decoder = frames.Decoder()
+
+    def send(self, frame: bytes) -> bool:
+        """One frame (frames.encode); False when the session is over (the daemon no longer reads)."""
+        try:
+            with self._lock:
+                self._sock.sendall(_chunk(frame))
+        except OSError:
+            return False
+        return True
+
+    def received(self) -> Iterator[frames.Frame]:
+        """The daemon's frames as they come, until it ends its answer."""
+        try:
+            while data := self._response.read1(1 << 16):
+                yield from self._decoder.feed(data)
+        except (OSError, http.client.HTTPException) as exc:
+            raise DaemonError(f"lost the connection to the flotilla daemon: {exc}") from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+
+
+def _chunk(data: bytes) -> bytes:
+    """``data`` as one chunk of a chunked request body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 def _last_line(home: Home) -> str:

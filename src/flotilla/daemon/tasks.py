@@ -13,7 +13,9 @@ API as NDJSON lines (``{"progress": {"output": ...}}`` then ``{"result":
 {"exit_code": N}}``): the same framing as ``up``'s progress, so the client
 reads it with the code it has, and it survives a terminal: the daemon holds the
 container, the CLI only reads. Closing the stream (Ctrl-C, a killed CLI) removes
-the container.
+the container. With ``-i`` the task is instead created with its standard input
+open, attached before it starts (``Tasks.attach``) and pumped both ways by
+daemon/attach.py; it is removed at the session's end all the same.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from dataclasses import dataclass
 import anyio
 
 from flotilla import labels
+from flotilla.daemon.attach import Session
 from flotilla.daemon.injection import SecretInjector
 from flotilla.engines.docker import DockerEngine
+from flotilla.engines.docker.attach import Attached
 from flotilla.engines.docker.containers import Overrides
 from flotilla.errors import FlotillaError
 from flotilla.naming import cache_network, egress_network, internal_network, task_name
@@ -85,7 +89,8 @@ class Tasks:
         self._clock = clock
 
     def start(self, spec: AppSpec, *, service: str, kind: str, subject: str, suffix: str,
-              extra: Mapping[str, str] | None = None, tty: bool = False, start: bool = True) -> Started:
+              extra: Mapping[str, str] | None = None, tty: bool = False, stdin: bool = False,
+              start: bool = True) -> Started:
         """Start ``service`` of ``spec`` (spec/tasks.py) as a task container; with ``start=False`` only
         create it, to be started by ``start_created`` (the costly part done ahead of time)."""
         name = task_name(app=spec.app, kind=kind, subject=subject, suffix=suffix)
@@ -100,7 +105,7 @@ class Tasks:
         task_labels = {labels.TASK: kind, labels.STARTED: repr(self._clock()), **(extra or {})}
         try:
             container_id = self._engine.start_task(spec=spec, service=service, name=name, task_labels=task_labels,
-                                                   overrides=overrides, tty=tty, start=start)
+                                                   overrides=overrides, tty=tty, stdin=stdin, start=start)
         except BaseException:
             self._forget_secrets(spec.app, name)
             raise
@@ -108,6 +113,23 @@ class Tasks:
 
     def start_created(self, started: Started) -> None:
         self._engine.start_created(started.container_id)
+
+    def attach(self, started: Started, *, tty: bool, size: tuple[int, int] | None) -> Session:
+        """Attach to a task created with ``stdin`` (and ``start=False``), start it, give its terminal
+        ``size``: the session ``flotilla run -i`` talks to (daemon/attach.py), which removes it at its end."""
+        try:
+            attached = self._engine.attach_task(started.container_id, tty=tty)
+            try:
+                self.start_created(started)
+                _resize(attached, size)
+            except BaseException:
+                attached.close()
+                raise
+        except BaseException:
+            self.remove(started)
+            raise
+        return Session(attached, exit_code=lambda: self._engine.wait_task(started.container_id, timeout=30),
+                       end=lambda: self.remove(started))
 
     def output(self, container_id: str) -> str:
         return "\n".join(self._engine.last_log_lines(container_id, lines=TAIL_LINES))
@@ -162,6 +184,23 @@ async def stream_task(tasks: Tasks, engine: DockerEngine, started: Started) -> A
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(tasks.remove, started)
+
+
+def exec_session(engine: DockerEngine, container_id: str, command: list[str], *, tty: bool,
+                 size: tuple[int, int] | None) -> Session:
+    """``flotilla exec -i``: ``command`` started in a running container, its streams for daemon/attach.py."""
+    exec_id, attached = engine.exec_attached(container_id, command, tty=tty)
+    _resize(attached, size)
+    return Session(attached, exit_code=lambda: engine.exec_exit_code(exec_id, wait=5.0))
+
+
+def _resize(attached: Attached, size: tuple[int, int] | None) -> None:
+    """The terminal's first size, before any input is forwarded (so a command reading it sees it)."""
+    if size is not None:
+        try:
+            attached.resize(*size)
+        except FlotillaError as exc:
+            log.info("could not give a terminal its size: %s", exc)
 
 
 async def stream_exec(engine: DockerEngine, exec_id: str, output) -> AsyncIterator[bytes]:

@@ -23,7 +23,8 @@ import docker.errors
 import requests.exceptions
 
 from flotilla import labels
-from flotilla.engines.docker import volumes
+from flotilla.engines.docker import attach, volumes
+from flotilla.engines.docker.attach import Attached
 from flotilla.engines.docker.containers import (
     Overrides,
     TaskContainer,
@@ -287,16 +288,19 @@ class DockerEngine:
     # -- tasks: one-off runs, job runs, before_deploy (daemon/tasks.py) -------
 
     def start_task(self, *, spec: AppSpec, service: str, name: str, task_labels: Mapping[str, str],
-                   overrides: Overrides = Overrides(), tty: bool = False, start: bool = True) -> str:
+                   overrides: Overrides = Overrides(), tty: bool = False, stdin: bool = False,
+                   start: bool = True) -> str:
         """Create and start (unless not ``start``) a task container; one of that name that is already ours
-        is returned as it is (a job run is named after its schedule time, so a run is never started twice)."""
+        is returned as it is (a job run is named after its schedule time, so a run is never started twice).
+        ``stdin``: its standard input stays open for an attached client (``attach_task``), closed when that
+        client closes it."""
         config = task_container_config(spec=spec, service=service, name=name, task_labels=task_labels,
                                        overrides=overrides, owner=self._owned(spec.app, role="task"))
         api = self._api
         with translated(f"starting task {name} of {spec.app}"):
             try:
                 created = api.create_container(**config.create_kwargs(api), tty=tty,
-                                               networking_config=config.networking(api))
+                                               stdin_open=stdin, networking_config=config.networking(api))
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:
                     raise
@@ -340,9 +344,26 @@ class DockerEngine:
             created = self._api.exec_create(container_id, command, stdout=True, stderr=True, tty=tty)
             return created["Id"], self._api.exec_start(created["Id"], stream=True, tty=tty)
 
-    def exec_exit_code(self, exec_id: str) -> int | None:
+    def attach_task(self, container_id: str, *, tty: bool) -> Attached:
+        """The standard streams of a task created with ``stdin`` and not yet started (``start_created``)."""
+        with translated(f"attaching to task {container_id[:12]}"):
+            return attach.attach_container(self._api, container_id, tty=tty)
+
+    def exec_attached(self, container_id: str, command: list[str], *, tty: bool) -> tuple[str, Attached]:
+        """``flotilla exec -i``: start ``command`` in a running container, its standard input open."""
+        with translated(f"running a command in {container_id[:12]}"):
+            return attach.exec_attached(self._api, container_id, command, tty=tty)
+
+    def exec_exit_code(self, exec_id: str, *, wait: float = 0.0) -> int | None:
+        """The exit code of an exec'd command; waits up to ``wait`` seconds for it to be known (a
+        command whose output just closed may not have been reaped yet)."""
+        deadline = time.monotonic() + wait
         with translated("reading a command's exit code"):
-            return self._api.exec_inspect(exec_id).get("ExitCode")
+            while True:
+                found = self._api.exec_inspect(exec_id)
+                if not found.get("Running") or time.monotonic() >= deadline:
+                    return found.get("ExitCode")
+                time.sleep(0.05)
 
     def _connect(self, container_id: str, network: str) -> None:
         """Join ``network`` (a cache's, the egress one); already joined (a plan applied twice) is fine."""
