@@ -160,6 +160,23 @@ def test_a_job_runs_on_time_several_times(flotilla, app, tmp_path):
     assert listed["status"] == "succeeded" and listed["next"] > time.time()
 
 
+@pytest.mark.slow
+def test_a_job_every_minute_runs_within_a_second_of_each_minute(flotilla, app, tmp_path):
+    """The issue's own schedule, five cron fields: two runs (a minute apart) take up to two minutes."""
+    up(flotilla, tmp_path, spec(app, free_port(), jobs=job("* * * * *", '["date", "+%s.%N"]')), "v1.yaml")
+    wait_for(lambda: len([r for r in started(flotilla, app, "tick") if r["state"] == "succeeded"]) >= 2,
+             timeout=150, interval=0.5, what="two runs, a minute apart")
+    done = started(flotilla, app, "tick")[:2]
+    assert [r["due"] % 60 for r in done] == [0, 0] and done[1]["due"] - done[0]["due"] == 60
+    started_late = [r["started"] - r["due"] for r in done]  # the container (made ahead) started
+    ran_late = [float(flotilla.json("jobs", "logs", app, "tick", "--run", str(r["number"]))["output"].split()[-1])
+                - r["due"] for r in done]  # the command itself printed the time
+    print(f"every-minute runs started {', '.join(f'{s:.3f}' for s in started_late)} s after the minute; "
+          f"their processes ran {', '.join(f'{s:.3f}' for s in ran_late)} s after it")
+    assert all(0 <= s < 1.0 for s in started_late), started_late
+    assert all(0 <= s < 2.0 for s in ran_late), ran_late  # 0.3-0.5 s measured; a margin for a loaded host
+
+
 def test_a_run_longer_than_its_period_is_not_doubled(flotilla, app, tmp_path):
     up(flotilla, tmp_path, spec(app, free_port(), jobs=job("* * * * * */5", '["sleep", "12"]')), "v1.yaml")
     wait_for(lambda: len([r for r in started(flotilla, app, "tick") if r["state"] == "succeeded"]) >= 2,
