@@ -11,7 +11,7 @@ number of slots served by a reachable master.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -590,3 +590,19 @@ def test_any_partial_state_converges_to_ready_without_double_assignment(
     converge(sim, shards=new_shards, replicas=replicas)
     assert_ready(sim, shards=new_shards, replicas=replicas)
     assert not any(not n.live for n in sim.nodes.values())  # every ghost forgotten
+
+
+def test_a_replica_that_lost_its_masters_address_is_introduced_to_it_again():
+    """After a restart of dockerd: every node has a new IP, the replica holds its master as `noaddr`
+    (so not among its peers) while the rest of the cluster sees both: a MEET with the master, nothing else."""
+    names = [n.name for n in node_names("sessions", shards=1, replicas=1)]
+    master = ObservedNode(name=names[0], node_id="m" * 40, role="master", slots=((0, 16383),),
+                          peers=frozenset({names[1]}))
+    replica = ObservedNode(name=names[1], node_id="r" * 40, role="replica", master_id=master.node_id,
+                           linked=False, peers=frozenset())
+    plan = plan_cluster(cache="sessions", shards=1, replicas=1, observed=[master, replica], now=0.0)
+    assert plan == [Meet(node=names[1], peer=names[0], reason="")]
+    assert "lost the address of its master" in plan[0].reason
+    seen = replace(replica, peers=frozenset({names[0]}))
+    assert not any(isinstance(a, Meet) for a in plan_cluster(cache="sessions", shards=1, replicas=1,
+                                                             observed=[master, seen], now=0.0))

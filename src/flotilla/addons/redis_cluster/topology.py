@@ -446,11 +446,32 @@ def _meets(view: _View) -> list[ClusterAction]:
     if len(members) < 2:
         return []
     anchor = max(members, key=lambda n: (len(n.peers), n.slot_count, n.name))
-    return [
+    meets: list[ClusterAction] = [
         Meet(node=n.name, peer=anchor.name, reason=f"{n.name} is not connected to the cluster ({anchor.name})")
         for n in sorted(members, key=lambda n: n.name)
         if n is not anchor and anchor.name not in n.peers and n.name not in anchor.peers
     ]
+    met = {a.node for a in meets}  # introduced to the anchor now: the next pass sees what gossip left
+    return meets + [a for a in _lost_masters(members) if a.node not in met]
+
+
+def _lost_masters(members: list[ObservedNode]) -> list[ClusterAction]:
+    """A replica that no longer sees its own master, though the master is up: introduced to it again.
+
+    After every node restarted with a new IP (a restart of dockerd), a replica may
+    hold its master as ``noaddr`` and keep replicating from the master's old IP,
+    which another node may have taken meanwhile (seen: a replica replicating from
+    its own address). The rest of the cluster sees both, so the anchor rule above
+    never fires; a MEET at the master's current address lets the replica learn it,
+    and the next pass re-points the replication (``stale_master_address``)."""
+    by_id = {n.node_id: n for n in members}
+    actions: list[ClusterAction] = []
+    for n in sorted(members, key=lambda n: n.name):
+        master = by_id.get(n.master_id or "") if n.role == "replica" else None
+        if master is not None and master.name not in n.peers:
+            actions.append(Meet(node=n.name, peer=master.name,
+                                reason=f"{n.name} has lost the address of its master {master.name}"))
+    return actions
 
 
 def _assigns(view: _View) -> list[ClusterAction]:
