@@ -60,16 +60,23 @@ def command(rep: Reporter, path: Path, value: object, ctx: ServiceContext
     return c.command(rep, path, value, empty_hint="remove command to run the image's default command")
 
 
+_MIGRATION_HINT = "give the command to run before the rollout (e.g. python3 migrate.py), or remove before_deploy"
+
+
+def _migration(rep: Reporter, path: Path, value: object) -> tuple[str, ...] | None:
+    return c.command(rep, path, value, empty_hint=_MIGRATION_HINT)
+
+
 def before_deploy(rep: Reporter, path: Path, value: object, ctx: ServiceContext) -> BeforeDeploySpec | None:
     """``before_deploy: CMD`` or ``{command: CMD, timeout: 10m}``: run once in a new revision's image."""
     if not isinstance(value, dict):
-        words = command(rep, path, value, ctx)
+        words = _migration(rep, path, value)
         return None if words is None else BeforeDeploySpec(command=words)
     known = c.mapping(rep, path, value, allowed=("command", "timeout"),
                       required={"command": "add command: the migration to run, e.g. command: python3 migrate.py"})
     if known is None:
         return None
-    clean = c.fields(rep, path, known, {"command": lambda r, p, v: command(r, p, v, ctx), "timeout": c.duration})
+    clean = c.fields(rep, path, known, {"command": _migration, "timeout": c.duration})
     return BeforeDeploySpec(**clean) if len(clean) == len(known) and "command" in clean else None
 
 
